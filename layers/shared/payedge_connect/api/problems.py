@@ -1,0 +1,63 @@
+"""Problem documents (RFC 7807 style) for every HTTP error, installed on a resolver in one call.
+
+Body: {"type", "title", "status", "detail", "errors": [{"field", "message"}]} with
+Content-Type application/problem+json. `field` is a dotted path into the request
+("body.provider", "query.limit", "path.connectionId") so the caller knows what to fix.
+"""
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from payedge_connect.errors import PayEdgeError
+from payedge_connect.observability import logger
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+_TYPE_BASE = "https://payedge.dev/problems/"
+
+
+def problem_response(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> Response[str]:
+    body: dict[str, Any] = {
+        "type": _TYPE_BASE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(status_code=status, content_type=PROBLEM_CONTENT_TYPE, body=json.dumps(body))
+
+
+def _field_of(location: tuple[Any, ...]) -> str:
+    # Powertools locations read ("body", "provider") or ("query", "limit"); a body that is not an
+    # object at all is reported as "body".
+    return ".".join(str(part) for part in location) or "body"
+
+
+def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
+    """Make every error leaving `app` a problem document."""
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(error: RequestValidationError) -> Response[str]:
+        errors = [{"field": _field_of(tuple(item["loc"])), "message": item["msg"]} for item in error.errors()]
+        fields = ", ".join(item["field"] for item in errors)
+        return problem_response(422, "Invalid request", f"Invalid value for {fields}", errors)
+
+    @app.exception_handler(PayEdgeError)
+    def domain_error(error: PayEdgeError) -> Response[str]:
+        errors = [{"field": error.field, "message": error.detail}] if error.field else None
+        return problem_response(error.status, error.title, error.detail, errors)
+
+    @app.not_found
+    def no_such_route(_: Exception) -> Response[str]:
+        return problem_response(404, "Not found", "No such resource")
+
+    @app.exception_handler(Exception)
+    def unexpected(error: Exception) -> Response[str]:
+        # Logged with its traceback for the operator; the caller gets no internals.
+        logger.exception("Unhandled error")
+        return problem_response(500, "Internal error", "Something went wrong; it has been logged")

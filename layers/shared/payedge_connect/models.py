@@ -1,0 +1,224 @@
+"""The canonical records of the service, with the names used everywhere (API, DynamoDB, events).
+
+Field names are snake_case in Python and camelCase on the wire (`amountDue`, `connectionId`).
+Amounts are Decimals, serialised as strings so that "100.00" keeps its two places; never floats.
+"""
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+Amount = Annotated[Decimal, PlainSerializer(str, return_type=str, when_used="json")]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Record(BaseModel):
+    """Base of every canonical record: camelCase on the wire, strict about unknown fields."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Provider(StrEnum):
+    QUICKBOOKS = "quickbooks"
+    XERO = "xero"
+    SAGE = "sage"
+
+
+class ConnectionStatus(StrEnum):
+    AUTHORIZING = "authorizing"
+    CHOOSING_TENANT = "choosing_tenant"
+    MAPPING_REQUIRED = "mapping_required"
+    CONNECTED = "connected"
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    DISCONNECTED = "disconnected"
+
+
+class AccountMapping(Record):
+    """Which provider accounts the platform's money movements are booked to."""
+
+    # funding source id (configured on the platform, e.g. "cad-operating") -> provider bank account id
+    funding_sources: dict[str, str]
+    # provider expense account id for payment fees; None when the business pays no fees
+    fee_account_id: str | None = None
+    accepted_at: datetime | None = None
+
+
+class SyncSummary(Record):
+    """The last sync of a connection, as the integrations page and the dashboard show it."""
+
+    sync_run_id: str
+    outcome: str
+    finished_at: datetime | None = None
+    open_bills: int = 0
+    vendors_needing_attention: int = 0
+
+
+class Connection(Record):
+    """A business's link to one organisation in one accounting package."""
+
+    connection_id: str
+    business_id: str
+    provider: Provider
+    status: ConnectionStatus
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    mapping: AccountMapping | None = None
+    last_sync: SyncSummary | None = None
+    # Things the user must act on ("reauthorize", "refresh token expires in 12 days", ...).
+    attention: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    # Optimistic concurrency: every save is conditional on the version it read.
+    version: int = 0
+
+
+class PayableStatus(StrEnum):
+    OPEN = "open"
+    PART_PAID = "part_paid"
+    CLOSED = "closed"
+
+
+class ClosedReason(StrEnum):
+    PAID_ELSEWHERE = "paid_elsewhere"
+    PAID_THROUGH_PLATFORM = "paid_through_platform"
+    VOIDED = "voided"
+    DELETED = "deleted"
+    CREDITED = "credited"
+
+
+class InvoiceDocument(Record):
+    """The invoice document attached to a bill at the provider; bytes live in the private bucket."""
+
+    provider_document_id: str
+    file_name: str
+    content_type: str
+    size_bytes: int | None = None
+    # None until the document has been fetched into the bucket.
+    object_key: str | None = None
+
+
+class Payable(Record):
+    """An approved, unpaid bill owed by the business (Payments > Unpaid payables)."""
+
+    connection_id: str
+    bill_id: str
+    vendor_id: str
+    vendor_name: str
+    currency: CurrencyCode
+    amount_due: Amount
+    total_amount: Amount
+    invoice_number: str | None = None
+    remittance_note: str | None = None
+    issue_date: date | None = None
+    due_date: date | None = None
+    accounting_software: str
+    document: InvoiceDocument | None = None
+    status: PayableStatus
+    closed_reason: ClosedReason | None = None
+    provider_updated_at: datetime | None = None
+
+
+class PostalAddress(Record):
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+class Vendor(Record):
+    """A vendor that unpaid bills are owed to (Vendors > Manage vendors): name, address, email only."""
+
+    connection_id: str
+    vendor_id: str
+    name: str
+    address: PostalAddress | None = None
+    email: str | None = None
+    # New, or its details changed since the platform last acknowledged it.
+    attention_required: bool = True
+    provider_updated_at: datetime | None = None
+
+
+class PaymentOrderStatus(StrEnum):
+    RECEIVED = "received"
+    POSTING = "posting"
+    POSTED = "posted"
+    NEEDS_ATTENTION = "needs_attention"
+    REJECTED = "rejected"
+    WAITING_FOR_RECONNECTION = "waiting_for_reconnection"
+    FAILED = "failed"
+
+
+class PaymentOrder(Record):
+    """A bill paid through the platform, to be written back to the accounting software once."""
+
+    payment_order_number: str
+    connection_id: str
+    bill_id: str
+    vendor_name: str
+    currency: CurrencyCode
+    amount: Amount
+    fee_amount: Amount | None = None
+    funding_source: str
+    payment_date: date
+    remittance_note: str | None = None
+    invoice_number: str | None = None
+    exchange_rate: Decimal | None = None
+    status: PaymentOrderStatus
+    reason: str | None = None
+    provider_payment_id: str | None = None
+    provider_fee_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SyncTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    ON_DEMAND = "on_demand"
+    WEBHOOK = "webhook"
+    CONSOLE = "console"
+
+
+class SyncOutcome(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class RecordError(Record):
+    """One provider record the sync skipped, with a reason the user can read."""
+
+    entity: str
+    provider_id: str
+    reason: str
+
+
+class SyncCounts(Record):
+    bills_new: int = 0
+    bills_changed: int = 0
+    bills_closed: int = 0
+    bills_unchanged: int = 0
+    vendors_new: int = 0
+    vendors_changed: int = 0
+    vendors_unchanged: int = 0
+    documents_stored: int = 0
+
+
+class SyncRun(Record):
+    """One sync of one connection: what triggered it, what it did, how it ended."""
+
+    sync_run_id: str
+    connection_id: str
+    trigger: SyncTrigger
+    outcome: SyncOutcome
+    started_at: datetime
+    finished_at: datetime | None = None
+    counts: SyncCounts = Field(default_factory=SyncCounts)
+    provider_calls: int = 0
+    errors: list[RecordError] = Field(default_factory=list)

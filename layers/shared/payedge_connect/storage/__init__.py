@@ -1,0 +1,1 @@
+"""DynamoDB records: `RecordsStore` is the only code that touches the table."""

@@ -1,0 +1,1 @@
+"""Sync of unpaid bills and vendors from the accounting software."""

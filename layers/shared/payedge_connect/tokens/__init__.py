@@ -1,0 +1,1 @@
+"""OAuth tokens: kept only in Secrets Manager, one secret per connection."""
