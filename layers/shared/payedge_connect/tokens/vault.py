@@ -22,6 +22,11 @@ _READ_CACHE_SECONDS = 30
 _DELETION_RECOVERY_DAYS = 7
 
 
+def _marked_for_deletion(error: Exception) -> bool:
+    # AWS says "marked for deletion"; moto says "marked deleted". Either way the secret is gone.
+    return any(words in str(error) for words in ("marked for deletion", "marked deleted"))
+
+
 class TokenSet(BaseModel):
     """What a provider's token endpoint gave us, plus when each token stops working."""
 
@@ -96,7 +101,7 @@ class TokenVault:
                 force_fetch=fresh,
             )
         except GetParameterError as error:
-            if "ResourceNotFoundException" in str(error) or "marked for deletion" in str(error):
+            if "ResourceNotFoundException" in str(error) or _marked_for_deletion(error):
                 return None
             raise
         return TokenSet.model_validate(document)
@@ -109,4 +114,7 @@ class TokenVault:
                 RecoveryWindowInDays=_DELETION_RECOVERY_DAYS,
             )
         except self.client.exceptions.ResourceNotFoundException:
-            return
+            return  # never stored: nothing to delete
+        except self.client.exceptions.InvalidRequestException as error:
+            if not _marked_for_deletion(error):
+                raise

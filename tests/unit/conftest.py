@@ -1,0 +1,63 @@
+"""Unit-test fixtures: AWS through moto in-process, resources shaped as template.yaml declares them."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import cfn_yaml
+from moto import mock_aws
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return dict(cfn_yaml.load(str(TEMPLATE)))
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fake credentials and moto for the duration of one test; no real AWS call can escape."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def records_table(aws: None, template: dict[str, Any]) -> str:
+    """The records table with the key schema and indexes template.yaml gives it."""
+    properties = template["Resources"]["RecordsTable"]["Properties"]
+    name = "records"
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+    )
+    return name
+
+
+@pytest.fixture
+def kms_key_arn(aws: None) -> str:
+    return boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the functions' variables so a settings test sees only what it sets."""
+    for name in list(os.environ):
+        if name.endswith(("_TABLE_NAME", "_QUEUE_URL", "_BUCKET_NAME", "_BUS_NAME")) or name in {
+            "SECRET_NAME_PREFIX",
+            "STACK_KMS_KEY_ARN",
+            "BUSINESS_ID_CLAIM",
+        }:
+            monkeypatch.delenv(name)
