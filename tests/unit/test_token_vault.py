@@ -60,7 +60,8 @@ def test_token_values_never_reach_the_logs(
         logger.info("loaded tokens", extra={"tokens": tokens})
         logger.debug(f"tokens are {tokens!r} / {tokens}")
     # Then no log line, in any handler, carries either token value
-    output = caplog.text + capsys.readouterr().out + capsys.readouterr().err
+    captured = capsys.readouterr()
+    output = caplog.text + captured.out + captured.err
     assert "loaded tokens" in output
     assert ACCESS not in output
     assert REFRESH not in output
