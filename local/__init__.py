@@ -1,0 +1,1 @@
+"""Local stand-ins used in development and tests (provider sandboxes, local stack)."""

@@ -1,0 +1,1 @@
+"""Provider sandboxes: local HTTP stand-ins of the QuickBooks Online, Xero and Sage Accounting APIs."""
