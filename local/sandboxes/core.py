@@ -777,32 +777,52 @@ class ProviderSandbox(abc.ABC):
         request = Request(environ)
         if request.path.startswith(ADMIN_PREFIX):
             return self._serve_admin(request)(environ, start_response)
+        try:
+            rule, values = self.url_map.bind_to_environ(environ).match(return_rule=True)
+        except HTTPException as exc:
+            entry = self._log(request, UNMATCHED, None)
+            response = self.error_response(request, exc.code or 404, exc.description or "Not found")
+            self.requests.set_status(entry, response.status_code)
+            return response(environ, start_response)
+        endpoint = str(rule.endpoint)
+        try:
+            tenant = self.tenant_of(request)
+        except Exception as exc:
+            self._keep_bug(exc, endpoint)
+            tenant = None
+        entry = self._log(request, endpoint, tenant)
+        try:
+            response = self._respond(request, endpoint, values)
+        except ConnectionAbortedError:
+            raise  # dropped on purpose: no response, the entry keeps status 0
+        except Exception as exc:
+            # A sandbox bug outside the handler; error_response itself may be what failed, so plain text.
+            self._keep_bug(exc, endpoint)
+            response = Response("sandbox error, see handler_errors", status=500, content_type="text/plain")
+        finally:
+            for callback in request.environ.get(_FINISHERS, []):
+                callback()
+        self.requests.set_status(entry, response.status_code)
+        return response(environ, start_response)
+
+    def _log(self, request: Request, endpoint: str, tenant: str | None) -> LoggedRequest:
         entry = LoggedRequest(
             at=self.clock.now(),
             method=request.method,
             path=request.path,
-            endpoint=UNMATCHED,
-            tenant=None,
+            endpoint=endpoint,
+            tenant=tenant,
             status=0,
         )
         self.requests.record(entry)
-        try:
-            response = self._respond(request, entry)
-            self.requests.set_status(entry, response.status_code)
-            return response(environ, start_response)
-        finally:
-            for callback in request.environ.get(_FINISHERS, []):
-                callback()
+        return entry
 
-    def _respond(self, request: Request, entry: LoggedRequest) -> Response:
-        try:
-            rule, values = self.url_map.bind_to_environ(request.environ).match(return_rule=True)
-        except HTTPException as exc:
-            return self.error_response(request, exc.code or 404, exc.description or "Not found")
-        endpoint = str(rule.endpoint)
-        entry.endpoint = endpoint
-        entry.tenant = self.tenant_of(request)
+    def _keep_bug(self, exc: Exception, endpoint: str) -> None:
+        logger.error("sandbox endpoint %s failed", endpoint, exc_info=exc)
+        with self._lock:
+            self.handler_errors.append(exc)
 
+    def _respond(self, request: Request, endpoint: str, values: Mapping[str, Any]) -> Response:
         delay = self.faults.latency(endpoint)
         if delay > 0:
             time.sleep(delay)
@@ -834,9 +854,7 @@ class ProviderSandbox(abc.ABC):
             return self.error_response(request, exc.code or 500, exc.description or exc.name)
         except Exception as exc:
             # A sandbox bug: answer like the provider's 500 and keep it for the test to see.
-            logger.exception("sandbox handler %s failed", endpoint)
-            with self._lock:
-                self.handler_errors.append(exc)
+            self._keep_bug(exc, endpoint)
             return self.error_response(request, 500, "Internal server error")
 
     # ---- server --------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ class NotesSandbox(ProviderSandbox):
         return request.headers.get("X-Tenant")
 
     def check_rate_limit(self, request: Request, endpoint: str) -> Response | None:
+        if "X-Explode" in request.headers:
+            raise RuntimeError("limit bug")
         key = self.tenant_of(request) or "-"
         if endpoint == "limited":
             decision = self.per_minute.hit(key)
@@ -190,6 +192,15 @@ def test_a_failing_handler_answers_500_and_is_kept_for_the_test(sandbox: NotesSa
     assert response.status_code == 500
     assert response.json()["Fault"]["status"] == 500
     assert [str(error) for error in sandbox.handler_errors] == ["sandbox bug"]
+
+
+def test_a_failure_outside_the_handler_answers_500_and_is_kept(sandbox: NotesSandbox) -> None:
+    # Given the sandbox's own limit check is broken for this request
+    response = requests.get(f"{sandbox.base_url}/notes", headers={"X-Explode": "1"}, timeout=5)
+    # Then the client gets a 500, the log has it and the test can see the error
+    assert response.status_code == 500
+    assert [str(error) for error in sandbox.handler_errors] == ["limit bug"]
+    assert [(e.endpoint, e.status) for e in sandbox.requests.entries()] == [("list_notes", 500)]
 
 
 # ---- faults --------------------------------------------------------------------------------------
