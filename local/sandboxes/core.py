@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NoReturn, Self
+from typing import Any, Literal, NoReturn, Self
 
 import requests
 from werkzeug.exceptions import HTTPException
@@ -142,7 +142,7 @@ class _Rule:
 class FaultAction:
     """What the sandbox must do instead of running the handler: "timeout", "fail" or "throttle"."""
 
-    kind: str
+    kind: Literal["timeout", "fail", "throttle"]
     status: int = 0
     seconds: float = 0.0
 
@@ -150,8 +150,9 @@ class FaultAction:
 class Faults:
     """Thread-safe fault plan, keyed by endpoint name or "*" for every endpoint.
 
-    Faults with a share below 1 draw from a RNG seeded at construction, so a sequence of calls
-    made one after another fails the same way on every run.
+    Before the handler a timeout wins over a failure, a failure over a throttle; within a kind the
+    earliest matching rule applies. Faults with a share below 1 draw from a RNG seeded at
+    construction, so a sequence of calls made one after another fails the same way on every run.
     """
 
     def __init__(self, seed: int = 0) -> None:

@@ -236,6 +236,23 @@ def test_failure_share_is_deterministic_for_a_seed() -> None:
     assert 0 < sum(pattern_a) < 40
 
 
+def test_timeout_wins_over_failure_which_wins_over_throttle() -> None:
+    # Given one of each fault on the same endpoint
+    faults = Faults()
+    faults.throttle("e")
+    faults.fail("e", 503, count=1)
+    faults.timeout("e", seconds=0.5)
+    # When four calls are checked
+    actions = [faults.take_action("e") for _ in range(4)]
+    # Then each fault applies once, in that order, and then none
+    assert [(a.kind, a.status, a.seconds) if a else None for a in actions] == [
+        ("timeout", 0, 0.5),
+        ("fail", 503, 0.0),
+        ("throttle", 429, 0.0),
+        None,
+    ]
+
+
 def test_throttle_gives_the_providers_429_to_the_next_calls(sandbox: NotesSandbox) -> None:
     sandbox.faults.throttle(count=2)
     responses = [requests.get(f"{sandbox.base_url}/notes", timeout=5) for _ in range(3)]
