@@ -1,23 +1,123 @@
-"""Callback: the OAuth redirect target, organisation choice and account mapping.
+"""Callback: the OAuth redirect target, the organisation choice and the account mapping.
 
-Its routes arrive with the connect issue; until then every request gets a 404 problem document.
+Routes:
+  GET /oauth/{provider}/callback      (no JWT: guarded by the single-use state) -> 302 to the web app
+  GET /connections/{id}/tenants       organisations to choose from
+  PUT /connections/{id}/tenant        the user's choice
+  GET /connections/{id}/mapping       proposed account mapping from the provider's live accounts
+  PUT /connections/{id}/mapping       accept it (validated against the provider) -> connected
+Console event: {"action": "show_mapping", "connectionId": "...", "businessId": "..."}
 """
 
+from functools import cache
 from typing import Any
+from urllib.parse import urlencode
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payedge_connect.api.identity import business_id_of
 from payedge_connect.api.problems import install_problem_handlers
+from payedge_connect.connections import authorization, mapping
+from payedge_connect.connections.access import owned_connection
+from payedge_connect.models import Provider, Record, TenantChoice
 from payedge_connect.observability import logger, metrics, tracer
+from payedge_connect.services import Services
+from payedge_connect.settings import CallbackSettings, load_settings
 
 app = APIGatewayHttpResolver(enable_validation=True)
 install_problem_handlers(app)
+
+
+@cache
+def services() -> Services:
+    return Services(load_settings(CallbackSettings))
+
+
+def caller() -> str:
+    return business_id_of(app.current_event, services().settings.business_id_claim)
+
+
+class TenantList(Record):
+    connection_id: str
+    tenants: list[TenantChoice]
+
+
+class TenantSelection(Record):
+    tenant_id: str
+
+
+@app.get("/oauth/<provider>/callback")
+def oauth_callback(provider: Provider) -> Response[str]:
+    """Where the provider sends the browser back; ends with a redirect to the web app, success or not."""
+    params = app.current_event.query_string_parameters or {}
+    outcome = authorization.complete_authorization(services(), provider, params)
+    logger.info("OAuth callback", extra={"provider": provider.value, "outcome": outcome.outcome})
+    query = {"outcome": outcome.outcome, **({"connectionId": outcome.connection_id} if outcome.connection_id else {})}
+    target = f"{load_settings(CallbackSettings).web_app_url}?{urlencode(query)}"
+    return Response(status_code=302, headers={"Location": target, "Cache-Control": "no-store"}, body="")
+
+
+@app.get("/connections/<connection_id>/tenants")
+def list_tenants(connection_id: str) -> dict[str, Any]:
+    connection = owned_connection(services().store, caller(), connection_id)
+    return TenantList(connection_id=connection_id, tenants=connection.tenant_choices).model_dump(
+        mode="json", by_alias=True
+    )
+
+
+@app.put("/connections/<connection_id>/tenant")
+def choose_tenant(connection_id: str, selection: TenantSelection) -> dict[str, Any]:
+    connection = authorization.choose_tenant(
+        services(), business_id=caller(), connection_id=connection_id, tenant_id=selection.tenant_id
+    )
+    return {"connectionId": connection.connection_id, "status": connection.status.value}
+
+
+@app.get("/connections/<connection_id>/mapping")
+def propose_mapping(connection_id: str) -> dict[str, Any]:
+    proposal = mapping.propose_mapping(
+        services(),
+        business_id=caller(),
+        connection_id=connection_id,
+        funding_sources=services().settings.funding_sources,
+    )
+    return proposal.model_dump(mode="json", by_alias=True)
+
+
+@app.put("/connections/<connection_id>/mapping")
+def accept_mapping(connection_id: str, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
+    connection = mapping.accept_mapping(
+        services(),
+        business_id=caller(),
+        connection_id=connection_id,
+        acceptance=acceptance,
+        funding_sources=services().settings.funding_sources,
+    )
+    return {
+        "connectionId": connection.connection_id,
+        "status": connection.status.value,
+        "mapping": connection.mapping.model_dump(mode="json", by_alias=True) if connection.mapping else None,
+    }
+
+
+def handle_console(event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("action") == "show_mapping":
+        proposal = mapping.propose_mapping(
+            services(),
+            business_id=str(event.get("businessId")),
+            connection_id=str(event.get("connectionId")),
+            funding_sources=services().settings.funding_sources,
+        )
+        return proposal.model_dump(mode="json", by_alias=True)
+    raise ValueError(f"unknown action {event.get('action')!r}; known: show_mapping")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "requestContext" not in event:
+        return handle_console(event)
     return app.resolve(event, context)

@@ -55,9 +55,11 @@ def kms_key_arn(aws: None) -> str:
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove the functions' variables so a settings test sees only what it sets."""
     for name in list(os.environ):
-        if name.endswith(("_TABLE_NAME", "_QUEUE_URL", "_BUCKET_NAME", "_BUS_NAME")) or name in {
+        if name.endswith(("_TABLE_NAME", "_QUEUE_URL", "_BUCKET_NAME", "_BUS_NAME", "_URL", "_URLS")) or name in {
             "SECRET_NAME_PREFIX",
             "STACK_KMS_KEY_ARN",
             "BUSINESS_ID_CLAIM",
+            "XERO_SCOPE_SET",
+            "FUNDING_SOURCES",
         }:
             monkeypatch.delenv(name)

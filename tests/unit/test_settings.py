@@ -7,6 +7,10 @@ COMMON = {
     "SECRET_NAME_PREFIX": "payedge/",
     "STACK_KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/abc",
     "BUSINESS_ID_CLAIM": "business_id",
+    "PROVIDER_BASE_URLS": "{}",
+    "XERO_SCOPE_SET": "granular",
+    "FUNDING_SOURCES": '[{"id": "cad-operating", "name": "CAD operating account", "currency": "CAD"}]',
+    "API_BASE_URL": "https://connect.example",
 }
 
 
@@ -49,3 +53,12 @@ def test_settings_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # Then the function keeps the values it started with
     assert load_settings(ConnectSettings) is first
     assert first.records_table_name == "records"
+
+
+def test_funding_sources_must_be_valid_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in COMMON.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FUNDING_SOURCES", '[{"id": "cad", "currency": "cad"}]')
+    with pytest.raises(SettingsError) as error:
+        load_settings(ConnectSettings)
+    assert "FUNDING_SOURCES" in str(error.value)

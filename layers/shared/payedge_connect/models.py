@@ -57,6 +57,13 @@ class SyncSummary(Record):
     vendors_needing_attention: int = 0
 
 
+class TenantChoice(Record):
+    """An organisation the user may pick when one grant reaches several."""
+
+    tenant_id: str
+    name: str
+
+
 class Connection(Record):
     """A business's link to one organisation in one accounting package."""
 
@@ -66,7 +73,11 @@ class Connection(Record):
     status: ConnectionStatus
     tenant_id: str | None = None
     tenant_name: str | None = None
+    # Filled while status is choosing_tenant; emptied once the user chose.
+    tenant_choices: list[TenantChoice] = Field(default_factory=list)
     mapping: AccountMapping | None = None
+    # When the provider will refuse to refresh no matter what (QuickBooks' 5-year cap).
+    authorization_expires_at: datetime | None = None
     last_sync: SyncSummary | None = None
     # Things the user must act on ("reauthorize", "refresh token expires in 12 days", ...).
     attention: list[str] = Field(default_factory=list)
@@ -74,6 +85,19 @@ class Connection(Record):
     updated_at: datetime
     # Optimistic concurrency: every save is conditional on the version it read.
     version: int = 0
+
+
+class OAuthState(Record):
+    """One pending authorisation: single-use, short-lived, bound to a business and a provider."""
+
+    state_hash: str
+    business_id: str
+    provider: Provider
+    connection_id: str
+    redirect_uri: str
+    code_verifier: str | None = None
+    created_at: datetime
+    expires_at: datetime
 
 
 class PayableStatus(StrEnum):

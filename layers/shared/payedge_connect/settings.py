@@ -6,7 +6,9 @@ A missing or empty variable fails at start with its name, never with a silent de
 import os
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
+
+from payedge_connect.models import Provider
 
 
 class SettingsError(RuntimeError):
@@ -24,22 +26,50 @@ class FunctionSettings(BaseModel):
     business_id_claim: str = Field(alias="BUSINESS_ID_CLAIM", min_length=1)
 
 
-class ConnectSettings(FunctionSettings):
+class FundingSource(BaseModel):
+    """A platform account payments are made from (configuration, e.g. the CAD operating account)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class ProviderSettings(FunctionSettings):
+    """What every function that talks to the accounting software reads."""
+
+    # Where the provider apps' credentials are: <prefix>apps/<provider> in Secrets Manager.
+    # Endpoint overrides per provider ({} in production; sandbox base URLs locally).
+    provider_base_urls: Json[dict[Provider, str]] = Field(alias="PROVIDER_BASE_URLS")
+    # "granular" for Xero apps created from March 2026, "broad" for apps still on the old scopes.
+    xero_scope_set: str = Field(alias="XERO_SCOPE_SET", pattern="^(granular|broad)$")
+    funding_sources: Json[list[FundingSource]] = Field(alias="FUNDING_SOURCES")
+
+
+class ConnectSettings(ProviderSettings):
     """Settings of functions/connect."""
 
+    # Public base URL of the HTTP API: the OAuth redirect URI is <api>/oauth/<provider>/callback.
+    api_base_url: str = Field(alias="API_BASE_URL", pattern="^https?://")
 
-class CallbackSettings(FunctionSettings):
+
+class CallbackSettings(ProviderSettings):
     """Settings of functions/callback."""
 
+    api_base_url: str = Field(alias="API_BASE_URL", pattern="^https?://")
+    # Where the browser goes when the callback is done (the web app's integrations page).
+    web_app_url: str = Field(alias="WEB_APP_URL", pattern="^https?://")
 
-class SyncSettings(FunctionSettings):
+
+class SyncSettings(ProviderSettings):
     """Settings of functions/sync."""
 
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", min_length=1)
     documents_bucket_name: str = Field(alias="DOCUMENTS_BUCKET_NAME", min_length=1)
 
 
-class WritebackSettings(FunctionSettings):
+class WritebackSettings(ProviderSettings):
     """Settings of functions/writeback."""
 
     platform_event_bus_name: str = Field(alias="PLATFORM_EVENT_BUS_NAME", min_length=1)

@@ -18,9 +18,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "https://payedge.dev/problems/"
 
 
-def problem_response(
-    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
-) -> Response[str]:
+def problem_response(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> Response[str]:
     body: dict[str, Any] = {
         "type": _TYPE_BASE + title.lower().replace(" ", "-"),
         "title": title,

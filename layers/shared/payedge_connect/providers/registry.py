@@ -4,6 +4,10 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from payedge_connect.models import Provider
+from payedge_connect.providers.base import AccountingConnector
+from payedge_connect.providers.quickbooks import QuickBooksConnector
+from payedge_connect.providers.sage import SageConnector
+from payedge_connect.providers.xero import XeroConnector
 
 
 class ProviderInfo(BaseModel):
@@ -20,3 +24,14 @@ SUPPORTED_PROVIDERS: tuple[ProviderInfo, ...] = (
     ProviderInfo(provider=Provider.XERO, display_name="Xero", webhooks=True),
     ProviderInfo(provider=Provider.SAGE, display_name="Sage Accounting", webhooks=False),
 )
+
+
+def connector_for(provider: Provider, *, base_url: str | None, xero_scope_set: str) -> AccountingConnector:
+    """The connector of `provider`, against the real service or (base_url) its sandbox."""
+    match provider:
+        case Provider.QUICKBOOKS:
+            return QuickBooksConnector(base_url=base_url)
+        case Provider.XERO:
+            return XeroConnector(base_url=base_url, scope_set=xero_scope_set)
+        case Provider.SAGE:
+            return SageConnector(base_url=base_url)

@@ -4,6 +4,8 @@ Key design (one table):
   connection  PK=CONNECTION#<id>  SK=CONNECTION
               GSI1PK=BUSINESS#<businessId>  GSI1SK=CONNECTION#<createdAt>#<id>   (a business's connections)
               GSI2PK=CONNECTIONS#<status>   GSI2SK=CONNECTION#<id>               (connections in a state)
+  lease       PK=CONNECTION#<id>  SK=LEASE#<name>                                      (one holder at a time)
+  oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                          (single use, TTL)
   payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>
               GSI2PK=CONNECTION#<id>#PAYABLE#<status>  GSI2SK=<dueDate>#<billId> (payables by status)
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
@@ -14,6 +16,9 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -22,13 +27,21 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from payedge_connect.errors import ConflictError, InvalidInputError
-from payedge_connect.models import Connection, ConnectionStatus, Payable, PayableStatus
+from payedge_connect.models import Connection, ConnectionStatus, OAuthState, Payable, PayableStatus
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import DynamoDBServiceResource, Table
 
 MAX_PAGE_SIZE = 100
 _NO_DUE_DATE = "9999-12-31"  # bills without a due date sort last
+
+
+@dataclass(frozen=True)
+class Lease:
+    connection_id: str
+    name: str
+    holder: str
+    fence: int
 
 
 class Page[RecordT: BaseModel](BaseModel):
@@ -135,6 +148,113 @@ class RecordsStore:
             **_dump(connection),
         }
 
+    def mark_reauthorization_required(self, connection_id: str, reason: str, now: datetime) -> bool:
+        """Move a working connection to reauthorization_required; False if it was not working (done once)."""
+        working = [ConnectionStatus.CONNECTED.value, ConnectionStatus.MAPPING_REQUIRED.value]
+        try:
+            self.table.update_item(
+                Key={"PK": _connection_pk(connection_id), "SK": "CONNECTION"},
+                UpdateExpression=(
+                    "SET #status = :status, GSI2PK = :index, updatedAt = :now, attention = :attention ADD version :one"
+                ),
+                ConditionExpression=Attr("status").is_in(working),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": ConnectionStatus.REAUTHORIZATION_REQUIRED.value,
+                    ":index": f"CONNECTIONS#{ConnectionStatus.REAUTHORIZATION_REQUIRED.value}",
+                    ":now": now.isoformat().replace("+00:00", "Z"),
+                    ":attention": [reason],
+                    ":one": 1,
+                },
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ OAuth states
+
+    def put_oauth_state(self, state: OAuthState) -> None:
+        self.table.put_item(
+            Item={
+                "PK": f"OAUTH_STATE#{state.state_hash}",
+                "SK": "OAUTH_STATE",
+                "recordType": "oauthState",
+                # TTL removes abandoned states; consume_oauth_state checks expiry itself (TTL is lazy).
+                "expiresAt": int(state.expires_at.timestamp()),
+                **_dump(state),
+            },
+            ConditionExpression=Attr("PK").not_exists(),
+        )
+
+    def consume_oauth_state(self, state_hash: str) -> OAuthState | None:
+        """Remove and return a pending state; None if it never existed or was already used."""
+        try:
+            response = self.table.delete_item(
+                Key={"PK": f"OAUTH_STATE#{state_hash}", "SK": "OAUTH_STATE"},
+                ConditionExpression=Attr("PK").exists(),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        return OAuthState.model_validate(_fields(response["Attributes"]))
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire_lease(
+        self, connection_id: str, name: str, holder: str, *, now: datetime, seconds: float
+    ) -> "Lease | None":
+        """Take the connection's `name` lease if it is free or expired; None if someone else holds it.
+
+        The fencing token grows with every acquisition, so a holder whose lease expired can tell
+        (with `holds_lease`) that its work must not be saved.
+        """
+        try:
+            response = self.table.update_item(
+                Key={"PK": _connection_pk(connection_id), "SK": f"LEASE#{name}"},
+                UpdateExpression="SET holder = :holder, leaseUntil = :until, expiresAt = :ttl ADD fence :one",
+                ConditionExpression=Attr("PK").not_exists() | Attr("leaseUntil").lt(_epoch(now)),
+                ExpressionAttributeValues={
+                    ":holder": holder,
+                    ":until": _epoch(now + timedelta(seconds=seconds)),
+                    ":ttl": int((now + timedelta(days=1)).timestamp()),
+                    ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        return Lease(connection_id, name, holder, int(str(response["Attributes"]["fence"])))
+
+    def holds_lease(self, lease: "Lease", *, now: datetime) -> bool:
+        item = self.table.get_item(
+            Key={"PK": _connection_pk(lease.connection_id), "SK": f"LEASE#{lease.name}"}, ConsistentRead=True
+        ).get("Item")
+        return bool(
+            item
+            and item.get("holder") == lease.holder
+            and int(str(item["fence"])) == lease.fence
+            and float(str(item["leaseUntil"])) > now.timestamp()
+        )
+
+    def release_lease(self, lease: "Lease") -> None:
+        """Free the lease if we still hold it (if it expired and was taken, leave the new holder alone)."""
+        try:
+            self.table.update_item(
+                Key={"PK": _connection_pk(lease.connection_id), "SK": f"LEASE#{lease.name}"},
+                UpdateExpression="SET leaseUntil = :free",
+                ConditionExpression=Attr("holder").eq(lease.holder) & Attr("fence").eq(lease.fence),
+                ExpressionAttributeValues={":free": 0},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
     # ------------------------------------------------------------------ payables
 
     def put_payables(self, payables: Iterable[Payable]) -> int:
@@ -180,9 +300,7 @@ class RecordsStore:
                 limit=limit,
                 cursor=cursor,
             )
-        return Page[Payable](
-            items=[Payable.model_validate(_fields(item)) for item in items], next_cursor=next_cursor
-        )
+        return Page[Payable](items=[Payable.model_validate(_fields(item)) for item in items], next_cursor=next_cursor)
 
     @staticmethod
     def _payable_item(payable: Payable) -> dict[str, Any]:
@@ -243,6 +361,11 @@ def _fields(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _epoch(moment: datetime) -> Decimal:
+    # DynamoDB numbers go through boto3 as Decimal; milliseconds are plenty for a lease.
+    return Decimal(str(round(moment.timestamp(), 3)))
+
+
 def _encode_cursor(last_key: dict[str, Any]) -> str:
     raw = json.dumps(last_key, sort_keys=True, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -256,11 +379,7 @@ def _decode_cursor(cursor: str, partition: tuple[str, str]) -> dict[str, Any]:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidInputError("cursor is not one this API issued", field="cursor") from None
     attribute, value = partition
-    if (
-        not isinstance(key, dict)
-        or key.get(attribute) != value
-        or not all(isinstance(v, str) for v in key.values())
-    ):
+    if not isinstance(key, dict) or key.get(attribute) != value or not all(isinstance(v, str) for v in key.values()):
         raise InvalidInputError("cursor does not belong to this listing", field="cursor")
     return key
 

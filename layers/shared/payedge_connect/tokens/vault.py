@@ -39,6 +39,8 @@ class TokenSet(BaseModel):
     # QuickBooks' 5-year cap (x_refresh_token_hard_expires_in); None where the provider has none.
     refresh_token_hard_expires_at: datetime | None = None
     scope: list[str] = []
+    # Set when the provider answered invalid_grant: nobody asks it again until the user reconnects.
+    grant_revoked: bool = False
 
 
 def _to_secret_string(tokens: TokenSet) -> str:

@@ -1,0 +1,1 @@
+"""Connections: authorising, choosing the organisation, mapping accounts, viewing and disconnecting."""

@@ -1,0 +1,168 @@
+"""HTTP calls to a provider's API: bearer token, tenant headers, retries that respect the provider.
+
+Retried: 429 (after `Retry-After` when the provider sends it, else exponential backoff), 5xx and
+dropped connections - for reads always, for writes only when the caller says the write is idempotent
+(it carries the provider's idempotency key). A 401 refreshes the access token once and retries.
+Anything else comes back to the caller as a `ProviderError` with the provider's status and message.
+"""
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from payedge_connect.observability import logger
+
+_TIMEOUT_SECONDS = (5, 30)  # connect, read
+_MAX_ATTEMPTS = 5
+_BACKOFF_BASE_SECONDS = 0.5
+_BACKOFF_CAP_SECONDS = 30.0
+# A Retry-After longer than this is not waited out inside one invocation; the caller reschedules.
+_LONGEST_WAIT_SECONDS = 60.0
+
+
+class ProviderError(Exception):
+    """The provider answered with an error (after retries where retrying made sense)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"provider answered {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """No usable answer: timeouts, dropped connections, 5xx or 429 beyond what we may wait out."""
+
+
+@dataclass
+class CallCounter:
+    """Provider calls made, for the sync-run record and the benchmarks."""
+
+    total: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+    def count(self, route: str) -> None:
+        self.total += 1
+        self.by_route[route] = self.by_route.get(route, 0) + 1
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110 allows both)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+class ProviderApi:
+    """One organisation's API at one provider, called with a connection's access token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        access_token: Callable[[], str],
+        refresh_access_token: Callable[[], str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        http: requests.Session | None = None,
+        calls: CallCounter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._access_token = access_token
+        self._refresh_access_token = refresh_access_token
+        self._headers = dict(headers or {})
+        self._http = http or requests.Session()
+        self.calls = calls or CallCounter()
+        self._sleep = sleep
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, params=params, idempotent=True, **kwargs)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        route: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        accept: str = "application/json",
+    ) -> requests.Response:
+        """Send a request; returns the 2xx response or raises ProviderError/ProviderUnavailable."""
+        url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+        route_name = route or f"{method} {path.split('?', maxsplit=1)[0]}"
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            request_headers = {
+                "Accept": accept,
+                **self._headers,
+                **(headers or {}),
+                "Authorization": f"Bearer {self._access_token()}",
+            }
+            self.calls.count(route_name)
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=request_headers,
+                    timeout=_TIMEOUT_SECONDS,
+                )
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if not idempotent or attempt >= _MAX_ATTEMPTS:
+                    reason = f"no answer from the provider ({type(error).__name__})"
+                    raise ProviderUnavailable(0, reason) from None
+                self._back_off(attempt, None, route_name, "no answer")
+                continue
+
+            if response.status_code == 401 and self._refresh_access_token and not refreshed:
+                # An access token can die early (revoked, clock skew): refresh once, then retry.
+                refreshed = True
+                self._refresh_access_token()
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                wait = retry_after_seconds(response)
+                retryable = idempotent or response.status_code == 429
+                if not retryable or attempt >= _MAX_ATTEMPTS or (wait or 0) > _LONGEST_WAIT_SECONDS:
+                    raise ProviderUnavailable(response.status_code, _summary(response), retry_after=wait)
+                self._back_off(attempt, wait, route_name, str(response.status_code))
+                continue
+            if response.status_code >= 400:
+                raise ProviderError(response.status_code, _summary(response))
+            return response
+
+    def _back_off(self, attempt: int, retry_after: float | None, route: str, reason: str) -> None:
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            ceiling = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+        logger.warning("Provider call retried", extra={"route": route, "reason": reason, "delay_s": delay})
+        self._sleep(delay)
+
+
+def _summary(response: requests.Response) -> str:
+    """A short, safe description of an error body (never the whole payload)."""
+    text = response.text.strip().replace("\n", " ")
+    return text[:300] if text else response.reason or "no body"

@@ -1,0 +1,74 @@
+"""The clients a function uses, built from its settings on first use (nothing connects at import)."""
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from aws_lambda_powertools.utilities import parameters
+
+from payedge_connect.models import Connection, Provider
+from payedge_connect.providers.base import AccountingConnector
+from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.registry import connector_for
+from payedge_connect.settings import ProviderSettings
+from payedge_connect.storage.records import RecordsStore
+from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
+from payedge_connect.tokens.refresh import ConnectionTokens
+from payedge_connect.tokens.vault import TokenVault
+
+_APP_CREDENTIALS_CACHE_SECONDS = 300
+
+
+class Services:
+    def __init__(self, settings: ProviderSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
+        self.settings = settings
+        self.clock = clock
+
+    @cached_property
+    def store(self) -> RecordsStore:
+        return RecordsStore(self.settings.records_table_name)
+
+    @cached_property
+    def vault(self) -> TokenVault:
+        return TokenVault(self.settings.secret_name_prefix, self.settings.stack_kms_key_arn)
+
+    def connector(self, provider: Provider) -> AccountingConnector:
+        return connector_for(
+            provider,
+            base_url=self.settings.provider_base_urls.get(provider),
+            xero_scope_set=self.settings.xero_scope_set,
+        )
+
+    def app_credentials(self, provider: Provider) -> AppCredentials:
+        """The provider app's client id and secret, which the operator stores at <prefix>apps/<provider>."""
+        document: Any = parameters.get_secret(
+            f"{self.settings.secret_name_prefix}apps/{provider.value}",
+            transform="json",
+            max_age=_APP_CREDENTIALS_CACHE_SECONDS,
+        )
+        return AppCredentials(client_id=document["clientId"], client_secret=document["clientSecret"])
+
+    def oauth(self, provider: Provider) -> OAuthClient:
+        return OAuthClient(self.connector(provider).oauth, self.app_credentials(provider), clock=self.clock)
+
+    def tokens(self, connection: Connection) -> ConnectionTokens:
+        return ConnectionTokens(
+            connection.connection_id,
+            oauth=self.oauth(connection.provider),
+            vault=self.vault,
+            store=self.store,
+            clock=self.clock,
+        )
+
+    def api(self, connection: Connection, *, calls: CallCounter | None = None) -> ProviderApi:
+        """The connected organisation's API, with the connection's self-refreshing access token."""
+        if connection.tenant_id is None:
+            raise ValueError(f"connection {connection.connection_id} has no organisation yet")
+        tokens = self.tokens(connection)
+        return self.connector(connection.provider).api(
+            connection.tenant_id,
+            access_token=tokens.access_token,
+            refresh_access_token=tokens.force_refresh,
+            calls=calls,
+        )
