@@ -52,6 +52,7 @@ from local.sandboxes.quickbooks import ledger as qbo
 from local.sandboxes.quickbooks.ledger import QboError, Realm, load_realm
 from local.sandboxes.quickbooks.oauth import (
     ACCESS_TOKEN_SECONDS,
+    ACCOUNTING_SCOPE,
     CODE_SECONDS,
     KNOWN_SCOPES,
     AccessToken,
@@ -172,6 +173,23 @@ class QuickBooksSandbox(ProviderSandbox):
             realm.on_change = self._on_change
             self._realms[realm_id] = realm
             return realm_id
+
+    def issue_tokens(
+        self, client_id: str, realm_id: str, scopes: tuple[str, ...] = (ACCOUNTING_SCOPE,)
+    ) -> dict[str, Any]:
+        """Tokens as if the user had approved (like Intuit's OAuth Playground), for tests that are
+        not about the consent flow. Same body as the token endpoint's."""
+        if client_id not in self._apps:
+            raise KeyError(f"no app {client_id}")
+        self._realm(realm_id)
+        issued = self.tokens.issue(client_id, realm_id, scopes)
+        return {
+            "token_type": "bearer",
+            "expires_in": ACCESS_TOKEN_SECONDS,
+            "refresh_token": issued.refresh_token,
+            "x_refresh_token_expires_in": issued.refresh_expires_in,
+            "access_token": issued.access_token,
+        }
 
     def set_rate_limits(self, *, per_minute: int, concurrent: int) -> None:
         self._minute_limiter = SlidingWindowLimiter(per_minute, 60.0, self.clock)
@@ -703,7 +721,7 @@ class QuickBooksSandbox(ProviderSandbox):
                     fault_type="AuthenticationFault",
                 )
             )
-        if "com.intuit.quickbooks.accounting" not in access.grant.scopes:
+        if ACCOUNTING_SCOPE not in access.grant.scopes:
             return self._gateway_fault("AuthorizationFailed", "003100", 403, "SERVICE", None)
         return realm, access
 
