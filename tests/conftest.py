@@ -1,6 +1,7 @@
-"""Unit-test fixtures: AWS through moto in-process, resources shaped as template.yaml declares them."""
+"""Shared fixtures: AWS through moto in-process, resources shaped as template.yaml declares them."""
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,28 @@ import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 REGION = "us-east-1"
 
 
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     return dict(cfn_yaml.load(str(TEMPLATE)))
+
+
+def _one_request_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serialise moto's request handling: DynamoDB applies a conditional write atomically, moto does
+    not, and tests with many threads (concurrent refreshes, leases) depend on that atomicity."""
+    lock = threading.Lock()
+    original = BotocoreStubber.__call__
+
+    def serialised(self: BotocoreStubber, *args: object, **kwargs: object) -> object:
+        with lock:
+            return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
 
 
 @pytest.fixture
@@ -27,6 +42,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    _one_request_at_a_time(monkeypatch)
     with mock_aws():
         yield
 
