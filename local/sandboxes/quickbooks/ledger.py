@@ -208,6 +208,8 @@ class Realm:
     entities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {name: {} for name in ENTITY_TYPES})
     deleted: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {name: {} for name in ENTITY_TYPES})
     files: dict[str, StoredFile] = field(default_factory=dict)
+    # Generator key (vendor, bill, account) → the Id QuickBooks gave it.
+    ids_by_key: dict[str, str] = field(default_factory=dict)
     next_id: int = 1
     # Called as (realm, entity type, Id, operation) after every committed change: Create/Update/Delete.
     on_change: ChangeListener | None = None
@@ -741,6 +743,7 @@ def load_realm(realm_id: str, ledger: Ledger, company_name: str) -> Realm:
         account = _account_json(realm, record, earliest)
         realm.entities["Account"][account["Id"]] = account
         account_ids[record.key] = account["Id"]
+        realm.ids_by_key[record.key] = account["Id"]
         if record.kind == "payable" and record.currency not in ap_by_currency:
             ap_by_currency[record.currency] = account
     for currency in sorted({b.currency for b in ledger.bills} - set(ap_by_currency)):
@@ -764,6 +767,7 @@ def load_realm(realm_id: str, ledger: Ledger, company_name: str) -> Realm:
         vendor = _vendor_json(realm, vendor_record, earliest)
         realm.entities["Vendor"][vendor["Id"]] = vendor
         vendor_ids[vendor_record.key] = vendor["Id"]
+        realm.ids_by_key[vendor_record.key] = vendor["Id"]
 
     accounts_by_id = realm.entities["Account"]
     for bill_record in ledger.bills:
@@ -792,6 +796,7 @@ def _load_bill(
     accounts: Mapping[str, Mapping[str, Any]],
 ) -> None:
     bill_id = realm.new_id()
+    realm.ids_by_key[record.key] = bill_id
     created = min(_midday(record.issue_date), record.updated_at)
     if record.state == "deleted":
         realm.deleted["Bill"][bill_id] = {

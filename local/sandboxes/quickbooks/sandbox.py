@@ -264,6 +264,11 @@ class QuickBooksSandbox(ProviderSandbox):
     def realm_ids(self) -> list[str]:
         return list(self._realms)
 
+    def entity_id(self, realm_id: str, key: str) -> str:
+        """The QuickBooks Id of a generator record (vendor, bill or account key); drafts have none."""
+        with self._ledger_lock:
+            return self._realm(realm_id).ids_by_key[key]
+
     def _read_out(self, realm_id: str, entity_type: str) -> list[dict[str, Any]]:
         with self._ledger_lock:
             return copy.deepcopy(self._realm(realm_id).all(entity_type))
