@@ -173,6 +173,11 @@ class SageSandbox(ProviderSandbox):
         with self._state:
             return self._businesses[business_id]
 
+    def users(self) -> list[str]:
+        """Ids of the Sage user accounts, in the order they were added."""
+        with self._state:
+            return list(self._users)
+
     def businesses_of(self, user_id: str) -> list[str]:
         with self._state:
             return list(self._users[user_id].businesses)
