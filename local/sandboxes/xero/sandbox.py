@@ -952,6 +952,11 @@ class XeroSandbox(ProviderSandbox):
             self._orgs[tenant_id] = org
         return tenant_id
 
+    def tenant_ids(self) -> list[str]:
+        """The organisations' tenantIds, in the order they were added."""
+        with self._orgs_lock:
+            return list(self._orgs)
+
     def organisation(self, tenant_id: str) -> Organisation:
         org = self._orgs.get(tenant_id.lower())
         if org is None:
