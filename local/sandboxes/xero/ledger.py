@@ -354,7 +354,6 @@ class Organisation:
         return contact
 
     def _load_bill(self, bill: BillRecord) -> Invoice:
-        accounts_by_key = {key: self.accounts[account_id] for key, account_id in self.account_ids.items()}
         status = _BILL_STATUS[bill.state]
         lines = [
             LineItem(
@@ -362,7 +361,7 @@ class Organisation:
                 description=line.description,
                 quantity=Decimal("1.0000"),
                 unit_amount=money(line.amount),
-                account_code=accounts_by_key[line.expense_account_key].code,
+                account_code=self.accounts[self.account_ids[line.expense_account_key]].code,
             )
             for line in bill.lines
         ]
