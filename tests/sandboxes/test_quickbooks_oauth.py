@@ -395,3 +395,50 @@ def test_expire_tokens_control_forces_a_refresh(sandbox: QuickBooksSandbox) -> N
     assert api_query(sandbox, realm_id, tokens["access_token"]).status_code == 401
     fresh = refresh(sandbox, tokens["refresh_token"]).json()
     assert api_query(sandbox, realm_id, fresh["access_token"]).status_code == 200
+
+
+# ---- run as a process: everything over the admin surface -------------------------------------
+
+
+def test_a_sandbox_process_is_set_up_and_driven_over_the_admin_surface() -> None:
+    # Given a bare sandbox, set up only through POST /_admin/{command}
+    with QuickBooksSandbox(seed=8) as sandbox:
+
+        def admin(command: str, **args: Any) -> dict[str, Any]:
+            response = requests.post(f"{sandbox.base_url}/_admin/{command}", json=args, timeout=10)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        admin("register_app", client_id=CLIENT_ID, client_secret=SECRET, redirect_uris=[REDIRECT])
+        admin("add_tenant", seed=8, bills=5, name="First Co")
+        second = admin("add_tenant", seed=9, bills=12, name="Admin Co")["tenant"]
+        admin("auto_approve", enabled=True, tenant=second)
+
+        # When the app connects and the ledger is changed through the admin surface
+        response = requests.get(
+            f"{sandbox.base_url}/connect/oauth2", params=authorize_params(), allow_redirects=False, timeout=10
+        )
+        query = redirect_query(response)
+        token = exchange(sandbox, query["code"]).json()["access_token"]
+        bills = requests.get(
+            f"{sandbox.base_url}/v3/company/{second}/query",
+            params={"query": "select * from Bill where Balance > '0'"},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=10,
+        ).json()["QueryResponse"]["Bill"]
+        voided, deleted = bills[0], bills[1]
+        admin("void_bill", tenant=second, bill_id=voided["Id"])
+        admin("delete_bill", tenant=second, bill_id=deleted["Id"])
+        renamed = admin("edit_vendor", tenant=second, vendor_id=voided["VendorRef"]["value"], changes={"name": "New"})
+
+        # Then the chosen company was connected and the changes show in the ledger
+        assert query["realmId"] == second
+        assert renamed["Vendor"]["DisplayName"] == "New"
+        remaining = {bill["Id"]: bill for bill in sandbox.bills(second)}
+        assert remaining[voided["Id"]]["PrivateNote"] == "Voided"
+        assert deleted["Id"] not in remaining
+        unknown = requests.post(
+            f"{sandbox.base_url}/_admin/void_bill", json={"tenant": second, "bill_id": "0"}, timeout=10
+        )
+        assert unknown.status_code == 404

@@ -25,7 +25,7 @@ import json
 import random
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -304,7 +304,7 @@ class QuickBooksSandbox(ProviderSandbox):
         commands = {
             "register_app": self._admin_register_app,
             "add_tenant": self._admin_add_tenant,
-            "choose_company": self._admin_choose_company,
+            "auto_approve": self._admin_auto_approve,
             "set_rate_limits": self._admin_set_rate_limits,
             "configure_webhooks": self._admin_configure_webhooks,
             "revoke_grant": self._admin_revoke_grant,
@@ -346,7 +346,9 @@ class QuickBooksSandbox(ProviderSandbox):
         )
         return {"tenant": self.add_tenant(generated, name=args.get("name"))}
 
-    def _admin_choose_company(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _admin_auto_approve(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Skip the consent page (or not); `tenant` names the company to approve, else the first."""
+        self.auto_approve = admin_arg(args, "enabled", bool, True)
         self.approve_realm = args.get("tenant")
         return {"ok": True}
 
@@ -904,12 +906,14 @@ class QuickBooksSandbox(ProviderSandbox):
             return realm.create_bill_payment(body, now)
         return realm.create_purchase(body, now)
 
-    def _idempotent(self, request: Request, realm: Realm, run: Any) -> Response:
-        """Same requestid in the same company → the first response, replayed byte for byte."""
+    def _idempotent(self, request: Request, realm: Realm, run: Callable[[], Response]) -> Response:
+        """Same requestid in the same company → the first response, replayed byte for byte.
+
+        Intuit returns "the original response" for a repeated requestid (I-REQID): a validation
+        Fault is replayed too, so a corrected request needs a new requestid."""
         request_id = request.args.get("requestid")
         if request_id is None:
-            response: Response = run()
-            return response
+            return run()
         if len(request_id) > REQUEST_ID_MAX:
             return self._fault(qbo.string_too_long("requestid", REQUEST_ID_MAX, len(request_id)))
         stored = self._replies.get((realm.realm_id, request_id))
