@@ -781,8 +781,12 @@ def load_realm(realm_id: str, ledger: Ledger, company_name: str) -> Realm:
             ap_by_currency=ap_by_currency,
             accounts=accounts_by_id,
         )
-    for vendor_id in realm.entities["Vendor"]:
-        realm._refresh_vendor_balance(vendor_id)
+    owed: dict[str, Decimal] = {}
+    for bill in realm.entities["Bill"].values():
+        vendor_id = bill["VendorRef"]["value"]
+        owed[vendor_id] = owed.get(vendor_id, Decimal("0")) + bill["Balance"]
+    for vendor_id, vendor in realm.entities["Vendor"].items():
+        vendor["Balance"] = money(owed.get(vendor_id, Decimal("0")))
     return realm
 
 
