@@ -23,6 +23,7 @@ from local.sandboxes.generator import exchange_rate as base_per_unit
 Day = date
 
 CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
 RATE_PLACES = Decimal("0.000001")
 IDEMPOTENCY_SECONDS = 7 * 24 * 3600  # S-IDEM: an idempotency_id replays for 7 days
 
@@ -624,15 +625,13 @@ class Business:
                     return bank
         raise ValueError(f"business {self.id} has no active bank account in {currency} or base currency")
 
-    def contact_balance(self, contact_id: str) -> Decimal:
-        return sum(
-            (
-                invoice.outstanding_amount
-                for invoice in self.purchase_invoices.values()
-                if invoice.contact_id == contact_id and invoice.deleted_at is None
-            ),
-            Decimal("0.00"),
-        )
+    def contact_balances(self) -> dict[str, Decimal]:
+        """What the business owes each contact: the outstanding amounts of its live invoices."""
+        balances: dict[str, Decimal] = {}
+        for invoice in self.purchase_invoices.values():
+            if invoice.deleted_at is None:
+                balances[invoice.contact_id] = balances.get(invoice.contact_id, ZERO) + invoice.outstanding_amount
+        return balances
 
     # ---- idempotency -----------------------------------------------------------------------------
 

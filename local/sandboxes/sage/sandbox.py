@@ -36,6 +36,7 @@ from local.sandboxes.sage.ledger import (
     ARTEFACT_STATUSES,
     PAYMENT_METHODS,
     TRANSACTION_TYPES,
+    ZERO,
     Business,
     IdFactory,
     SageError,
@@ -237,7 +238,8 @@ class SageSandbox(ProviderSandbox):
     def contacts(self, business_id: str) -> list[dict[str, Any]]:
         with self._state:
             business = self.business(business_id)
-            return [wire.contact_json(business, item) for item in business.contacts.values()]
+            balances = business.contact_balances()
+            return [wire.contact_json(item, balances.get(item.id, ZERO)) for item in business.contacts.values()]
 
     def bank_accounts(self, business_id: str) -> list[dict[str, Any]]:
         with self._state:
@@ -757,7 +759,10 @@ class SageSandbox(ProviderSandbox):
                 contacts = [
                     item for item in contacts if search in item.name.casefold() or search in item.reference.casefold()
                 ]
-            return self._listing(request, "contacts", contacts, lambda item: wire.contact_json(business, item))
+            balances = business.contact_balances()
+            return self._listing(
+                request, "contacts", contacts, lambda item: wire.contact_json(item, balances.get(item.id, ZERO))
+            )
 
         return self._serve(request, action)
 
@@ -766,7 +771,8 @@ class SageSandbox(ProviderSandbox):
             contact = context.business.live_contact(key)
             if contact is None:
                 raise _not_found()
-            return self._single(request, wire.contact_json(context.business, contact))
+            balance = context.business.contact_balances().get(contact.id, ZERO)
+            return self._single(request, wire.contact_json(contact, balance))
 
         return self._serve(request, action)
 

@@ -19,6 +19,7 @@ from local.sandboxes.sage.ledger import (
     PAYMENT_METHODS,
     TRANSACTION_TYPES,
     UNPAID,
+    ZERO,
     Attachment,
     BankAccount,
     Business,
@@ -32,7 +33,7 @@ from local.sandboxes.sage.ledger import (
 )
 
 BASE_ATTRIBUTES = ("id", "displayed_as", "$path")
-ZERO = Decimal("0.00")
+
 
 LEDGER_ACCOUNT_TYPES = {
     "BANK": "Bank",
@@ -104,7 +105,8 @@ def business_json(business: Business) -> dict[str, Any]:
     return ref("businesses", business.id, business.name)
 
 
-def contact_json(business: Business, contact: Contact) -> dict[str, Any]:
+def contact_json(contact: Contact, balance: Decimal) -> dict[str, Any]:
+    """`balance`: what the business owes the contact (Business.contact_balances)."""
     type_name = "Supplier" if contact.contact_type == "VENDOR" else "Customer"
     address = contact.address
     main_address = None
@@ -176,7 +178,7 @@ def contact_json(business: Business, contact: Contact) -> dict[str, Any]:
         "credit_limit": ZERO,
         "credit_days": None,
         "currency": currency_ref(contact.currency),
-        "balance": business.contact_balance(contact.id),
+        "balance": balance,
         "email": contact.email,
         "is_active": contact.is_active,
         "system": False,
