@@ -225,6 +225,19 @@ def test_changed_since_query_on_last_updated_time(company: Company) -> None:
     assert changed["SyncToken"] == str(int(bill["SyncToken"]) + 1)
 
 
+def test_ids_compare_as_numbers(company: Company) -> None:
+    # Given bills whose Ids are two-digit numbers (so '30' < '9' as text)
+    every_bill = company.sandbox.bills(company.realm_id)
+    assert all(10 <= int(bill["Id"]) < 100 for bill in every_bill)
+
+    # When bills with an Id above 9 are asked for, highest first
+    found = company.query("select * from Bill where Id > '9' orderby Id desc maxresults 1000").json()
+    ids = [int(bill["Id"]) for bill in found["QueryResponse"]["Bill"]]
+
+    # Then the comparison is numeric: every bill comes back, in descending order
+    assert ids == sorted((int(bill["Id"]) for bill in every_bill), reverse=True)
+
+
 def test_order_by_descending(company: Company) -> None:
     bills = company.query("select * from Bill orderby TotalAmt desc maxresults 5").json()["QueryResponse"]["Bill"]
     totals = [Decimal(str(b["TotalAmt"])) for b in bills]

@@ -394,6 +394,8 @@ def _comparable_bool(actual: bool, literal: str | bool | Decimal) -> tuple[objec
 
 
 def _comparable_text(actual: str, text: str) -> tuple[object, object]:
+    if actual.isdigit() and text.isdigit():
+        return int(actual), int(text)  # Ids are numeric strings: '9' < '10'
     if "T" in actual:
         actual_time, literal_time = _as_datetime(actual), _as_datetime(text)
         if actual_time is not None and literal_time is not None:
@@ -458,6 +460,8 @@ def _sort_value(entity: Mapping[str, object], key: OrderKey) -> tuple[int, objec
     if isinstance(value, bool):
         return (0, int(value))
     if isinstance(value, int | Decimal):
+        return (0, Decimal(value))
+    if isinstance(value, str) and key.path[-1].lower() == "id" and value.isdigit():
         return (0, Decimal(value))
     if isinstance(value, str) and "T" in value and _as_datetime(value) is not None:
         return (0, _as_datetime(value))
