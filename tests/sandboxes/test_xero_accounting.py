@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import requests
 
-from local.sandboxes.generator import Ledger, generate_ledger, sensitive_values
+from local.sandboxes.generator import generate_ledger, sensitive_values
 from local.sandboxes.xero import XeroSandbox
-
-CLIENT_ID, SECRET, REDIRECT = "payedge-xero", "xero-s3cret", "http://127.0.0.1:9/oauth/xero/callback"
-API = "/api.xro/2.0"
-
-
-@dataclass
-class Org:
-    sandbox: XeroSandbox
-    tenant: str
-    ledger: Ledger
-    headers: dict[str, str]
-
-    def get(self, path: str, *, headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
-        return requests.get(
-            f"{self.sandbox.base_url}{API}/{path}", params=params, headers={**self.headers, **(headers or {})}
-        )
-
-    def records(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
-        response = self.get(path, **params)
-        assert response.status_code == 200, response.text
-        records: list[dict[str, Any]] = response.json()[key]
-        return records
-
-
-def connect(sandbox: XeroSandbox, ledger: Ledger) -> Org:
-    tenant = sandbox.add_tenant(ledger, name="Maple Books Ltd.")
-    sandbox.register_app(CLIENT_ID, SECRET, [REDIRECT], name="PayEdge Connect")
-    token = sandbox.issue_tokens(CLIENT_ID)["access_token"]
-    headers = {"Authorization": f"Bearer {token}", "xero-tenant-id": tenant, "Accept": "application/json"}
-    return Org(sandbox, tenant, ledger, headers)
+from tests.sandboxes.test_xero_helpers import Org, connect
 
 
 @pytest.fixture
@@ -53,14 +22,6 @@ def org() -> Iterator[Org]:
         yield connect(sandbox, ledger)
 
 
-def invoice_id(org: Org, bill_key: str) -> str:
-    return org.sandbox.invoice_id(org.tenant, bill_key)
-
-
-def bill_keys(org: Org, *states: str) -> list[str]:
-    return [bill.key for bill in org.ledger.bills if bill.state in states]
-
-
 # ---- bills --------------------------------------------------------------------------------------
 
 
@@ -69,16 +30,16 @@ def test_open_bills_filter_returns_exactly_the_unpaid_bills(org: Org) -> None:
     bills = org.records("Invoices", "Invoices", where='Type=="ACCPAY" AND Status=="AUTHORISED"', page=1)
 
     # Then it gets the ledger's open and part-paid bills, each still owing money
-    expected = {invoice_id(org, key) for key in bill_keys(org, "open", "part_paid")}
+    expected = {org.invoice_id(key) for key in org.bill_keys("open", "part_paid")}
     assert {bill["InvoiceID"] for bill in bills} == expected
     assert all(bill["AmountDue"] > 0 and bill["Type"] == "ACCPAY" for bill in bills)
 
 
 def test_part_paid_bill_shows_its_payment_and_remaining_amount(org: Org) -> None:
-    key = bill_keys(org, "part_paid")[0]
+    key = org.bill_keys("part_paid")[0]
     record = org.ledger.bill(key)
 
-    (bill,) = org.records(f"Invoices/{invoice_id(org, key)}", "Invoices")
+    (bill,) = org.records(f"Invoices/{org.invoice_id(key)}", "Invoices")
 
     assert Decimal(str(bill["AmountPaid"])) == record.amount_paid
     assert Decimal(str(bill["AmountDue"])) == record.total - record.amount_paid
@@ -88,7 +49,7 @@ def test_part_paid_bill_shows_its_payment_and_remaining_amount(org: Org) -> None
 def test_statuses_parameter_selects_several_statuses(org: Org) -> None:
     bills = org.records("Invoices", "Invoices", Statuses="PAID,VOIDED", page=1)
 
-    expected = {invoice_id(org, key) for key in bill_keys(org, "paid", "voided")}
+    expected = {org.invoice_id(key) for key in org.bill_keys("paid", "voided")}
     assert {bill["InvoiceID"] for bill in bills} == expected
 
 
@@ -100,7 +61,7 @@ def test_contact_guid_filter_returns_that_vendors_bills(org: Org) -> None:
 
     assert bills
     assert {bill["Contact"]["ContactID"] for bill in bills} == {contact}
-    expected = {invoice_id(org, b.key) for b in org.ledger.bills if b.vendor_key == vendor and b.state != "deleted"}
+    expected = {org.invoice_id(b.key) for b in org.ledger.bills if b.vendor_key == vendor and b.state != "deleted"}
     assert {bill["InvoiceID"] for bill in bills} == expected
 
 
@@ -126,7 +87,7 @@ def test_unsupported_or_malformed_filters_are_rejected(org: Org, where: str) -> 
 
 
 def test_ids_parameter_returns_those_bills_even_when_quoted(org: Org) -> None:
-    wanted = [invoice_id(org, bill.key) for bill in org.ledger.bills[:3]]
+    wanted = [org.invoice_id(bill.key) for bill in org.ledger.bills[:3]]
 
     bills = org.records("Invoices", "Invoices", IDs=",".join(f'"{i}"' for i in wanted))
 
@@ -134,7 +95,7 @@ def test_ids_parameter_returns_those_bills_even_when_quoted(org: Org) -> None:
 
 
 def test_deleted_bills_are_listed_only_when_asked_for(org: Org) -> None:
-    deleted = {invoice_id(org, key) for key in bill_keys(org, "deleted")}
+    deleted = {org.invoice_id(key) for key in org.bill_keys("deleted")}
     assert deleted
 
     default = {bill["InvoiceID"] for bill in org.records("Invoices", "Invoices", page=1, pageSize=1000)}
@@ -150,7 +111,7 @@ def test_paged_list_carries_line_items_and_pagination(org: Org) -> None:
     response = org.get("Invoices", page=2, pageSize=25)
 
     body = response.json()
-    shown = len(org.ledger.bills) - len(bill_keys(org, "deleted"))
+    shown = len(org.ledger.bills) - len(org.bill_keys("deleted"))
     assert body["pagination"] == {"page": 2, "pageSize": 25, "pageCount": -(-shown // 25), "itemCount": shown}
     assert len(body["Invoices"]) == 25
     assert all(bill["LineItems"] for bill in body["Invoices"])
@@ -207,7 +168,7 @@ def test_unknown_bill_is_xeros_plain_text_404(org: Org) -> None:
 def test_bill_dates_are_ms_json_with_date_strings(org: Org) -> None:
     record = next(bill for bill in org.ledger.bills if bill.due_date is not None)
     assert record.due_date is not None
-    (bill,) = org.records(f"Invoices/{invoice_id(org, record.key)}", "Invoices")
+    (bill,) = org.records(f"Invoices/{org.invoice_id(record.key)}", "Invoices")
 
     assert bill["DateString"] == f"{record.issue_date.isoformat()}T00:00:00"
     assert bill["DueDateString"] == f"{record.due_date.isoformat()}T00:00:00"
@@ -223,16 +184,16 @@ def test_if_modified_since_returns_only_bills_changed_since(org: Org) -> None:
     watermark = org.sandbox.clock.now()
     org.sandbox.clock.advance(5)
     # When one bill is paid elsewhere and another changes amount after it
-    paid, changed = bill_keys(org, "open")[:2]
-    org.sandbox.pay_bill_elsewhere(org.tenant, invoice_id(org, paid))
-    org.sandbox.change_bill_amount(org.tenant, invoice_id(org, changed), Decimal("99.95"))
+    paid, changed = org.bill_keys("open")[:2]
+    org.sandbox.pay_bill_elsewhere(org.tenant, org.invoice_id(paid))
+    org.sandbox.change_bill_amount(org.tenant, org.invoice_id(changed), Decimal("99.95"))
 
     # Then asking with Xero's offset-less timestamp returns just those two
     header = {"If-Modified-Since": watermark.strftime("%Y-%m-%dT%H:%M:%S")}
     response = org.get("Invoices", headers=header, page=1)
     bills = response.json()["Invoices"]
-    assert {bill["InvoiceID"] for bill in bills} == {invoice_id(org, paid), invoice_id(org, changed)}
-    assert next(b for b in bills if b["InvoiceID"] == invoice_id(org, paid))["Status"] == "PAID"
+    assert {bill["InvoiceID"] for bill in bills} == {org.invoice_id(paid), org.invoice_id(changed)}
+    assert next(b for b in bills if b["InvoiceID"] == org.invoice_id(paid))["Status"] == "PAID"
 
 
 def test_if_modified_since_in_the_future_returns_nothing(org: Org) -> None:
@@ -259,7 +220,7 @@ def test_if_modified_since_applies_to_contacts(org: Org) -> None:
 def test_attachment_is_listed_and_downloads_as_the_original_bytes(org: Org) -> None:
     record = next(bill for bill in org.ledger.bills if bill.attachment is not None)
     assert record.attachment is not None
-    bill_id = invoice_id(org, record.key)
+    bill_id = org.invoice_id(record.key)
 
     (listed,) = org.records(f"Invoices/{bill_id}/Attachments", "Attachments")
     download = requests.get(listed["Url"], headers={**org.headers, "Accept": "application/octet-stream"})
@@ -273,7 +234,7 @@ def test_attachment_is_listed_and_downloads_as_the_original_bytes(org: Org) -> N
 
 def test_bill_without_attachment_lists_none(org: Org) -> None:
     record = next(bill for bill in org.ledger.bills if bill.attachment is None)
-    assert org.records(f"Invoices/{invoice_id(org, record.key)}/Attachments", "Attachments") == []
+    assert org.records(f"Invoices/{org.invoice_id(record.key)}/Attachments", "Attachments") == []
 
 
 # ---- contacts, accounts, organisation ------------------------------------------------------------
