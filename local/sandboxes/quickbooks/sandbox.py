@@ -601,10 +601,13 @@ class QuickBooksSandbox(ProviderSandbox):
         redirect_uri, state = form["redirect_uri"], form.get("state", "")
         if form.get("decision") != "approve":
             return self._redirect(redirect_uri, {"error": "access_denied", "state": state})
+        scopes = form.get("scope", "").split()
+        if not scopes or any(scope not in KNOWN_SCOPES for scope in scopes):
+            return self._redirect(redirect_uri, {"error": "invalid_scope", "state": state})
         realm_id = form.get("tenant", "")
         if realm_id not in self._realms:
             return self._oauth_page(400, "Choose one company to connect.")
-        return self._approve(checked, redirect_uri, state, form.get("scope", "").split(), realm_id)
+        return self._approve(checked, redirect_uri, state, scopes, realm_id)
 
     def _approve(self, app: App, redirect_uri: str, state: str, scopes: list[str], realm_id: str) -> Response:
         code = self.codes.issue(
