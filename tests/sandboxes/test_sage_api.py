@@ -185,6 +185,17 @@ def test_page_beyond_the_last_returns_the_last_page(big: tuple[SageSandbox, Sage
     assert page["$next"] is None
 
 
+def test_sort_orders_by_the_named_attribute_and_direction(big: tuple[SageSandbox, SageApi]) -> None:
+    # Given many invoices
+    _, api = big
+    # When the app sorts them by updated_at, newest first
+    items = api.items("/purchase_invoices", sort="updated_at:desc", attributes="updated_at", items_per_page=200)
+    # Then they come newest first; an unknown sort attribute is refused
+    stamps = [item["updated_at"] for item in items]
+    assert stamps == sorted(stamps, reverse=True)
+    assert api.get("/purchase_invoices", sort="total_amount").status_code == 422
+
+
 def test_status_id_takes_one_value_and_a_list_matches_nothing(big: tuple[SageSandbox, SageApi]) -> None:
     # Given unpaid and part-paid invoices
     _, api = big
@@ -347,6 +358,28 @@ def test_attachment_of_an_invoice_downloads_its_bytes_with_octet_stream_accept(
     assert download.headers["Content-Type"] == "application/octet-stream"
     assert len(download.content) == meta["file_size"]
     assert download.content[:4] in (b"%PDF", b"\x89PNG")
+
+
+# ---- admin surface for other processes -------------------------------------------------------------
+
+
+def test_admin_route_registers_an_app_and_loads_a_business() -> None:
+    # Given an empty sandbox driven from another process through its admin routes
+    running = SageSandbox(auto_approve=True)
+    base = running.start()
+    try:
+        app = {"client_id": "proc-client", "client_secret": "proc-secret", "redirect_uris": ["https://x.example/cb"]}
+        assert requests.post(f"{base}/_admin/register_app", json=app).status_code == 200
+        # When it loads a generated GBP business of 12 bills
+        added = requests.post(f"{base}/_admin/add_business", json={"seed": 5, "bills": 12, "base_currency": "GBP"})
+        business_id = added.json()["business_id"]
+        # Then the ledger read-out and the request counts are available over HTTP
+        invoices = requests.post(f"{base}/_admin/purchase_invoices", json={"business_id": business_id}).json()
+        assert len(invoices["items"]) == len(running.purchase_invoices(business_id)) > 0
+        assert requests.get(f"{base}/_admin/requests").json() == {"counts": {}, "total": 0}
+        assert running.business(business_id).country == "gb"
+    finally:
+        running.stop()
 
 
 # ---- limits and faults -----------------------------------------------------------------------------

@@ -107,6 +107,23 @@ def test_unregistered_redirect_uri_gets_an_error_page_and_no_redirect(sandbox: S
     assert "Location" not in answer.headers
 
 
+def test_country_without_a_business_of_the_user_ends_with_sages_error(sandbox: SageSandbox) -> None:
+    # Given a user whose only business is Canadian
+    params = authorize_params(country="gb")
+    # When the authorization request names the United Kingdom
+    answer = requests.get(f"{sandbox.base_url}/oauth2/auth/central", params=params, allow_redirects=False)
+    # Then Sage's documented (odd) error comes back instead of a code
+    query = redirect_query(answer)
+    assert query["error"] == "Invalid request"
+    assert query["reason"] == "Email already in use"
+    assert "code" not in query
+    # And naming Canada works
+    ok = requests.get(
+        f"{sandbox.base_url}/oauth2/auth/central", params=authorize_params(country="CA"), allow_redirects=False
+    )
+    assert redirect_query(ok)["country"] == "ca"
+
+
 def test_unknown_scope_is_refused(sandbox: SageSandbox) -> None:
     # Given a scope Sage does not have
     params = authorize_params(scope="accounting.transactions")

@@ -455,6 +455,12 @@ class SageSandbox(ProviderSandbox):
         if user is None or not user.businesses:
             return _page(400, "Sign in with a Sage user who has access to a business.")
         redirect_uri = params["redirect_uri"]
+        countries = [self._businesses[business_id].country for business_id in user.businesses]
+        country = params.get("country", "").lower() or countries[0]
+        if country not in countries:
+            # S-FRE: signing in for a country where the user has no business ends with this odd error.
+            failure = {"error": "Invalid request", "reason": "Email already in use"}
+            return _redirect(redirect_uri, failure, params.get("state"))
         code = self.codes.issue(
             client_id=app.client_id,
             redirect_uri=redirect_uri,
@@ -464,9 +470,8 @@ class SageSandbox(ProviderSandbox):
             code_challenge=params.get("code_challenge") or None,
             code_challenge_method=params.get("code_challenge_method") or None,
         )
-        lead = self._businesses[user.businesses[0]]
-        # Sage sends the business's country back with the code (S-AUTH example callback).
-        return _redirect(redirect_uri, {"code": code, "country": lead.country}, params.get("state"))
+        # Sage sends the country back with the code (S-AUTH example callback).
+        return _redirect(redirect_uri, {"code": code, "country": country}, params.get("state"))
 
     def _consent_page(self, app: App, params: Mapping[str, str]) -> Response:
         # Sage's grant covers every business of the user who signs in; the choice is that user.
