@@ -300,6 +300,11 @@ class XeroSandbox(ProviderSandbox):
         self.on_request_finished(request, lambda: concurrency.release(key))
         return None
 
+    def requests_in_flight(self, client_id: str, tenant: str) -> int:
+        """How many of an app's calls to an organisation hold a concurrency slot right now."""
+        with self._limits_lock:
+            return self._concurrency.in_flight(f"{client_id}:{tenant.lower()}")
+
     def _principal(self, request: Request) -> Principal | AccessDenied:
         if _PRINCIPAL not in request.environ:
             try:
