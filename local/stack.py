@@ -30,10 +30,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
 from local.event_sources import SqsEventSource, SqsMapping
@@ -48,6 +48,7 @@ from local.template import (
     load_sam_template,
     resolve_parameters,
     translate,
+    unresolved_references,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ class SkippedResource:
 
 
 class LocalStack:
+    """One running local stack; only one can run in a process at a time (moto's state is process-wide)."""
+
+    _running: ClassVar["LocalStack | None"] = None
+
     def __init__(
         self,
         template: Path = DEFAULT_TEMPLATE,
@@ -118,9 +123,7 @@ class LocalStack:
         self.scheduler = LocalScheduler({}, self.runtime)
         self.event_sources: dict[str, SqsEventSource] = {}
         self._endpoint = ""
-        self._session = boto3.Session(
-            region_name=region, aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET_ACCESS_KEY
-        )
+        self._session: boto3.Session | None = None  # made in start(), once the process's AWS profile is set aside
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,6 +136,9 @@ class LocalStack:
     def start(self) -> Self:
         if self._started:
             return self
+        if LocalStack._running is not None:
+            raise RuntimeError("another LocalStack is running in this process; moto's state is process-wide")
+        LocalStack._running = self
         self._started = True
         try:
             self._start()
@@ -145,8 +151,11 @@ class LocalStack:
         """Stop pollers, schedules and gateway, reset and stop moto, restore the process's settings."""
         if self._started:
             self._started = False
-            self._exit.close()
-            self._exit = ExitStack()
+            try:
+                self._exit.close()
+            finally:
+                self._exit = ExitStack()
+                LocalStack._running = None
 
     def _start(self) -> None:
         self._exit.enter_context(_quiet_moto())
@@ -158,6 +167,9 @@ class LocalStack:
         _reset_moto(self._endpoint)
         self._exit.callback(_reset_moto, self._endpoint)
         self._exit.enter_context(_aws_environment(self._endpoint, self.region))
+        self._session = boto3.Session(
+            region_name=self.region, aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET_ACCESS_KEY
+        )
         self._exit.callback(clear_settings_cache)
         clear_settings_cache()
 
@@ -183,7 +195,7 @@ class LocalStack:
             region=self.region,
             code_uris=code_uris,
             iam_client=self.client("iam"),
-            session=self._session,
+            session=self._boto3_session(),
         )
         self._create_stack(cfn_template)
         self._read_resources(cfn_template)
@@ -220,10 +232,15 @@ class LocalStack:
 
     def client(self, service: str) -> Any:
         """A boto3 client for `service` at the local stack, with explicit endpoint and credentials."""
-        return self._session.client(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+        return self._boto3_session().client(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
 
     def resource(self, service: str) -> Any:
-        return self._session.resource(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+        return self._boto3_session().resource(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+
+    def _boto3_session(self) -> boto3.Session:
+        if self._session is None:
+            raise RuntimeError("the local stack is not running")
+        return self._session
 
     def physical_id(self, logical_id: str) -> str:
         for resource in self.resources:
@@ -282,6 +299,13 @@ class LocalStack:
         return uris
 
     def _create_stack(self, cfn_template: Mapping[str, Any]) -> None:
+        unresolved = unresolved_references(cfn_template)
+        if unresolved:
+            # CloudFormation's own validation message; moto would fail deep inside instead.
+            raise StackCreationError(
+                f"Template format error: Unresolved resource dependencies {sorted(unresolved)} "
+                "in the Resources block of the template"
+            )
         cloudformation = self.client("cloudformation")
         try:
             cloudformation.create_stack(
@@ -290,8 +314,8 @@ class LocalStack:
                 Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in self.parameters.items()],
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
             )
-        except ClientError as error:
-            raise StackCreationError(f"CloudFormation refused the template: {error}") from error
+        except (ClientError, BotoCoreError) as error:
+            raise StackCreationError(f"CloudFormation (moto) could not create the stack: {error}") from error
         deadline = time.monotonic() + _STACK_TIMEOUT_SECONDS
         while True:
             stack = cloudformation.describe_stacks(StackName=self.stack_name)["Stacks"][0]

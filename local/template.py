@@ -7,6 +7,7 @@ policy names resolve through the translator's bundled map with IAM as its fallba
 """
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,57 @@ def _evaluate(expression: Any, template: Mapping[str, Any], parameters: Mapping[
     if function not in _CONDITION_FUNCTIONS:
         raise ValueError(f"unsupported condition function {function}")
     return _CONDITION_FUNCTIONS[function]([_evaluate(item, template, parameters) for item in argument])
+
+
+PSEUDO_PARAMETERS = frozenset(
+    {
+        "AWS::AccountId",
+        "AWS::NotificationARNs",
+        "AWS::NoValue",
+        "AWS::Partition",
+        "AWS::Region",
+        "AWS::StackId",
+        "AWS::StackName",
+        "AWS::URLSuffix",
+    }
+)
+_SUB_VARIABLE = re.compile(r"\$\{([^!}][^}]*)\}")
+
+
+def unresolved_references(template: Mapping[str, Any]) -> set[str]:
+    """Names that Ref, Fn::GetAtt or Fn::Sub use but the template does not declare.
+
+    CloudFormation refuses such a template before creating anything ("Unresolved resource
+    dependencies"); moto does not check, so the local stack does.
+    """
+    declared = set(template.get("Resources", {})) | set(template.get("Parameters", {})) | PSEUDO_PARAMETERS
+    used: set[str] = set()
+    _collect_references(
+        [template.get("Resources"), template.get("Outputs"), template.get("Conditions")], used, frozenset()
+    )
+    return used - declared
+
+
+def _collect_references(value: Any, used: set[str], local_names: frozenset[str]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _collect_references(item, used, local_names)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        if key == "Ref" and isinstance(item, str):
+            used.add(item)
+        elif key == "Fn::GetAtt":
+            target = item[0] if isinstance(item, list) else str(item).split(".", 1)[0]
+            if isinstance(target, str):
+                used.add(target)
+        elif key == "Fn::Sub":
+            text, variables = (item[0], item[1]) if isinstance(item, list) else (item, {})
+            names = local_names | frozenset(variables)
+            used.update(
+                name.split(".", 1)[0] for name in _SUB_VARIABLE.findall(str(text)) if name.split(".", 1)[0] not in names
+            )
+            _collect_references(variables, used, local_names)
+        else:
+            _collect_references(item, used, local_names)
