@@ -424,7 +424,8 @@ class Business:
             ids=ids,
             created_at=now - timedelta(days=400),
         )
-        loaded_at = to_second(now - timedelta(days=90))
+        # Contacts and accounts predate every generated bill (those are at most a year old).
+        loaded_at = business.created_at
         account_ids = {record.key: business._load_account(record, loaded_at) for record in ledger.accounts}
         vendor_ids: dict[str, str] = {}
         for number, vendor in enumerate(ledger.vendors, start=1):
@@ -459,7 +460,7 @@ class Business:
                 account_number=record.bank_account_number,
                 currency=record.currency or self.base_currency,
                 is_active=record.active,
-                balance=Decimal("25000.00"),
+                balance=Decimal("25000.00"),  # an opening balance, so payments visibly draw it down
                 nominal_code=ledger.nominal_code,
                 created_at=at,
                 updated_at=at,
@@ -585,6 +586,7 @@ class Business:
                 context_id=invoice.id,
                 created_at=created_at,
                 updated_at=created_at,
+                deleted_at=invoice.deleted_at,
             )
             self.attachments[attachment.id] = attachment
             invoice.attachment_ids.append(attachment.id)
@@ -636,7 +638,9 @@ class Business:
     # ---- idempotency -----------------------------------------------------------------------------
 
     def replay(self, idempotency_id: str, resource: str, now: float) -> IdempotentResult | None:
-        """The stored result for `idempotency_id` within 7 days; a mismatching resource type is a 422."""
+        """The stored result for `idempotency_id` within 7 days, whatever the new body holds (S-IDEM:
+        the same result is returned); a different resource type is IdempotencyResourceMismatch, sent
+        with 422 here since S-IDEM names the code but not the status."""
         stored = self.idempotency.get(idempotency_id)
         if stored is None or now >= stored.stored_at + IDEMPOTENCY_SECONDS:
             return None

@@ -572,6 +572,7 @@ class SageSandbox(ProviderSandbox):
                     return self._errors(401, [SageError("AuthorizationFailure", "No business found.")])
                 wanted = user.businesses[0]
             elif wanted not in user.businesses:
+                # Sage's answer here is not documented; 401 AuthorizationFailure, as for other access problems.
                 return self._errors(
                     401, [SageError("AuthorizationFailure", "Access denied for the requested business.")]
                 )
@@ -582,6 +583,7 @@ class SageSandbox(ProviderSandbox):
         if isinstance(context, Response):
             return context
         if write and context.grant.scope != "full_access":
+            # 403 as the brief asks; S-RC lists no 403, so Sage's exact status for this is unconfirmed.
             response = self._errors(403, [SageError("AuthorizationFailure", "The readonly scope cannot write.")])
         else:
             try:
