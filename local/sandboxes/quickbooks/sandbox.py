@@ -421,6 +421,7 @@ class QuickBooksSandbox(ProviderSandbox):
             Rule(f"{company}/billpayment", methods=["POST"], endpoint="create_billpayment"),
             Rule(f"{company}/purchase", methods=["POST"], endpoint="create_purchase"),
             Rule(f"{company}/download/<attachable_id>", methods=["GET"], endpoint="download"),
+            Rule(f"{company}/companyinfo/<company_id>", methods=["GET"], endpoint="company_info"),
             Rule(f"{company}/<any({entity_names}):entity>/<entity_id>", methods=["GET"], endpoint="read_entity"),
             Rule("/_files/<token>", methods=["GET"], endpoint="download_file"),
         ]
@@ -783,6 +784,25 @@ class QuickBooksSandbox(ProviderSandbox):
             if found is None:
                 return self._fault(qbo.object_not_found(qbo.INACTIVE_DETAIL))
             return self._ok({entity_type: self._present(request, realm, entity_type, found)})
+
+    def company_info(self, request: Request, realm_id: str, company_id: str) -> Response:
+        """`GET companyinfo/{realmId}`: the company's name, as an app shows which company it is connected to."""
+        authenticated = self._authenticate(request, realm_id)
+        if isinstance(authenticated, Response):
+            return authenticated
+        realm, _ = authenticated
+        if company_id != realm_id:
+            return self._fault(qbo.object_not_found(qbo.INACTIVE_DETAIL))
+        return self._ok(
+            {
+                "CompanyInfo": {
+                    "Id": "1",
+                    "SyncToken": "0",
+                    "CompanyName": realm.company_name,
+                    "LegalName": realm.company_name,
+                }
+            }
+        )
 
     def cdc(self, request: Request, realm_id: str) -> Response:
         authenticated = self._authenticate(request, realm_id)
