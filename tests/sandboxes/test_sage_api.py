@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import requests
@@ -358,6 +359,22 @@ def test_attachment_of_an_invoice_downloads_its_bytes_with_octet_stream_accept(
     assert download.headers["Content-Type"] == "application/octet-stream"
     assert len(download.content) == meta["file_size"]
     assert download.content[:4] in (b"%PDF", b"\x89PNG")
+
+
+def test_generator_keys_map_to_the_sage_ids_served(sandbox: tuple[SageSandbox, str]) -> None:
+    # Given the generated ledger behind the business
+    running, business_id = sandbox
+    api = api_for(running)
+    ledger = small_ledger()
+    bill = next(item for item in ledger.bills if item.state == "open")
+    vendor = ledger.vendor(bill.vendor_key)
+    # When the sandbox is asked for the Sage ids of that bill and its vendor
+    invoice = api.one(f"/purchase_invoices/{running.entity_id(business_id, bill.key)}")
+    contact = api.one(f"/contacts/{running.entity_id(business_id, vendor.key)}")
+    # Then those ids serve that bill and that vendor
+    assert Decimal(str(invoice["total_amount"])) == bill.total
+    assert invoice["contact"]["id"] == contact["id"]
+    assert contact["name"] == vendor.name
 
 
 # ---- admin surface for other processes -------------------------------------------------------------

@@ -412,6 +412,7 @@ class Business:
         self.contact_payments: dict[str, ContactPayment] = {}
         self.other_payments: dict[str, OtherPayment] = {}
         self.idempotency: dict[str, IdempotentResult] = {}
+        self.ids_by_key: dict[str, str] = {}  # generator key (vendor-00001, bill-00001, ...) -> Sage id
 
     # ---- loading ---------------------------------------------------------------------------------
 
@@ -433,6 +434,7 @@ class Business:
         business._add_customer(loaded_at)
         for bill in ledger.bills:
             business._load_bill(bill, vendor_ids[bill.vendor_key], account_ids)
+        business.ids_by_key.update(vendor_ids)
         return business
 
     def _load_account(self, record: AccountRecord, at: datetime) -> str:
@@ -466,6 +468,7 @@ class Business:
                 updated_at=at,
             )
             self.bank_accounts[bank.id] = bank
+            self.ids_by_key[record.key] = bank.id
             return ledger.id
         is_payable = record.kind == "payable"
         ledger = LedgerAccount(
@@ -483,6 +486,7 @@ class Business:
             updated_at=at,
         )
         self.ledger_accounts[ledger.id] = ledger
+        self.ids_by_key[record.key] = ledger.id
         return ledger.id
 
     def _load_vendor(self, vendor: VendorRecord, number: int, at: datetime) -> str:
@@ -572,6 +576,7 @@ class Business:
             void_reason="Cancelled by the supplier" if bill.state == "voided" else None,
         )
         self.purchase_invoices[invoice.id] = invoice
+        self.ids_by_key[bill.key] = invoice.id
         if bill.amount_paid > 0 and bill.state in ("part_paid", "paid"):
             self._record_historic_payment(invoice, cents(bill.amount_paid), updated_at)
         if bill.state == "deleted":
@@ -589,6 +594,7 @@ class Business:
                 deleted_at=invoice.deleted_at,
             )
             self.attachments[attachment.id] = attachment
+            self.ids_by_key[bill.attachment.key] = attachment.id
             invoice.attachment_ids.append(attachment.id)
 
     def _record_historic_payment(self, invoice: PurchaseInvoice, amount: Decimal, at: datetime) -> None:

@@ -174,6 +174,16 @@ class SageSandbox(ProviderSandbox):
         with self._state:
             return self._businesses[business_id]
 
+    def entity_id(self, business_id: str, generator_key: str) -> str:
+        """The Sage id of a generator record: vendor -> contact, bill -> purchase invoice, bank account
+        -> bank account, expense/payable account -> ledger account, attachment -> attachment."""
+        with self._state:
+            return self.business(business_id).ids_by_key[generator_key]
+
+    def business_ids(self) -> list[str]:
+        with self._state:
+            return list(self._businesses)
+
     def users(self) -> list[str]:
         """Ids of the Sage user accounts, in the order they were added."""
         with self._state:
