@@ -1235,8 +1235,6 @@ def _payment_echo(raw: Mapping[str, Any], errors: list[str]) -> JsonObject:
         echo["Amount"] = amount
     if raw.get("Reference") is not None:
         echo["Reference"] = str(raw["Reference"])
-    if isinstance(raw.get("Date"), str):
-        echo["Date"] = raw["Date"]
     echo["HasAccount"] = bool(echo["Account"])
     echo["HasValidationErrors"] = bool(errors)
     echo["ValidationErrors"] = [{"Message": message} for message in errors]
