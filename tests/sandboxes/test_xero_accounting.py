@@ -280,3 +280,23 @@ def test_organisation_reports_its_base_currency(org: Org) -> None:
     (organisation,) = org.records("Organisation", "Organisations")
     assert organisation["BaseCurrency"] == org.ledger.base_currency
     assert organisation["OrganisationID"] == org.tenant
+
+
+def test_contact_ids_parameter_selects_those_vendors_bills(org: Org) -> None:
+    vendors = {bill.vendor_key for bill in org.ledger.bills[:2]}
+    contact_ids = {org.sandbox.contact_id(org.tenant, key) for key in vendors}
+
+    bills = org.records("Invoices", "Invoices", ContactIDs=",".join(contact_ids), page=1)
+
+    expected = {org.invoice_id(b.key) for b in org.ledger.bills if b.vendor_key in vendors and b.state != "deleted"}
+    assert {bill["InvoiceID"] for bill in bills} == expected
+
+
+def test_admin_surface_adds_an_organisation_from_a_generated_ledger(org: Org) -> None:
+    answer = requests.post(
+        f"{org.sandbox.base_url}/_admin/add_tenant", json={"seed": 3, "bills": 5, "name": "Admin Org Ltd."}
+    ).json()
+
+    assert answer["tenant"] in org.sandbox.tenant_ids()
+    assert len(org.sandbox.invoices(answer["tenant"])) == 5
+    assert org.sandbox.organisation(answer["tenant"]).name == "Admin Org Ltd."

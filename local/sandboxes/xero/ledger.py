@@ -612,6 +612,7 @@ class Organisation:
     def record_payment(self, plan: PaymentPlan) -> Payment:
         """Commit a validated payment: the bill's AmountPaid rises, AmountDue falls, PAID when settled."""
         payment = self._record_payment(plan, updated_at=self.next_update(plan.invoice.updated_at))
+        # Xero has no payment webhook and does not say a payment fires INVOICE; the bill changed, so it does here.
         self._notify("INVOICE", "UPDATE", plan.invoice.invoice_id)
         return payment
 

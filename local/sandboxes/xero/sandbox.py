@@ -153,7 +153,8 @@ class XeroSandbox(ProviderSandbox):
         self._orgs_lock = threading.Lock()
         self._limits_lock = threading.Lock()
         self.set_limits(limits or XeroLimits())
-        self._idempotency: dict[tuple[str, str, str], _StoredResponse] = {}
+        # Per organisation, (client_id, Idempotency-Key) -> first answer; touched under that org's lock.
+        self._idempotency: dict[str, dict[tuple[str, str], _StoredResponse]] = {}
         self._webhooks: dict[str, Subscription] = {}
 
     def _new_id(self) -> str:
@@ -218,6 +219,7 @@ class XeroSandbox(ProviderSandbox):
         return self._too_many(request, "minute", retry_after=1)
 
     def _too_many(self, request: Request, problem: str, retry_after: int | None) -> Response:
+        # X-Rate-Limit-Problem "minute" and "day" are seen in clients; "concurrent" and "appminute" are ours.
         response = Response(b"", status=429)
         response.headers["X-Rate-Limit-Problem"] = problem
         if retry_after is not None:
@@ -529,6 +531,7 @@ class XeroSandbox(ProviderSandbox):
         for record in records:
             record_fields = values[id(record)]
             updated = record_fields.get("UpdatedDateUTC")
+            # "Created or modified since": a record updated at the very instant counts (never hides a change).
             if since is not None and isinstance(updated, datetime) and updated < since:
                 continue
             if where is not None and not query.matches(where, record_fields):
@@ -730,6 +733,7 @@ class XeroSandbox(ProviderSandbox):
         return self._accounting(request, "get_payments", work)
 
     def create_payments(self, request: Request) -> Response:
+        # The spec gives summarizeErrors a default of false, but Xero summarises unless sent false.
         summarize = request.args.get("summarizeErrors", "true").lower() != "false"
         return self._accounting(
             request,
@@ -806,8 +810,9 @@ class XeroSandbox(ProviderSandbox):
                 )
             now = self.clock.timestamp()
             fingerprint = _fingerprint(request)
-            slot = (principal.client_id, org.tenant_id, idempotency_key)
-            stored = self._idempotency.get(slot)
+            slot = (principal.client_id, idempotency_key)
+            answers = self._idempotency.setdefault(org.tenant_id, {})
+            stored = answers.get(slot)
             if stored is not None and now < stored.stored_at + IDEMPOTENCY_WINDOW_SECONDS:
                 if stored.fingerprint != fingerprint:
                     message = f"Idempotency Key {idempotency_key} is used with a different request."
@@ -815,10 +820,9 @@ class XeroSandbox(ProviderSandbox):
                     return json_response(wire.validation_exception([], message), 400)
                 return Response(stored.body, status=stored.status, content_type=stored.content_type)
             response = self._apply(request, org, principal, key=key, apply=apply, summarize=summarize)
-            self._idempotency = {
-                k: v for k, v in self._idempotency.items() if now < v.stored_at + IDEMPOTENCY_WINDOW_SECONDS
-            }
-            self._idempotency[slot] = _StoredResponse(
+            for stale in [k for k, v in answers.items() if now >= v.stored_at + IDEMPOTENCY_WINDOW_SECONDS]:
+                del answers[stale]
+            answers[slot] = _StoredResponse(
                 fingerprint, response.status_code, response.get_data(), response.content_type or "", now
             )
             return response
@@ -1124,6 +1128,7 @@ class XeroSandbox(ProviderSandbox):
 
     def _admin_add_tenant(self, args: dict[str, Any]) -> dict[str, Any]:
         ledger = generate_ledger(
+            as_of=self.clock.now(),
             seed=admin_arg(args, "seed", int, self.seed),
             bills=admin_arg(args, "bills", int, 25),
             vendors=args.get("vendors"),
