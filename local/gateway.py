@@ -32,7 +32,6 @@ import logging
 import secrets
 import string
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -481,17 +480,8 @@ class LocalGateway:
         return f"http://{LOOPBACK}:{self._server.server_port}"
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        started = time.monotonic()
-        response = self.handle(request)
+        response = self.handle(Request(environ))
         response.headers["apigw-requestid"] = _request_id()
-        logger.debug(
-            "%s %s -> %s in %.0f ms",
-            request.method,
-            request.path,
-            response.status_code,
-            (time.monotonic() - started) * 1000,
-        )
         return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -60,6 +61,7 @@ DEFAULT_REGION = "us-east-1"
 FAKE_ACCESS_KEY_ID = "testing"
 FAKE_SECRET_ACCESS_KEY = "testing"
 _STACK_TIMEOUT_SECONDS = 60
+_APPLICATION_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 # What the local stack does instead of a resource moto's CloudFormation does not create.
 _EMULATED = {
     "AWS::ApiGatewayV2::Api": "local gateway (local/gateway.py)",
@@ -184,10 +186,9 @@ class LocalStack:
         gateway.bind()
         self._exit.callback(gateway.stop)
         self.parameters = self._stack_parameters(sam_template, gateway.url)
-        self.identity = LocalIdentityProvider(
-            issuer=self.parameters.get("JwtIssuer", self.identity.issuer),
-            audience=self.parameters.get("JwtAudience", self.identity.audience).split(",")[0],
-        )
+        # Tokens are issued for whatever issuer and audience the stack was given.
+        self.identity.issuer = self.parameters.get("JwtIssuer", self.identity.issuer)
+        self.identity.audience = self.parameters.get("JwtAudience", self.identity.audience).split(",")[0]
         code_uris = self._upload_code(sam_template)
         cfn_template = translate(
             sam_template,
@@ -282,6 +283,14 @@ class LocalStack:
         missing = set(declared) - set(values)
         if missing:
             raise ValueError(f"parameters without a value: {sorted(missing)}")
+        for name, value in values.items():
+            # CloudFormation checks these before creating anything; moto does not.
+            allowed = declared[name].get("AllowedValues")
+            pattern = declared[name].get("AllowedPattern")
+            if allowed is not None and value not in [str(item) for item in allowed]:
+                raise ValueError(f"parameter {name}={value!r} is not one of {allowed}")
+            if pattern is not None and not re.fullmatch(pattern, value):
+                raise ValueError(f"parameter {name}={value!r} does not match {pattern}")
         return values
 
     def _upload_code(self, sam_template: Mapping[str, Any]) -> dict[str, str]:
@@ -422,9 +431,16 @@ class LocalStack:
                 for name, value in config.get("Environment", {}).get("Variables", {}).items()
             }
             logging_config = resolve_parameters(properties.get("LoggingConfig", {}), self.parameters)
+            level = logging_config.get("ApplicationLogLevel")
+            if level is not None and level not in _APPLICATION_LOG_LEVELS:
+                # Lambda's API refuses it (moto does not check); so must the local stack.
+                raise StackCreationError(
+                    f"{logical_id}: LoggingConfig.ApplicationLogLevel {level!r} is not one of "
+                    f"{'|'.join(_APPLICATION_LOG_LEVELS)}, which Lambda accepts"
+                )
             # What Lambda sets from the function's LoggingConfig (Powertools reads both).
-            if logging_config.get("ApplicationLogLevel"):
-                environment.setdefault("AWS_LAMBDA_LOG_LEVEL", logging_config["ApplicationLogLevel"])
+            if level:
+                environment.setdefault("AWS_LAMBDA_LOG_LEVEL", level)
             if logging_config.get("LogFormat"):
                 environment.setdefault("AWS_LAMBDA_LOG_FORMAT", logging_config["LogFormat"])
             specs[logical_id] = FunctionSpec(

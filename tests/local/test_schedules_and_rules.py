@@ -2,6 +2,7 @@
 PaymentCompleted events, on the stack created from template.yaml."""
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,13 @@ from payedge_connect.models import Connection, ConnectionStatus, Provider
 from payedge_connect.storage.records import RecordsStore
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    """template.yaml's stack with its queues left unpolled, so the tests see what lands on them."""
+    with LocalStack(poll_queues=False) as running:
+        yield running
 
 
 def _messages(stack: LocalStack, queue: str, wait_seconds: int = 0) -> list[dict[str, Any]]:
@@ -53,7 +61,8 @@ def test_firing_the_dispatch_schedule_queues_a_sync_for_each_connected_connectio
 
     # Then one sync message was queued, for the connected connection only
     assert result == {"action": "dispatch", "queued": 1}
-    assert _messages(stack, "SyncQueue") == [{"connectionId": "conn-live", "trigger": "schedule"}]
+    (message,) = _messages(stack, "SyncQueue")
+    assert (message["connectionId"], message["trigger"]) == ("conn-live", "schedule")
 
 
 def test_a_payment_completed_event_on_the_bus_lands_on_the_write_back_queue(stack: LocalStack) -> None:

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -49,11 +50,12 @@ def test_a_second_stack_in_the_same_process_is_refused_while_one_runs() -> None:
         LocalStack(ECHO_TEMPLATE, stack_name="other").start()
 
 
-def test_a_resource_missing_from_the_template_fails_locally(tmp_path: Path) -> None:
-    # Given a template whose function is configured with a queue the template does not declare
+def _worker_template(tmp_path: Path, **function_properties: Any) -> Path:
+    """A one-function template in tmp_path (the echo function's code), with extra properties."""
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
+        "Parameters": {"Mode": {"Type": "String", "Default": "fast", "AllowedValues": ["fast", "slow"]}},
         "Resources": {
             "Worker": {
                 "Type": "AWS::Serverless::Function",
@@ -61,17 +63,38 @@ def test_a_resource_missing_from_the_template_fails_locally(tmp_path: Path) -> N
                     "CodeUri": str(ECHO_FUNCTION),
                     "Handler": "app.lambda_handler",
                     "Runtime": "python3.12",
-                    "Environment": {"Variables": {"QUEUE_URL": {"Ref": "MissingQueue"}}},
+                    **function_properties,
                 },
             }
         },
     }
     (tmp_path / "template.yaml").write_text(yaml.safe_dump(template))
+    return tmp_path / "template.yaml"
+
+
+def test_a_resource_missing_from_the_template_fails_locally(tmp_path: Path) -> None:
+    # Given a template whose function is configured with a queue the template does not declare
+    template = _worker_template(tmp_path, Environment={"Variables": {"QUEUE_URL": {"Ref": "MissingQueue"}}})
 
     # When a local stack is created from it, then it fails the way CloudFormation would
     with pytest.raises(StackCreationError, match=r"Unresolved resource dependencies \['MissingQueue'\]"):
-        LocalStack(tmp_path / "template.yaml").start()
+        LocalStack(template).start()
 
     # And the failed start left nothing running behind
     with LocalStack(ECHO_TEMPLATE, stack_name="echo", poll_queues=False) as stack:
         assert stack.physical_id("Inbox")
+
+
+def test_a_log_level_lambda_does_not_accept_fails_locally(tmp_path: Path) -> None:
+    # Lambda's LoggingConfig takes WARN, not WARNING; the deploy would fail, so the local stack does.
+    template = _worker_template(tmp_path, LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "WARNING"})
+
+    with pytest.raises(StackCreationError, match="WARN"):
+        LocalStack(template).start()
+
+
+def test_a_parameter_value_the_template_does_not_allow_is_refused(tmp_path: Path) -> None:
+    template = _worker_template(tmp_path)
+
+    with pytest.raises(ValueError, match="Mode"):
+        LocalStack(template, parameters={"Mode": "sideways"}).start()
