@@ -1,27 +1,292 @@
-"""Sync: the schedule's dispatch of due connections (the sync worker and read APIs come with the sync issue).
+"""Sync: unpaid bills and their vendors, on schedule, on demand and on provider webhooks.
 
 Events:
-- EventBridge Scheduler (and the console): {"action": "dispatch"} -> one sync message per connected
-  connection on the sync queue.
+- EventBridge Scheduler: {"action": "dispatch"}
+  -> one sync message per connected connection on the sync queue.
+- SQS (the sync queue): the sync worker; a sync that must pause (Lambda time limit, provider busy)
+  is re-queued with a delay and continues from its checkpoint.
+- HTTP API: read APIs for payables, vendors, documents and sync runs; POST .../sync; webhooks.
+- Console: {"action": "sync", "connectionId": "...", "full": false} runs a sync now, in this invocation.
 """
 
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payedge_connect.api.identity import business_id_of
+from payedge_connect.api.problems import install_problem_handlers, problem_response
+from payedge_connect.connections.access import owned_connection
+from payedge_connect.errors import ConflictError, NotFoundError
+from payedge_connect.models import (
+    ConnectionStatus,
+    Payable,
+    PayableStatus,
+    Provider,
+    Record,
+    SyncRun,
+    SyncTrigger,
+    Vendor,
+)
 from payedge_connect.observability import logger, metrics, tracer
+from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings, load_settings
-from payedge_connect.storage.records import RecordsStore
 from payedge_connect.sync.dispatch import dispatch_connected
+from payedge_connect.sync.documents import PRESIGNED_URL_SECONDS, DocumentStore
+from payedge_connect.sync.engine import run_sync
+from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
+from payedge_connect.sync.webhooks import InvalidSignature, handle_webhook
+
+app = APIGatewayHttpResolver(enable_validation=True)
+install_problem_handlers(app)
+processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@logger.inject_lambda_context
+@cache
+def services() -> Services:
+    return Services(load_settings(SyncSettings))
+
+
+@cache
+def documents() -> DocumentStore:
+    return DocumentStore(load_settings(SyncSettings).documents_bucket_name, services().store)
+
+
+def caller() -> str:
+    return business_id_of(app.current_event, services().settings.business_id_claim)
+
+
+class PayableList(Record):
+    payables: list[Payable]
+    next_cursor: str | None = None
+
+
+class VendorList(Record):
+    vendors: list[Vendor]
+    next_cursor: str | None = None
+
+
+class SyncRunList(Record):
+    sync_runs: list[SyncRun]
+    next_cursor: str | None = None
+
+
+class DocumentLink(Record):
+    url: str
+    file_name: str
+    content_type: str
+    expires_in_seconds: int
+
+
+def _json(record: Record) -> dict[str, Any]:
+    return record.model_dump(
+        mode="json", by_alias=True, exclude={"checkpoint"} if isinstance(record, SyncRun) else None
+    )
+
+
+# ---------------------------------------------------------------------------------------------- syncs
+
+
+@app.post("/connections/<connection_id>/sync")
+def start_sync(connection_id: str) -> Response[dict[str, Any]]:
+    """Sync now: 202 with the sync run; a sync already queued or running is returned instead of a new one."""
+    connection = owned_connection(services().store, caller(), connection_id)
+    if connection.status is not ConnectionStatus.CONNECTED:
+        raise ConflictError(f"the connection is {connection.status.value}; only a connected connection syncs")
+    run, message = request_sync(services(), connection, SyncTrigger.ON_DEMAND)
+    if message is not None:
+        send_sync_messages(load_settings(SyncSettings).sync_queue_url, [message])
+    body = {**_json(run), "statusUrl": f"/connections/{connection_id}/sync-runs/{run.sync_run_id}"}
+    return Response(status_code=202, body=body, content_type="application/json")
+
+
+@app.get("/connections/<connection_id>/sync-runs")
+def list_sync_runs(
+    connection_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    owned_connection(services().store, caller(), connection_id)
+    page = services().store.list_sync_runs(connection_id, limit=limit, cursor=cursor)
+    return {"syncRuns": [_json(run) for run in page.items], "nextCursor": page.next_cursor}
+
+
+@app.get("/connections/<connection_id>/sync-runs/<sync_run_id>")
+def show_sync_run(connection_id: str, sync_run_id: str) -> dict[str, Any]:
+    owned_connection(services().store, caller(), connection_id)
+    run = services().store.get_sync_run(connection_id, sync_run_id)
+    if run is None:
+        raise NotFoundError(f"no sync run {sync_run_id}")
+    return _json(run)
+
+
+# ---------------------------------------------------------------------------------------------- read APIs
+
+
+@app.get("/connections/<connection_id>/payables")
+def list_payables(
+    connection_id: str,
+    status: Annotated[PayableStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    """Unpaid payables (status open or part_paid; closed ones on request), by due date within a status."""
+    owned_connection(services().store, caller(), connection_id)
+    page = services().store.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
+    return _json(PayableList(payables=page.items, next_cursor=page.next_cursor))
+
+
+@app.get("/connections/<connection_id>/payables/<bill_id>")
+def show_payable(connection_id: str, bill_id: str) -> dict[str, Any]:
+    owned_connection(services().store, caller(), connection_id)
+    payable = services().store.get_payable(connection_id, bill_id)
+    if payable is None:
+        raise NotFoundError(f"no payable {bill_id}")
+    return _json(payable)
+
+
+@app.get("/connections/<connection_id>/payables/<bill_id>/document")
+def payable_document(connection_id: str, bill_id: str) -> dict[str, Any]:
+    """A short-lived link to the invoice document (fetched from the provider on first request)."""
+    connection = owned_connection(services().store, caller(), connection_id)
+    payable = services().store.get_payable(connection_id, bill_id)
+    if payable is None or payable.document is None:
+        raise NotFoundError(f"bill {bill_id} has no invoice document")
+    if payable.document.object_key is None:
+        connector = services().connector(connection.provider)
+        payable = documents().fetch_into_bucket(connector, services().api(connection), payable)
+    assert payable.document is not None
+    return _json(
+        DocumentLink(
+            url=documents().presigned_url(payable),
+            file_name=payable.document.file_name,
+            content_type=payable.document.content_type,
+            expires_in_seconds=PRESIGNED_URL_SECONDS,
+        )
+    )
+
+
+@app.get("/connections/<connection_id>/vendors")
+def list_vendors(
+    connection_id: str,
+    attention_required: Annotated[bool | None, Query(alias="attentionRequired")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    """Vendors that unpaid bills are owed to; attentionRequired=true gives the "Attention required" tab."""
+    owned_connection(services().store, caller(), connection_id)
+    page = services().store.list_vendors(
+        connection_id, attention_required=attention_required, limit=limit, cursor=cursor
+    )
+    return _json(VendorList(vendors=page.items, next_cursor=page.next_cursor))
+
+
+@app.post("/connections/<connection_id>/vendors/<vendor_id>/acknowledgement")
+def acknowledge_vendor(connection_id: str, vendor_id: str) -> dict[str, Any]:
+    """The platform has seen the vendor's details: it leaves the attention tab until they change."""
+    owned_connection(services().store, caller(), connection_id)
+    vendor = services().store.get_vendors(connection_id, [vendor_id]).get(vendor_id)
+    if vendor is None:
+        raise NotFoundError(f"no vendor {vendor_id}")
+    acknowledged = vendor.model_copy(update={"attention_required": False})
+    services().store.put_vendors([acknowledged])
+    return _json(acknowledged)
+
+
+# ---------------------------------------------------------------------------------------------- webhooks
+
+
+def _webhook(provider: Provider, signature_header: str) -> Response[str]:
+    event = app.current_event
+    raw = event.decoded_body.encode("utf-8") if event.decoded_body else b""
+    try:
+        messages = handle_webhook(services(), provider, raw, event.headers.get(signature_header))
+    except InvalidSignature:
+        return problem_response(401, "Unauthorized", "signature does not match")
+    send_sync_messages(load_settings(SyncSettings).sync_queue_url, messages)
+    logger.info("Webhook accepted", extra={"provider": provider.value, "syncs_queued": len(messages)})
+    # Xero wants an empty 200 body.
+    return Response(status_code=200, body="", content_type="text/plain")
+
+
+@app.post("/webhooks/quickbooks")
+def quickbooks_webhook() -> Response[str]:
+    return _webhook(Provider.QUICKBOOKS, "intuit-signature")
+
+
+@app.post("/webhooks/xero")
+def xero_webhook() -> Response[str]:
+    return _webhook(Provider.XERO, "x-xero-signature")
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def sync_worker(record: SQSRecord, context: LambdaContext) -> None:
+    """Run (or continue) one sync; a paused sync is re-queued with a delay, never lost."""
+    message = SyncMessage.model_validate_json(record.body)
+    run = services().store.get_sync_run(message.connection_id, message.sync_run_id)
+    if run is None:
+        logger.warning("Sync message for an unknown run", extra={"sync_run_id": message.sync_run_id})
+        return
+    result = run_sync(
+        services(),
+        run,
+        documents=documents(),
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        full=message.full,
+        bill_ids=message.bill_ids,
+        vendor_ids=message.vendor_ids,
+    )
+    if result.continue_after_seconds is not None:
+        send_sync_messages(
+            load_settings(SyncSettings).sync_queue_url, [message], delay_seconds=result.continue_after_seconds
+        )
+
+
+def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    action = event.get("action")
+    if action == "dispatch":
+        queued = dispatch_connected(services(), load_settings(SyncSettings).sync_queue_url)
+        return {"action": "dispatch", "queued": queued}
+    if action == "sync":
+        connection = services().store.get_connection(str(event.get("connectionId")))
+        if connection is None:
+            raise NotFoundError(f"no connection {event.get('connectionId')}")
+        run, message = request_sync(services(), connection, SyncTrigger.CONSOLE, full=bool(event.get("full")))
+        if message is None:
+            return {"action": "sync", "alreadyRunning": _json(run)}
+        result = run_sync(
+            services(),
+            run,
+            documents=documents(),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+            full=message.full,
+        )
+        if result.continue_after_seconds is not None:
+            send_sync_messages(
+                load_settings(SyncSettings).sync_queue_url, [message], delay_seconds=result.continue_after_seconds
+            )
+        return {"action": "sync", "syncRun": _json(result.run)}
+    raise ValueError(f"unknown action {action!r}; known: dispatch, sync")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = load_settings(SyncSettings)
-    action = event.get("action")
-    if action == "dispatch":
-        queued = dispatch_connected(RecordsStore(settings.records_table_name), settings.sync_queue_url)
-        return {"action": "dispatch", "queued": queued}
-    raise ValueError(f"unknown action {action!r}; known: dispatch")
+    if "requestContext" in event:
+        return app.resolve(event, context)
+    if event.get("Records"):
+        return dict(
+            process_partial_response(
+                event=event,
+                record_handler=lambda record: sync_worker(record, context),
+                processor=processor,
+                context=context,
+            )
+        )
+    return handle_action(event, context)

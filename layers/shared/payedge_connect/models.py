@@ -234,15 +234,38 @@ class SyncCounts(Record):
     documents_stored: int = 0
 
 
+class SyncMode(StrEnum):
+    # Every open bill listed, and stored bills the listing no longer has asked about one by one.
+    FULL = "full"
+    # Only what changed since the last sync, by the provider's incremental mechanism.
+    INCREMENTAL = "incremental"
+    # Just the bills and vendors a webhook named.
+    ENTITIES = "entities"
+
+
+class SyncCheckpoint(Record):
+    """Where an interrupted sync continues: the phase, and the provider listing's resume position."""
+
+    phase: str
+    resume: str | None = None
+    pages: int = 0
+    since: datetime | None = None
+    documents_pending: list[str] = Field(default_factory=list)
+
+
 class SyncRun(Record):
     """One sync of one connection: what triggered it, what it did, how it ended."""
 
     sync_run_id: str
     connection_id: str
     trigger: SyncTrigger
+    mode: SyncMode | None = None
     outcome: SyncOutcome
     started_at: datetime
     finished_at: datetime | None = None
     counts: SyncCounts = Field(default_factory=SyncCounts)
     provider_calls: int = 0
     errors: list[RecordError] = Field(default_factory=list)
+    # Why the run failed or was paused, for the user ("reconnect", "provider busy, retrying at ...").
+    detail: str | None = None
+    checkpoint: SyncCheckpoint | None = None

@@ -47,7 +47,11 @@ class Services:
             transform="json",
             max_age=_APP_CREDENTIALS_CACHE_SECONDS,
         )
-        return AppCredentials(client_id=document["clientId"], client_secret=document["clientSecret"])
+        return AppCredentials(
+            client_id=document["clientId"],
+            client_secret=document["clientSecret"],
+            webhook_key=document.get("webhookKey"),
+        )
 
     def oauth(self, provider: Provider) -> OAuthClient:
         return OAuthClient(self.connector(provider).oauth, self.app_credentials(provider), clock=self.clock)

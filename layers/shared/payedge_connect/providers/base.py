@@ -3,13 +3,15 @@
 Each provider module (quickbooks.py, xero.py, sage.py) builds one `AccountingConnector`.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from payedge_connect.models import Provider
+from payedge_connect.models import ClosedReason, PostalAddress, Provider
 from payedge_connect.providers.http import CallCounter, ProviderApi
 
 
@@ -57,6 +59,79 @@ class LedgerAccount:
     active: bool
 
 
+# ---------------------------------------------------------------------------- what a sync reads
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """The invoice document attached to a bill at the provider (fetched separately, on a budget)."""
+
+    provider_document_id: str
+    file_name: str
+    content_type: str
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ProviderBill:
+    """One accounts-payable bill as a connector read it, already in our vocabulary.
+
+    `is_open` means: approved, accounts payable, with an amount still due. A bill that is not open
+    says why in `closed_reason` (paid, voided, deleted, credited); a bill that is not approved yet
+    (draft, awaiting approval) is not open and has no closed reason.
+    """
+
+    bill_id: str
+    vendor_id: str
+    vendor_name: str
+    currency: str
+    total_amount: Decimal
+    amount_due: Decimal
+    invoice_number: str | None
+    remittance_note: str | None
+    issue_date: date | None
+    due_date: date | None
+    is_open: bool
+    closed_reason: ClosedReason | None
+    document: DocumentRef | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProviderVendor:
+    """A vendor as a connector read it: name, address and email only - nothing personal."""
+
+    vendor_id: str
+    name: str
+    email: str | None
+    address: PostalAddress | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A provider record that could not be read into our vocabulary, and why (for the sync run)."""
+
+    entity: Literal["bill", "vendor"]
+    provider_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    """One page of a listing. `resume` continues the listing after this page if the sync is interrupted
+    (None: the listing is complete)."""
+
+    bills: Sequence[ProviderBill] = ()
+    vendors: Sequence[ProviderVendor] = ()
+    skipped: Sequence[SkippedRecord] = ()
+    resume: str | None = None
+
+
+class IncrementalWindowExpired(Exception):
+    """The provider cannot list changes that far back (QuickBooks CDC: 30 days): do a full sync."""
+
+
 class AccountingConnector(Protocol):
     """One accounting package, as the connect, sync and write-back logic sees it.
 
@@ -88,6 +163,34 @@ class AccountingConnector(Protocol):
 
     def accounts(self, api: ProviderApi) -> list[LedgerAccount]:
         """Bank accounts (funding sources) and expense accounts (fees) of the organisation."""
+        ...
+
+    # ------------------------------------------------------------------ sync
+
+    def open_bills(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:
+        """Every open bill, at the provider's maximum page size (a full reconciliation)."""
+        ...
+
+    def vendors(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:
+        """Every vendor (supplier) of the organisation, at the provider's maximum page size."""
+        ...
+
+    def changes_since(self, api: ProviderApi, since: datetime, *, resume: str | None) -> Iterator[ChangesPage]:
+        """Bills (open or not, deleted included) and vendors created or changed since `since`, by the
+        provider's incremental mechanism; raises IncrementalWindowExpired when it cannot reach back."""
+        ...
+
+    def bills_by_id(self, api: ProviderApi, bill_ids: Sequence[str]) -> ChangesPage:
+        """The current state of these bills; a bill the provider no longer has comes back closed as
+        deleted. Used for webhooks and to learn why a bill left the open listing."""
+        ...
+
+    def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
+        """The current state of these vendors (webhooks)."""
+        ...
+
+    def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
+        """The bytes of an invoice document."""
         ...
 
 

@@ -7,7 +7,9 @@ Anything else comes back to the caller as a `ProviderError` with the provider's 
 """
 
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -51,6 +53,37 @@ class CallCounter:
         self.by_route[route] = self.by_route.get(route, 0) + 1
 
 
+class RateBudget:
+    """A client-side budget of calls per minute to one organisation, kept below the provider's limit so
+    the provider never has to answer 429 (which Xero counts against the day's quota too)."""
+
+    def __init__(
+        self,
+        calls_per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.calls_per_minute = calls_per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Wait until one more call fits in the last 60 seconds, then count it."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._sent and now - self._sent[0] >= 60.0:
+                    self._sent.popleft()
+                if len(self._sent) < self.calls_per_minute:
+                    self._sent.append(now)
+                    return
+                wait = 60.0 - (now - self._sent[0])
+            self._sleep(wait)
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110 allows both)."""
     value = response.headers.get("Retry-After")
@@ -79,9 +112,11 @@ class ProviderApi:
         headers: Mapping[str, str] | None = None,
         http: requests.Session | None = None,
         calls: CallCounter | None = None,
+        budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.budget = budget
         self._access_token = access_token
         self._refresh_access_token = refresh_access_token
         self._headers = dict(headers or {})
@@ -118,6 +153,8 @@ class ProviderApi:
                 **(headers or {}),
                 "Authorization": f"Bearer {self._access_token()}",
             }
+            if self.budget is not None:
+                self.budget.take()
             self.calls.count(route_name)
             try:
                 response = self._http.request(

@@ -8,14 +8,22 @@ Key design (one table):
   oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                          (single use, TTL)
   payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>
               GSI2PK=CONNECTION#<id>#PAYABLE#<status>  GSI2SK=<dueDate>#<billId> (payables by status)
+  vendor      PK=CONNECTION#<id>  SK=VENDOR#<vendorId>
+              GSI2PK=CONNECTION#<id>#VENDORS#<attention|clear>  GSI2SK=<name>#<vendorId>
+  sync run    PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>  (ids sort by start time)
+              SK=SYNCRUN#<syncRunId>#SEEN#<page>  (bill ids a full listing saw, TTL)
+  sync slot   PK=CONNECTION#<id>  SK=SYNC#ACTIVE  (the one requested-or-running sync)
+  sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (incremental watermark, last full reconciliation)
+  tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
 Pages are returned with an opaque cursor bound to the partition it was read from.
 """
 
 import base64
 import binascii
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,7 +35,16 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from payedge_connect.errors import ConflictError, InvalidInputError
-from payedge_connect.models import Connection, ConnectionStatus, OAuthState, Payable, PayableStatus
+from payedge_connect.models import (
+    Connection,
+    ConnectionStatus,
+    OAuthState,
+    Payable,
+    PayableStatus,
+    Provider,
+    SyncRun,
+    Vendor,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import DynamoDBServiceResource, Table
@@ -42,6 +59,49 @@ class Lease:
     name: str
     holder: str
     fence: int
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What a sync needs to know of a stored payable or vendor to decide whether to write it."""
+
+    content_hash: str
+    status: str
+    provider_updated_at: str | None
+    vendor_id: str | None = None
+    # The stored document's provider id and bucket key (a fetched document is not fetched again).
+    document_id: str | None = None
+    document_key: str | None = None
+
+
+def _stored_state(item: dict[str, Any]) -> StoredState:
+    document = item.get("document") or {}
+    return StoredState(
+        content_hash=str(item.get("contentHash", "")),
+        status=str(item["status"]),
+        provider_updated_at=item.get("providerUpdatedAt"),
+        vendor_id=str(item.get("vendorId")),
+        document_id=document.get("providerDocumentId"),
+        document_key=document.get("objectKey"),
+    )
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """Where incremental syncs of a connection start from."""
+
+    watermark: datetime | None
+    last_full_sync_at: datetime | None
+
+
+def content_hash(record: BaseModel, *, exclude: set[str] | None = None) -> str:
+    """A fingerprint of a record's content: equal fingerprints mean nothing to write."""
+    document = record.model_dump(mode="json", by_alias=True, exclude=exclude)
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# A document's storage key is bookkeeping, not content: fetching a document does not change the bill.
+PAYABLE_HASH_EXCLUDE: Any = {"document": {"object_key"}}
 
 
 class Page[RecordT: BaseModel](BaseModel):
@@ -83,6 +143,7 @@ class RecordsStore:
         except ClientError as error:
             _raise_conflict_on_condition(error, f"connection {connection.connection_id} already exists")
             raise
+        self._put_tenant_lookup(connection)
 
     def get_connection(self, connection_id: str) -> Connection | None:
         response = self.table.get_item(
@@ -102,7 +163,37 @@ class RecordsStore:
         except ClientError as error:
             _raise_conflict_on_condition(error, f"connection {connection.connection_id} changed meanwhile")
             raise
+        self._put_tenant_lookup(saved)
         return saved
+
+    def _put_tenant_lookup(self, connection: Connection) -> None:
+        # Idempotent: written each time a connection with an organisation is saved.
+        if connection.tenant_id is not None:
+            self.table.put_item(
+                Item={
+                    "PK": f"TENANT#{connection.provider.value}#{connection.tenant_id}",
+                    "SK": f"CONNECTION#{connection.connection_id}",
+                    "recordType": "tenantLookup",
+                }
+            )
+
+    def connections_of_tenant(self, provider: Provider, tenant_id: str) -> list[str]:
+        """Ids of the connections to one provider organisation (webhooks name the organisation)."""
+        response = self.table.query(
+            KeyConditionExpression=Key("PK").eq(f"TENANT#{provider.value}#{tenant_id}")
+            & Key("SK").begins_with("CONNECTION#")
+        )
+        return [str(item["SK"]).removeprefix("CONNECTION#") for item in response.get("Items", [])]
+
+    def record_sync_summary(self, connection: Connection) -> None:
+        """Save the connection's last-sync summary without disturbing a concurrent status change."""
+        summary = connection.last_sync.model_dump(mode="json", by_alias=True) if connection.last_sync else None
+        self.table.update_item(
+            Key={"PK": _connection_pk(connection.connection_id), "SK": "CONNECTION"},
+            UpdateExpression="SET lastSync = :summary ADD version :one",
+            ConditionExpression=Attr("PK").exists(),
+            ExpressionAttributeValues={":summary": summary, ":one": 1},
+        )
 
     def list_connections(
         self, business_id: str, *, limit: int = MAX_PAGE_SIZE, cursor: str | None = None
@@ -311,8 +402,245 @@ class RecordsStore:
             "GSI2PK": _payables_by_status_pk(payable.connection_id, payable.status),
             "GSI2SK": f"{due}#{payable.bill_id}",
             "recordType": "payable",
+            "contentHash": content_hash(payable, exclude=PAYABLE_HASH_EXCLUDE),
             **_dump(payable),
         }
+
+    def payable_states(self, connection_id: str) -> dict[str, StoredState]:
+        """Every stored payable's fingerprint and status, read in one projected query."""
+        return {
+            str(item["billId"]): _stored_state(item)
+            for item in self._query_all(
+                Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with("PAYABLE#"),
+                projection="billId, contentHash, #status, providerUpdatedAt, vendorId, document",
+                names={"#status": "status"},
+            )
+        }
+
+    def payable_states_of(self, connection_id: str, bill_ids: Iterable[str]) -> dict[str, StoredState]:
+        items = self._batch_get(connection_id, [f"PAYABLE#{bill_id}" for bill_id in bill_ids])
+        return {str(item["billId"]): _stored_state(item) for item in items}
+
+    def count_payables(self, connection_id: str, status: PayableStatus) -> int:
+        return self._count(index="GSI2", key=Key("GSI2PK").eq(_payables_by_status_pk(connection_id, status)))
+
+    def count_vendors_needing_attention(self, connection_id: str) -> int:
+        return self._count(index="GSI2", key=Key("GSI2PK").eq(_vendors_pk(connection_id, True)))
+
+    def get_payables(self, connection_id: str, bill_ids: Iterable[str]) -> dict[str, Payable]:
+        """The stored payables among `bill_ids` (batch reads of 100)."""
+        items = self._batch_get(connection_id, [f"PAYABLE#{bill_id}" for bill_id in bill_ids])
+        return {str(item["billId"]): Payable.model_validate(_fields(item)) for item in items}
+
+    # ------------------------------------------------------------------ vendors
+
+    def put_vendors(self, vendors: Iterable[Vendor]) -> int:
+        written = 0
+        with self.table.batch_writer(overwrite_by_pkeys=["PK", "SK"]) as batch:
+            for vendor in vendors:
+                batch.put_item(Item=self._vendor_item(vendor))
+                written += 1
+        return written
+
+    def get_vendors(self, connection_id: str, vendor_ids: Iterable[str]) -> dict[str, Vendor]:
+        items = self._batch_get(connection_id, [f"VENDOR#{vendor_id}" for vendor_id in vendor_ids])
+        return {str(item["vendorId"]): Vendor.model_validate(_fields(item)) for item in items}
+
+    def vendor_hashes(self, connection_id: str) -> dict[str, str]:
+        return {
+            str(item["vendorId"]): str(item.get("contentHash", ""))
+            for item in self._query_all(
+                Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with("VENDOR#"),
+                projection="vendorId, contentHash",
+            )
+        }
+
+    def list_vendors(
+        self, connection_id: str, *, attention_required: bool | None, limit: int, cursor: str | None
+    ) -> Page[Vendor]:
+        if attention_required is None:
+            partition = _connection_pk(connection_id)
+            items, next_cursor = self._query_page(
+                index=None,
+                key=Key("PK").eq(partition) & Key("SK").begins_with("VENDOR#"),
+                partition=("PK", partition),
+                limit=limit,
+                cursor=cursor,
+            )
+        else:
+            partition = _vendors_pk(connection_id, attention_required)
+            items, next_cursor = self._query_page(
+                index="GSI2",
+                key=Key("GSI2PK").eq(partition),
+                partition=("GSI2PK", partition),
+                limit=limit,
+                cursor=cursor,
+            )
+        return Page[Vendor](items=[Vendor.model_validate(_fields(item)) for item in items], next_cursor=next_cursor)
+
+    @staticmethod
+    def _vendor_item(vendor: Vendor) -> dict[str, Any]:
+        return {
+            "PK": _connection_pk(vendor.connection_id),
+            "SK": f"VENDOR#{vendor.vendor_id}",
+            "GSI2PK": _vendors_pk(vendor.connection_id, vendor.attention_required),
+            "GSI2SK": f"{vendor.name.casefold()}#{vendor.vendor_id}",
+            "recordType": "vendor",
+            "contentHash": vendor_content_hash(vendor),
+            **_dump(vendor),
+        }
+
+    # ------------------------------------------------------------------ sync runs
+
+    def put_sync_run(self, run: SyncRun) -> None:
+        self.table.put_item(
+            Item={
+                "PK": _connection_pk(run.connection_id),
+                "SK": f"SYNCRUN#{run.sync_run_id}",
+                "recordType": "syncRun",
+                **_dump(run),
+            }
+        )
+
+    def get_sync_run(self, connection_id: str, sync_run_id: str) -> SyncRun | None:
+        item = self.table.get_item(
+            Key={"PK": _connection_pk(connection_id), "SK": f"SYNCRUN#{sync_run_id}"}, ConsistentRead=True
+        ).get("Item")
+        return SyncRun.model_validate(_fields(item)) if item else None
+
+    def list_sync_runs(self, connection_id: str, *, limit: int, cursor: str | None) -> Page[SyncRun]:
+        """Newest first."""
+        partition = _connection_pk(connection_id)
+        items, next_cursor = self._query_page(
+            index=None,
+            key=Key("PK").eq(partition) & Key("SK").begins_with("SYNCRUN#"),
+            partition=("PK", partition),
+            limit=limit,
+            cursor=cursor,
+            newest_first=True,
+            item_filter=lambda item: item.get("recordType") == "syncRun",
+        )
+        return Page[SyncRun](items=[SyncRun.model_validate(_fields(item)) for item in items], next_cursor=next_cursor)
+
+    def add_seen_bills(
+        self, connection_id: str, sync_run_id: str, page: int, bill_ids: list[str], *, now: datetime
+    ) -> None:
+        """Remember which open bills a full listing saw on one page (so an interrupted listing can still
+        tell, when it completes, which stored bills the provider no longer lists)."""
+        self.table.put_item(
+            Item={
+                "PK": _connection_pk(connection_id),
+                "SK": f"SYNCRUN#{sync_run_id}#SEEN#{page:06d}",
+                "recordType": "seenBills",
+                "billIds": bill_ids,
+                "expiresAt": int((now + timedelta(days=2)).timestamp()),
+            }
+        )
+
+    def seen_bills(self, connection_id: str, sync_run_id: str) -> set[str]:
+        seen: set[str] = set()
+        for item in self._query_all(
+            Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with(f"SYNCRUN#{sync_run_id}#SEEN#")
+        ):
+            seen.update(str(bill_id) for bill_id in item.get("billIds", []))
+        return seen
+
+    def claim_sync_slot(
+        self, connection_id: str, sync_run_id: str, *, now: datetime, stale_after: timedelta
+    ) -> str | None:
+        """Make `sync_run_id` the connection's one active sync; returns the id already active instead, if any."""
+        key = {"PK": _connection_pk(connection_id), "SK": "SYNC#ACTIVE"}
+        try:
+            self.table.put_item(
+                Item={**key, "recordType": "syncSlot", "syncRunId": sync_run_id, "claimedAt": _epoch(now)},
+                ConditionExpression=Attr("PK").not_exists() | Attr("claimedAt").lt(_epoch(now - stale_after)),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+            return str(item["syncRunId"]) if item else None
+        return None
+
+    def active_sync_run_id(self, connection_id: str) -> str | None:
+        item = self.table.get_item(
+            Key={"PK": _connection_pk(connection_id), "SK": "SYNC#ACTIVE"}, ConsistentRead=True
+        ).get("Item")
+        return str(item["syncRunId"]) if item else None
+
+    def release_sync_slot(self, connection_id: str, sync_run_id: str) -> None:
+        try:
+            self.table.delete_item(
+                Key={"PK": _connection_pk(connection_id), "SK": "SYNC#ACTIVE"},
+                ConditionExpression=Attr("syncRunId").eq(sync_run_id),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def get_sync_state(self, connection_id: str) -> SyncState:
+        item = (
+            self.table.get_item(Key={"PK": _connection_pk(connection_id), "SK": "SYNC#STATE"}, ConsistentRead=True).get(
+                "Item"
+            )
+            or {}
+        )
+        return SyncState(
+            watermark=_datetime(item.get("watermark")), last_full_sync_at=_datetime(item.get("lastFullSyncAt"))
+        )
+
+    def save_sync_state(self, connection_id: str, state: SyncState) -> None:
+        self.table.put_item(
+            Item={
+                "PK": _connection_pk(connection_id),
+                "SK": "SYNC#STATE",
+                "recordType": "syncState",
+                "watermark": state.watermark.isoformat() if state.watermark else None,
+                "lastFullSyncAt": state.last_full_sync_at.isoformat() if state.last_full_sync_at else None,
+            }
+        )
+
+    # ------------------------------------------------------------------ reading helpers
+
+    def _count(self, *, index: str, key: Any) -> int:
+        arguments: dict[str, Any] = {"IndexName": index, "KeyConditionExpression": key, "Select": "COUNT"}
+        total = 0
+        while True:
+            response = self.table.query(**arguments)
+            total += int(response.get("Count", 0))
+            if "LastEvaluatedKey" not in response:
+                return total
+            arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _query_all(
+        self, key: Any, *, projection: str | None = None, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        arguments: dict[str, Any] = {"KeyConditionExpression": key}
+        if projection:
+            arguments["ProjectionExpression"] = projection
+        if names:
+            arguments["ExpressionAttributeNames"] = names
+        items: list[dict[str, Any]] = []
+        while True:
+            response = self.table.query(**arguments)
+            items.extend(response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return items
+            arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _batch_get(self, connection_id: str, sort_keys: list[str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        unique = list(dict.fromkeys(sort_keys))
+        for start in range(0, len(unique), 100):
+            keys: list[dict[str, Any]] = [
+                {"PK": _connection_pk(connection_id), "SK": sk} for sk in unique[start : start + 100]
+            ]
+            request: dict[str, Any] = {self.table.name: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = self.table.meta.client.batch_get_item(RequestItems=request)
+                items.extend(response.get("Responses", {}).get(self.table.name, []))
+                request = response.get("UnprocessedKeys") or {}
+        return items
 
     # ------------------------------------------------------------------ paging
 
@@ -324,10 +652,16 @@ class RecordsStore:
         partition: tuple[str, str],
         limit: int,
         cursor: str | None,
+        newest_first: bool = False,
+        item_filter: Callable[[dict[str, Any]], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
-        arguments: dict[str, Any] = {"KeyConditionExpression": key, "Limit": limit}
+        arguments: dict[str, Any] = {
+            "KeyConditionExpression": key,
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
         if index:
             arguments["IndexName"] = index
         if cursor:
@@ -337,7 +671,7 @@ class RecordsStore:
         # page is full unless the partition is exhausted.
         while True:
             response = self.table.query(**arguments)
-            items.extend(response.get("Items", []))
+            items.extend(item for item in response.get("Items", []) if item_filter is None or item_filter(item))
             last_key = response.get("LastEvaluatedKey")
             if last_key is None:
                 return items, None
@@ -347,18 +681,30 @@ class RecordsStore:
             arguments["Limit"] = limit - len(items)
 
 
+def _vendors_pk(connection_id: str, attention_required: bool) -> str:
+    return f"CONNECTION#{connection_id}#VENDORS#{'ATTENTION' if attention_required else 'CLEAR'}"
+
+
+def vendor_content_hash(vendor: Vendor) -> str:
+    # The attention flag is the platform's view of the vendor, not the vendor's content.
+    return content_hash(vendor, exclude={"attention_required", "provider_updated_at"})
+
+
+def _datetime(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value else None
+
+
 def _dump(record: BaseModel) -> dict[str, Any]:
     # JSON mode: Decimals and dates become strings, so nothing is rounded and items stay plain.
     return {key: value for key, value in record.model_dump(mode="json", by_alias=True).items()}
 
 
+_BOOKKEEPING = {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "recordType", "expiresAt", "contentHash"}
+
+
 def _fields(item: dict[str, Any]) -> dict[str, Any]:
     """The record's own fields of an item: keys and bookkeeping attributes removed."""
-    return {
-        key: value
-        for key, value in item.items()
-        if key not in {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "recordType", "expiresAt"}
-    }
+    return {key: value for key, value in item.items() if key not in _BOOKKEEPING}
 
 
 def _epoch(moment: datetime) -> Decimal:

@@ -1,49 +1,32 @@
-"""The schedule's job: one sync message per connected connection, sent in batches of ten."""
+"""The schedule's job: queue a sync of every connected connection, ten messages a batch.
 
-import json
-from typing import TYPE_CHECKING
-
-import boto3
+A connection whose sync is still queued or running is skipped (its sync slot is taken).
+"""
 
 from payedge_connect.models import ConnectionStatus, SyncTrigger
 from payedge_connect.observability import logger
-from payedge_connect.storage.records import RecordsStore
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
-
-_SQS_BATCH = 10
+from payedge_connect.services import Services
+from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
 
 
-class DispatchError(RuntimeError):
-    """Some sync messages could not be queued; the schedule's retry policy tries again."""
-
-
-def dispatch_connected(store: RecordsStore, queue_url: str, *, sqs: "SQSClient | None" = None) -> int:
+def dispatch_connected(services: Services, queue_url: str) -> int:
     """Queue a scheduled sync for every connected connection; returns how many were queued."""
-    sqs = sqs or boto3.client("sqs")
     queued = 0
+    skipped = 0
     cursor: str | None = None
     while True:
-        page = store.list_connections_in_status(ConnectionStatus.CONNECTED, cursor=cursor)
-        for start in range(0, len(page.items), _SQS_BATCH):
-            batch = page.items[start : start + _SQS_BATCH]
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {
-                    "Id": str(index),
-                    "MessageBody": json.dumps(
-                        {"connectionId": connection.connection_id, "trigger": SyncTrigger.SCHEDULE.value}
-                    ),
-                }
-                for index, connection in enumerate(batch)
-            ]
-            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-            if response.get("Failed"):
-                raise DispatchError(f"{len(response['Failed'])} sync messages were not queued")
-            queued += len(batch)
+        page = services.store.list_connections_in_status(ConnectionStatus.CONNECTED, cursor=cursor)
+        messages: list[SyncMessage] = []
+        for connection in page.items:
+            _, message = request_sync(services, connection, SyncTrigger.SCHEDULE)
+            if message is None:
+                skipped += 1
+            else:
+                messages.append(message)
+        send_sync_messages(queue_url, messages)
+        queued += len(messages)
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    logger.info("Dispatched scheduled syncs", extra={"connections": queued})
+    logger.info("Dispatched scheduled syncs", extra={"queued": queued, "already_running": skipped})
     return queued

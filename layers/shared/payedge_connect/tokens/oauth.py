@@ -35,6 +35,8 @@ class AppCredentials:
 
     client_id: str
     client_secret: str
+    # Key that signs the provider's webhooks (QuickBooks verifier token, Xero webhook key); None for Sage.
+    webhook_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,567 @@
+"""One sync of one connection: read the provider, write only what changed, close what is no longer open.
+
+Modes (models.SyncMode):
+- full: every open bill at the provider's largest page size; stored bills the listing no longer has
+  are read one by one to learn why (paid elsewhere, voided, deleted) and closed with that reason;
+  then the vendors those bills are owed to. Runs on the first sync, once a day, and whenever the
+  incremental mechanism cannot reach back far enough.
+- incremental: the provider's changes since the last sync's start (minus an overlap for clock skew).
+- entities: just what a webhook named.
+
+Every page is applied and checkpointed before the next is read, so a sync that hits the Lambda time
+limit, a crash or a storm of 429s continues where it stopped (the worker re-queues it). A record the
+connector could not read is skipped with its reason on the sync run; it never fails the sync.
+A stale page never reopens a bill: a change older than what we stored is ignored.
+"""
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+
+from payedge_connect.models import (
+    ClosedReason,
+    Connection,
+    ConnectionStatus,
+    InvoiceDocument,
+    Payable,
+    PayableStatus,
+    RecordError,
+    SyncCheckpoint,
+    SyncMode,
+    SyncOutcome,
+    SyncRun,
+    SyncSummary,
+    SyncTrigger,
+    Vendor,
+)
+from payedge_connect.observability import logger, metrics
+from payedge_connect.providers.base import (
+    AccountingConnector,
+    ChangesPage,
+    IncrementalWindowExpired,
+    ProviderBill,
+    ProviderVendor,
+)
+from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
+from payedge_connect.services import Services
+from payedge_connect.storage.records import (
+    PAYABLE_HASH_EXCLUDE,
+    StoredState,
+    SyncState,
+    content_hash,
+    vendor_content_hash,
+)
+from payedge_connect.sync.documents import DocumentStore
+from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
+
+FULL_RECONCILIATION_EVERY = timedelta(hours=24)
+# Provider timestamps and ours disagree by seconds; re-reading a few minutes costs nothing (hashes).
+WATERMARK_OVERLAP = timedelta(minutes=5)
+# Documents fetched during a sync; the rest on first request, so attachments never starve bill sync.
+DOCUMENTS_PER_RUN = 20
+# Stop this long before the Lambda's deadline, checkpointed, and let the queue run the rest.
+STOP_BEFORE_DEADLINE_SECONDS = 60.0
+_LEASE_SECONDS = 900.0
+# More errors than this are counted but not listed (a sync run is one DynamoDB item).
+_ERRORS_LISTED = 100
+_CLOSED = PayableStatus.CLOSED.value
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What the worker does next: nothing (finished), or run the same sync again after a delay."""
+
+    run: SyncRun
+    continue_after_seconds: int | None = None
+
+
+class _Pause(Exception):
+    """Stop now, checkpointed; continue after `seconds`."""
+
+    def __init__(self, seconds: int, detail: str) -> None:
+        super().__init__(detail)
+        self.seconds = seconds
+        self.detail = detail
+
+
+@dataclass
+class _Context:
+    services: Services
+    connection: Connection
+    connector: AccountingConnector
+    api: ProviderApi
+    documents: DocumentStore
+    run: SyncRun
+    time_left: Callable[[], float]
+    accounting_software: str
+    errors_seen: int = 0
+    pending_documents: list[str] = field(default_factory=list)
+    # Vendors that open bills are owed to; read from the table once, then kept current as bills apply.
+    open_vendors: set[str] | None = None
+
+
+def new_sync_run_id(now: datetime) -> str:
+    # Sortable by start time, unique across Lambdas.
+    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def new_sync_run(connection_id: str, trigger: SyncTrigger, now: datetime) -> SyncRun:
+    return SyncRun(
+        sync_run_id=new_sync_run_id(now),
+        connection_id=connection_id,
+        trigger=trigger,
+        outcome=SyncOutcome.RUNNING,
+        started_at=now,
+    )
+
+
+def run_sync(
+    services: Services,
+    run: SyncRun,
+    *,
+    documents: DocumentStore,
+    time_left: Callable[[], float],
+    full: bool = False,
+    bill_ids: Sequence[str] = (),
+    vendor_ids: Sequence[str] = (),
+) -> SyncResult:
+    """Run (or continue) one sync; never raises for provider or record trouble - the run says what happened."""
+    store = services.store
+    stored_run = store.get_sync_run(run.connection_id, run.sync_run_id)
+    run = stored_run or run
+    if run.outcome is not SyncOutcome.RUNNING:
+        return SyncResult(run)  # a duplicate delivery of a finished sync
+    connection = store.get_connection(run.connection_id)
+    if connection is None or connection.status is not ConnectionStatus.CONNECTED:
+        status = connection.status.value if connection else "missing"
+        return SyncResult(_finish(services, run, SyncOutcome.FAILED, f"the connection is {status}; nothing synced"))
+
+    lease = store.acquire_lease(
+        connection.connection_id, "sync", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
+    )
+    if lease is None:
+        # Another sync of this connection is running: this one waits its turn.
+        return SyncResult(run, continue_after_seconds=30)
+    calls = CallCounter(total=run.provider_calls)
+    context = _Context(
+        services=services,
+        connection=connection,
+        connector=services.connector(connection.provider),
+        api=services.api(connection, calls=calls),
+        documents=documents,
+        run=run,
+        time_left=time_left,
+        accounting_software=next(p.display_name for p in SUPPORTED_PROVIDERS if p.provider is connection.provider),
+        errors_seen=len(run.errors),
+    )
+    try:
+        if run.checkpoint is None:
+            run.checkpoint, run.mode = _plan(context, full=full, bill_ids=bill_ids, vendor_ids=vendor_ids)
+        _run_phases(context, bill_ids=bill_ids, vendor_ids=vendor_ids)
+        run.provider_calls = calls.total
+        outcome = SyncOutcome.PARTIAL if run.errors or context.errors_seen else SyncOutcome.SUCCEEDED
+        return SyncResult(_finish(services, run, outcome, None, completed=True))
+    except _Pause as pause:
+        run.provider_calls = calls.total
+        run.detail = pause.detail
+        store.put_sync_run(run)
+        logger.info("Sync paused", extra={"sync_run_id": run.sync_run_id, "reason": pause.detail})
+        return SyncResult(run, continue_after_seconds=pause.seconds)
+    except ReauthorizationRequired:
+        run.provider_calls = calls.total
+        return SyncResult(_finish(services, run, SyncOutcome.FAILED, "the accounting software needs reauthorisation"))
+    finally:
+        store.release_lease(lease)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+def _plan(
+    context: _Context, *, full: bool, bill_ids: Sequence[str], vendor_ids: Sequence[str]
+) -> tuple[SyncCheckpoint, SyncMode]:
+    if bill_ids or vendor_ids:
+        return SyncCheckpoint(phase="entities"), SyncMode.ENTITIES
+    state = context.services.store.get_sync_state(context.connection.connection_id)
+    now = context.services.clock()
+    due_for_full = state.last_full_sync_at is None or now - state.last_full_sync_at >= FULL_RECONCILIATION_EVERY
+    if full or state.watermark is None or due_for_full:
+        return SyncCheckpoint(phase="open_bills"), SyncMode.FULL
+    return SyncCheckpoint(phase="changes", since=state.watermark - WATERMARK_OVERLAP), SyncMode.INCREMENTAL
+
+
+def _run_phases(context: _Context, *, bill_ids: Sequence[str], vendor_ids: Sequence[str]) -> None:
+    connector, api = context.connector, context.api
+    context.pending_documents = list(_checkpoint(context).documents_pending)
+    if _checkpoint(context).phase == "entities":
+        _apply_page(context, _guarded(context, partial(connector.bills_by_id, api, list(bill_ids))), None)
+        if vendor_ids:
+            _apply_page(context, _guarded(context, partial(connector.vendors_by_id, api, list(vendor_ids))), None)
+        _next_phase(context, "missing_vendors")
+    if _checkpoint(context).phase == "changes":
+        try:
+            _pages(context, lambda resume: connector.changes_since(api, _since(context), resume=resume), known=None)
+            _next_phase(context, "missing_vendors")
+        except IncrementalWindowExpired:
+            logger.info("Incremental window expired: full reconciliation", extra={"run": context.run.sync_run_id})
+            context.run.mode = SyncMode.FULL
+            context.run.checkpoint = SyncCheckpoint(phase="open_bills")
+    if _checkpoint(context).phase == "open_bills":
+        known = context.services.store.payable_states(context.connection.connection_id)
+        _pages(context, lambda resume: connector.open_bills(api, resume=resume), known=known, remember_seen=True)
+        _next_phase(context, "close_missing")
+    if _checkpoint(context).phase == "close_missing":
+        _close_missing(context)
+        _next_phase(context, "vendors")
+    if _checkpoint(context).phase == "vendors":
+        _pages(context, lambda resume: connector.vendors(api, resume=resume), known=None)
+        _next_phase(context, "missing_vendors")
+    if _checkpoint(context).phase == "missing_vendors":
+        _fetch_missing_vendors(context)
+        _next_phase(context, "documents")
+    if _checkpoint(context).phase == "documents":
+        _fetch_documents(context)
+        _next_phase(context, "done")
+
+
+def _checkpoint(context: _Context) -> SyncCheckpoint:
+    checkpoint = context.run.checkpoint
+    assert checkpoint is not None, "a running sync always has a checkpoint"
+    return checkpoint
+
+
+def _since(context: _Context) -> datetime:
+    since = _checkpoint(context).since
+    assert since is not None, "an incremental sync starts from a watermark"
+    return since
+
+
+def _next_phase(context: _Context, phase: str) -> None:
+    context.run.checkpoint = SyncCheckpoint(
+        phase=phase, since=_checkpoint(context).since, documents_pending=context.pending_documents[:500]
+    )
+    context.services.store.put_sync_run(context.run)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _pages(
+    context: _Context,
+    listing: Callable[[str | None], Iterator[ChangesPage]],
+    *,
+    known: dict[str, StoredState] | None,
+    remember_seen: bool = False,
+) -> None:
+    """Apply a listing page by page, checkpointing after each so an interruption resumes after it."""
+    checkpoint = _checkpoint(context)
+    pages = _guarded(context, lambda: listing(checkpoint.resume))
+    while True:
+        if context.time_left() < STOP_BEFORE_DEADLINE_SECONDS:
+            raise _Pause(0, "the Lambda time limit is near; continuing in a new invocation")
+        page = _guarded(context, lambda: next(pages, None))
+        if page is None:
+            return
+        _apply_page(context, page, known)
+        if remember_seen:
+            context.services.store.add_seen_bills(
+                context.connection.connection_id,
+                context.run.sync_run_id,
+                checkpoint.pages,
+                [bill.bill_id for bill in page.bills if bill.is_open],
+                now=context.services.clock(),
+            )
+        checkpoint.pages += 1
+        checkpoint.resume = page.resume
+        checkpoint.documents_pending = context.pending_documents[:500]
+        context.run.provider_calls = context.api.calls.total
+        context.services.store.put_sync_run(context.run)
+        if page.resume is None:
+            return
+
+
+def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
+    """Provider trouble pauses the sync (checkpointed) instead of failing it."""
+    try:
+        return call()
+    except ProviderUnavailable as error:
+        wait = int(error.retry_after or 60)
+        raise _Pause(
+            min(max(wait, 1), 900), f"the accounting software is unavailable ({error.status}); retrying"
+        ) from None
+    except TokenRefreshUnavailable as error:
+        raise _Pause(60, str(error)) from None
+    except ProviderError as error:
+        raise _Pause(
+            300, f"the accounting software refused a listing ({error.status}): {error.message[:120]}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------- applying
+
+
+def _apply_page(context: _Context, page: ChangesPage, known: dict[str, StoredState] | None) -> None:
+    for skipped in page.skipped:
+        _record_error(
+            context, RecordError(entity=skipped.entity, provider_id=skipped.provider_id, reason=skipped.reason)
+        )
+    if page.bills:
+        _apply_bills(context, page.bills, known)
+    if page.vendors:
+        _apply_vendors(context, page.vendors)
+
+
+def _payable(context: _Context, bill: ProviderBill, stored: StoredState | None) -> Payable:
+    if bill.is_open:
+        status = PayableStatus.PART_PAID if bill.amount_due < bill.total_amount else PayableStatus.OPEN
+    else:
+        status = PayableStatus.CLOSED
+    document = None
+    if bill.document is not None:
+        same_document = stored is not None and stored.document_id == bill.document.provider_document_id
+        document = InvoiceDocument(
+            provider_document_id=bill.document.provider_document_id,
+            file_name=bill.document.file_name,
+            content_type=bill.document.content_type,
+            size_bytes=bill.document.size_bytes,
+            object_key=stored.document_key if same_document and stored else None,
+        )
+    return Payable(
+        connection_id=context.connection.connection_id,
+        bill_id=bill.bill_id,
+        vendor_id=bill.vendor_id,
+        vendor_name=bill.vendor_name,
+        currency=bill.currency,
+        amount_due=bill.amount_due,
+        total_amount=bill.total_amount,
+        invoice_number=bill.invoice_number,
+        remittance_note=bill.remittance_note,
+        issue_date=bill.issue_date,
+        due_date=bill.due_date,
+        accounting_software=context.accounting_software,
+        document=document,
+        status=status,
+        closed_reason=None if bill.is_open else bill.closed_reason,
+        provider_updated_at=bill.updated_at,
+    )
+
+
+def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[str, StoredState] | None) -> None:
+    store = context.services.store
+    connection_id = context.connection.connection_id
+    stored_states = known if known is not None else store.payable_states_of(connection_id, [b.bill_id for b in bills])
+    counts = context.run.counts
+    to_write: list[Payable] = []
+    for bill in bills:
+        stored = stored_states.get(bill.bill_id)
+        if stored is None and not bill.is_open:
+            continue  # a bill we never held open: nothing to close
+        if not bill.is_open and bill.closed_reason is None:
+            continue  # not approved (yet): not payable, not closed either
+        if stored is not None and _is_stale(bill, stored):
+            counts.bills_unchanged += 1
+            continue
+        payable = _payable(context, bill, stored)
+        fingerprint = content_hash(payable, exclude=PAYABLE_HASH_EXCLUDE)
+        if stored is not None and stored.content_hash == fingerprint:
+            counts.bills_unchanged += 1
+            continue
+        if stored is None:
+            counts.bills_new += 1
+        elif payable.status is PayableStatus.CLOSED and stored.status != _CLOSED:
+            counts.bills_closed += 1
+        else:
+            counts.bills_changed += 1
+        if (
+            payable.document is not None
+            and payable.document.object_key is None
+            and payable.status is not PayableStatus.CLOSED
+        ):
+            context.pending_documents.append(payable.bill_id)
+        to_write.append(payable)
+        if context.open_vendors is not None and payable.status is not PayableStatus.CLOSED:
+            context.open_vendors.add(payable.vendor_id)
+        if known is not None:
+            known[bill.bill_id] = StoredState(
+                content_hash=fingerprint,
+                status=payable.status.value,
+                provider_updated_at=None,
+                vendor_id=payable.vendor_id,
+                document_id=stored.document_id if stored else None,
+                document_key=stored.document_key if stored else None,
+            )
+    if to_write:
+        store.put_payables(to_write)
+
+
+def _is_stale(bill: ProviderBill, stored: StoredState) -> bool:
+    if bill.updated_at is None or stored.provider_updated_at is None:
+        return False
+    return bill.updated_at < datetime.fromisoformat(stored.provider_updated_at.replace("Z", "+00:00"))
+
+
+def _close_missing(context: _Context) -> None:
+    """Stored bills a completed full listing did not return: ask the provider why, and close them."""
+    store = context.services.store
+    connection_id = context.connection.connection_id
+    seen = store.seen_bills(connection_id, context.run.sync_run_id)
+    states = store.payable_states(connection_id)
+    missing = [bill_id for bill_id, state in states.items() if state.status != _CLOSED and bill_id not in seen]
+    for start in range(0, len(missing), 50):
+        chunk = missing[start : start + 50]
+        page = _guarded(context, partial(context.connector.bills_by_id, context.api, chunk))
+        returned = {bill.bill_id for bill in page.bills}
+        # A bill the provider no longer returns at all was deleted there.
+        gone = [_deleted(bill_id, states[bill_id], context) for bill_id in chunk if bill_id not in returned]
+        _apply_page(context, ChangesPage(bills=[*page.bills, *gone], skipped=page.skipped), states)
+
+
+def _deleted(bill_id: str, state: StoredState, context: _Context) -> ProviderBill:
+    stored = context.services.store.get_payable(context.connection.connection_id, bill_id)
+    assert stored is not None
+    return ProviderBill(
+        bill_id=bill_id,
+        vendor_id=stored.vendor_id,
+        vendor_name=stored.vendor_name,
+        currency=stored.currency,
+        total_amount=stored.total_amount,
+        amount_due=stored.amount_due,
+        invoice_number=stored.invoice_number,
+        remittance_note=stored.remittance_note,
+        issue_date=stored.issue_date,
+        due_date=stored.due_date,
+        is_open=False,
+        closed_reason=ClosedReason.DELETED,
+        document=None,
+        updated_at=None,
+    )
+
+
+def _open_vendor_ids(context: _Context) -> set[str]:
+    if context.open_vendors is None:
+        states = context.services.store.payable_states(context.connection.connection_id)
+        context.open_vendors = {s.vendor_id for s in states.values() if s.status != _CLOSED and s.vendor_id}
+    return context.open_vendors
+
+
+def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None:
+    """Store the vendors that open bills are owed to; a new or changed vendor needs the platform's attention."""
+    store = context.services.store
+    connection_id = context.connection.connection_id
+    wanted = _open_vendor_ids(context)
+    candidates = [vendor for vendor in vendors if vendor.vendor_id in wanted]
+    if not candidates:
+        return
+    stored = store.get_vendors(connection_id, [vendor.vendor_id for vendor in candidates])
+    counts = context.run.counts
+    to_write: list[Vendor] = []
+    for item in candidates:
+        vendor = Vendor(
+            connection_id=connection_id,
+            vendor_id=item.vendor_id,
+            name=item.name,
+            email=item.email,
+            address=item.address,
+            attention_required=True,
+            provider_updated_at=item.updated_at,
+        )
+        previous = stored.get(item.vendor_id)
+        if previous is None:
+            counts.vendors_new += 1
+        elif vendor_content_hash(previous) == vendor_content_hash(vendor):
+            counts.vendors_unchanged += 1
+            continue
+        else:
+            counts.vendors_changed += 1
+        to_write.append(vendor)
+    if to_write:
+        store.put_vendors(to_write)
+
+
+def _fetch_missing_vendors(context: _Context) -> None:
+    """Vendors of open bills we do not hold yet (a new bill from a vendor an incremental listing did not name)."""
+    wanted = _open_vendor_ids(context)
+    held = set(context.services.store.vendor_hashes(context.connection.connection_id))
+    missing = sorted(wanted - held)
+    for start in range(0, len(missing), 50):
+        chunk = missing[start : start + 50]
+        page = _guarded(context, partial(context.connector.vendors_by_id, context.api, chunk))
+        _apply_page(context, page, None)
+
+
+def _fetch_documents(context: _Context) -> None:
+    budget = DOCUMENTS_PER_RUN
+    store = context.services.store
+    remaining = list(dict.fromkeys(context.pending_documents))
+    while remaining and budget > 0:
+        bill_id = remaining.pop(0)
+        payable = store.get_payable(context.connection.connection_id, bill_id)
+        if (
+            payable is None
+            or payable.document is None
+            or payable.document.object_key
+            or payable.status is PayableStatus.CLOSED
+        ):
+            continue
+        try:
+            context.documents.fetch_into_bucket(context.connector, context.api, payable)
+        except (ProviderError, ProviderUnavailable) as error:
+            # Not fatal: the document is fetched on first request instead.
+            logger.warning("Document not fetched", extra={"bill_id": bill_id, "status": error.status})
+            continue
+        context.run.counts.documents_stored += 1
+        budget -= 1
+    context.pending_documents = remaining
+
+
+# ---------------------------------------------------------------------------------------------- finishing
+
+
+def _record_error(context: _Context, error: RecordError) -> None:
+    context.errors_seen += 1
+    if len(context.run.errors) < _ERRORS_LISTED:
+        context.run.errors.append(error)
+
+
+def _finish(
+    services: Services, run: SyncRun, outcome: SyncOutcome, detail: str | None, *, completed: bool = False
+) -> SyncRun:
+    store = services.store
+    now = services.clock()
+    run.outcome = outcome
+    run.finished_at = now
+    run.detail = detail
+    run.checkpoint = None
+    store.put_sync_run(run)
+    if completed and run.mode in (SyncMode.FULL, SyncMode.INCREMENTAL):
+        previous = store.get_sync_state(run.connection_id)
+        store.save_sync_state(
+            run.connection_id,
+            SyncState(
+                watermark=run.started_at,
+                last_full_sync_at=run.started_at if run.mode is SyncMode.FULL else previous.last_full_sync_at,
+            ),
+        )
+    store.release_sync_slot(run.connection_id, run.sync_run_id)
+    connection = store.get_connection(run.connection_id)
+    if connection is not None:
+        open_bills = store.count_payables(run.connection_id, PayableStatus.OPEN) + store.count_payables(
+            run.connection_id, PayableStatus.PART_PAID
+        )
+        connection.last_sync = SyncSummary(
+            sync_run_id=run.sync_run_id,
+            outcome=outcome.value,
+            finished_at=now,
+            open_bills=open_bills,
+            vendors_needing_attention=store.count_vendors_needing_attention(run.connection_id),
+        )
+        store.record_sync_summary(connection)
+    metrics.add_metric(name=f"Sync{outcome.value.capitalize()}", unit="Count", value=1)
+    logger.info(
+        "Sync finished",
+        extra={"sync_run_id": run.sync_run_id, "outcome": outcome.value, "provider_calls": run.provider_calls},
+    )
+    return run

@@ -1,0 +1,99 @@
+"""Asking for a sync: one requested-or-running sync per connection, queued on the sync queue.
+
+A second request while a sync is queued or running gets that sync back instead of a duplicate.
+Webhook syncs of named bills and vendors are queued beside it: the worker's lease runs them after.
+"""
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import boto3
+from pydantic import Field
+
+from payedge_connect.models import Connection, Record, SyncOutcome, SyncRun, SyncTrigger
+from payedge_connect.services import Services
+from payedge_connect.sync.engine import new_sync_run
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+# A slot older than this belongs to a sync that died without releasing it.
+_SLOT_STALE_AFTER = timedelta(hours=2)
+_SQS_BATCH = 10
+_MAX_SQS_DELAY_SECONDS = 900
+
+
+class SyncMessage(Record):
+    """The sync queue's message body."""
+
+    connection_id: str
+    sync_run_id: str
+    trigger: SyncTrigger
+    full: bool = False
+    bill_ids: list[str] = Field(default_factory=list)
+    vendor_ids: list[str] = Field(default_factory=list)
+
+
+class QueueError(RuntimeError):
+    """Some sync messages could not be queued."""
+
+
+def request_sync(
+    services: Services, connection: Connection, trigger: SyncTrigger, *, full: bool = False
+) -> tuple[SyncRun, SyncMessage | None]:
+    """The connection's sync run for this request, and the message to queue (None: one is already queued)."""
+    store = services.store
+    run = new_sync_run(connection.connection_id, trigger, services.clock())
+    for _ in range(2):
+        active_id = store.claim_sync_slot(
+            connection.connection_id, run.sync_run_id, now=services.clock(), stale_after=_SLOT_STALE_AFTER
+        )
+        if active_id is None:
+            store.put_sync_run(run)
+            message = SyncMessage(
+                connection_id=connection.connection_id, sync_run_id=run.sync_run_id, trigger=trigger, full=full
+            )
+            return run, message
+        active = store.get_sync_run(connection.connection_id, active_id)
+        if active is not None and active.outcome is SyncOutcome.RUNNING:
+            return active, None
+        # The slot names a sync that already ended (its release was lost): free it and claim again.
+        store.release_sync_slot(connection.connection_id, active_id)
+    raise QueueError(f"could not claim the sync slot of connection {connection.connection_id}")
+
+
+def request_entity_sync(
+    services: Services, connection: Connection, *, bill_ids: Sequence[str], vendor_ids: Sequence[str]
+) -> SyncMessage:
+    run = new_sync_run(connection.connection_id, SyncTrigger.WEBHOOK, services.clock())
+    services.store.put_sync_run(run)
+    return SyncMessage(
+        connection_id=connection.connection_id,
+        sync_run_id=run.sync_run_id,
+        trigger=SyncTrigger.WEBHOOK,
+        bill_ids=sorted(set(bill_ids)),
+        vendor_ids=sorted(set(vendor_ids)),
+    )
+
+
+def send_sync_messages(
+    queue_url: str, messages: Sequence[SyncMessage], *, delay_seconds: int = 0, sqs: "SQSClient | None" = None
+) -> None:
+    """Queue messages ten at a time; raise if any could not be queued (the caller's retry resends them)."""
+    sqs = sqs or boto3.client("sqs")
+    delay = max(0, min(delay_seconds, _MAX_SQS_DELAY_SECONDS))
+    for start in range(0, len(messages), _SQS_BATCH):
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {
+                "Id": str(index),
+                "MessageBody": json.dumps(message.model_dump(mode="json", by_alias=True)),
+                "DelaySeconds": delay,
+            }
+            for index, message in enumerate(messages[start : start + _SQS_BATCH])
+        ]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        if response.get("Failed"):
+            raise QueueError(f"{len(response['Failed'])} sync messages were not queued")
