@@ -37,18 +37,16 @@ from local.sandboxes.core import (
 )
 from local.sandboxes.generator import BillRecord, Ledger, VendorRecord, generate_ledger
 from local.sandboxes.xero import query, wire
-from local.sandboxes.xero.identity import KNOWN_SCOPES, AccessDenied, App, Identity, Principal, TokenError
+from local.sandboxes.xero.identity import ISSUER, KNOWN_SCOPES, AccessDenied, App, Identity, Principal, TokenError
 from local.sandboxes.xero.ledger import (
     ACCOUNT_FIELDS,
     BANK_TRANSACTION_FIELDS,
     CONTACT_FIELDS,
     INVOICE_FIELDS,
     PAYMENT_FIELDS,
-    BankTransactionPlan,
     Invoice,
     LedgerError,
     Organisation,
-    PaymentPlan,
 )
 from local.sandboxes.xero.webhooks import Subscription, intent_to_receive
 from local.sandboxes.xero.wire import JsonObject
@@ -211,7 +209,10 @@ class XeroSandbox(ProviderSandbox):
             return _not_found()
         if status == 429:
             return self.throttled_response(request)
-        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
         return json_response(wire.problem(status, title, message), status)
 
     def throttled_response(self, request: Request) -> Response:
@@ -332,17 +333,7 @@ class XeroSandbox(ProviderSandbox):
         if self.auto_approve:
             chosen = self.auto_approve_tenants if self.auto_approve_tenants is not None else list(self._orgs)
             return self._approve(app, params, redirect_uri, scopes, chosen)
-        hidden = {name: params[name] for name in _AUTHORIZE_PARAMS if name in params}
-        page = render_consent_page(
-            provider="Xero",
-            app_name=app.name,
-            scopes=list(scopes),
-            tenants=self._tenant_choices(),
-            multi_select=True,
-            hidden=hidden,
-            action=AUTHORIZE_PATH,
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
+        return self._consent_page(app, scopes, params)
 
     def authorize_decision(self, request: Request) -> Response:
         form = request.form
@@ -354,21 +345,25 @@ class XeroSandbox(ProviderSandbox):
             return _redirect(redirect_uri, {"error": "access_denied", "state": form.get("state")})
         chosen = [tenant for tenant in form.getlist("tenant") if tenant in self._orgs]
         if not chosen:
-            page = render_consent_page(
-                provider="Xero",
-                app_name=app.name,
-                scopes=list(scopes),
-                tenants=self._tenant_choices(),
-                multi_select=True,
-                hidden={name: form[name] for name in form if name not in ("decision", "tenant")},
-                action=AUTHORIZE_PATH,
-            )
-            return Response(page, status=400, content_type="text/html; charset=utf-8")
+            return self._consent_page(app, scopes, form, status=400)  # approving needs an organisation
         return self._approve(app, form, redirect_uri, scopes, chosen)
 
-    def _tenant_choices(self) -> list[tuple[str, str]]:
+    def _consent_page(
+        self, app: App, scopes: tuple[str, ...], params: Mapping[str, str], *, status: int = 200
+    ) -> Response:
+        """Xero's consent screen: the user ticks one or more of their organisations."""
         with self._orgs_lock:
-            return [(tenant_id, org.name) for tenant_id, org in self._orgs.items()]
+            tenants = [(tenant_id, org.name) for tenant_id, org in self._orgs.items()]
+        page = render_consent_page(
+            provider="Xero",
+            app_name=app.name,
+            scopes=list(scopes),
+            tenants=tenants,
+            multi_select=True,
+            hidden={name: params[name] for name in _AUTHORIZE_PARAMS if name in params},
+            action=AUTHORIZE_PATH,
+        )
+        return Response(page, status=status, content_type="text/html; charset=utf-8")
 
     def _check_authorization_request(self, params: Mapping[str, str]) -> tuple[App, str, tuple[str, ...]] | Response:
         app = self.identity.app(params.get("client_id", ""))
@@ -437,7 +432,7 @@ class XeroSandbox(ProviderSandbox):
         base = request.host_url.rstrip("/")
         return json_response(
             {
-                "issuer": "https://identity.xero.com",
+                "issuer": ISSUER,
                 "authorization_endpoint": f"{base}{AUTHORIZE_PATH}",
                 "token_endpoint": f"{base}/connect/token",
                 "revocation_endpoint": f"{base}/connect/revocation",
@@ -460,19 +455,7 @@ class XeroSandbox(ProviderSandbox):
         if not isinstance(principal, Principal):
             return self._unauthorized(principal.detail)
         connections = self.identity.connections(principal, request.args.get("authEventId"))
-        body = [
-            {
-                "id": c.id,
-                "authEventId": c.auth_event_id,
-                "tenantId": c.tenant_id,
-                "tenantType": "ORGANISATION",
-                "tenantName": c.tenant_name,
-                "createdDateUtc": wire.identity_timestamp(c.created_at),
-                "updatedDateUtc": wire.identity_timestamp(c.updated_at),
-            }
-            for c in connections
-        ]
-        return self._with_limit_headers(request, json_response(body))
+        return self._with_limit_headers(request, json_response([wire.connection_json(c) for c in connections]))
 
     def delete_connection(self, request: Request, connection_id: str) -> Response:
         principal = self._principal(request)
@@ -845,50 +828,25 @@ class XeroSandbox(ProviderSandbox):
             return json_response(wire.validation_exception(records), 400)
         return self._envelope(principal, key, records)
 
-    def _pay(
-        self, org: Organisation, elements: list[Mapping[str, Any]], summarize: bool
-    ) -> tuple[int, list[JsonObject]]:
-        """Plan every payment first; with summarizeErrors (the default) one invalid element fails all."""
-        outcomes: list[PaymentPlan | list[str]] = []
-        for raw in elements:
-            planned = [outcome for outcome in outcomes if isinstance(outcome, PaymentPlan)]
-            outcomes.append(org.plan_payment(raw, planned))
-        if summarize and any(isinstance(outcome, list) for outcome in outcomes):
-            return 400, [
-                _payment_echo(raw, outcome if isinstance(outcome, list) else [])
-                for raw, outcome in zip(elements, outcomes, strict=True)
-            ]
-        records: list[JsonObject] = []
-        for raw, outcome in zip(elements, outcomes, strict=True):
-            if isinstance(outcome, list):
-                records.append({**_payment_echo(raw, outcome), "StatusAttributeString": "ERROR"})
-                continue
-            payment = org.record_payment(outcome)
-            record = wire.payment_json(org, payment, with_invoice_detail=True)
-            if not summarize:
-                record["StatusAttributeString"] = "OK"
-            records.append(record)
-        return 200, records
+    @staticmethod
+    def _pay(org: Organisation, elements: list[Mapping[str, Any]], summarize: bool) -> tuple[int, list[JsonObject]]:
+        return _write_elements(
+            elements,
+            summarize,
+            plan=org.plan_payment,
+            commit=lambda plan: wire.payment_json(org, org.record_payment(plan), with_invoice_detail=True),
+            echo=_payment_echo,
+        )
 
-    def _spend(
-        self, org: Organisation, elements: list[Mapping[str, Any]], summarize: bool
-    ) -> tuple[int, list[JsonObject]]:
-        outcomes: list[BankTransactionPlan | list[str]] = [org.plan_bank_transaction(raw) for raw in elements]
-        if summarize and any(isinstance(outcome, list) for outcome in outcomes):
-            return 400, [
-                _bank_transaction_echo(raw, outcome if isinstance(outcome, list) else [])
-                for raw, outcome in zip(elements, outcomes, strict=True)
-            ]
-        records: list[JsonObject] = []
-        for raw, outcome in zip(elements, outcomes, strict=True):
-            if isinstance(outcome, list):
-                records.append({**_bank_transaction_echo(raw, outcome), "StatusAttributeString": "ERROR"})
-                continue
-            record = wire.bank_transaction_json(org, org.record_bank_transaction(outcome))
-            if not summarize:
-                record["StatusAttributeString"] = "OK"
-            records.append(record)
-        return 200, records
+    @staticmethod
+    def _spend(org: Organisation, elements: list[Mapping[str, Any]], summarize: bool) -> tuple[int, list[JsonObject]]:
+        return _write_elements(
+            elements,
+            summarize,
+            plan=lambda raw, planned: org.plan_bank_transaction(raw),
+            commit=lambda plan: wire.bank_transaction_json(org, org.record_bank_transaction(plan)),
+            echo=_bank_transaction_echo,
+        )
 
     # ==== webhooks ===========================================================================================
 
@@ -1214,6 +1172,40 @@ def _elements(raw: bytes, key: str) -> list[Mapping[str, Any]] | Response:
     if not elements or not all(isinstance(element, dict) for element in elements):
         return json_response(wire.validation_exception([], f"No {key} were supplied"), 400)
     return elements
+
+
+def _write_elements[P](
+    elements: list[Mapping[str, Any]],
+    summarize: bool,
+    *,
+    plan: Callable[[Mapping[str, Any], list[P]], P | list[str]],
+    commit: Callable[[P], JsonObject],
+    echo: Callable[[Mapping[str, Any], list[str]], JsonObject],
+) -> tuple[int, list[JsonObject]]:
+    """Plan every element first (each seeing the ones before it), then commit.
+
+    With summarizeErrors (Xero's default) one invalid element fails the whole call with 400 and
+    nothing is written; with summarizeErrors=false the valid ones are written and each element says
+    OK or ERROR.
+    """
+    outcomes: list[P | list[str]] = []
+    for raw in elements:
+        outcomes.append(plan(raw, [outcome for outcome in outcomes if not isinstance(outcome, list)]))
+    if summarize and any(isinstance(outcome, list) for outcome in outcomes):
+        return 400, [
+            echo(raw, outcome if isinstance(outcome, list) else [])
+            for raw, outcome in zip(elements, outcomes, strict=True)
+        ]
+    records: list[JsonObject] = []
+    for raw, outcome in zip(elements, outcomes, strict=True):
+        if isinstance(outcome, list):
+            records.append({**echo(raw, outcome), "StatusAttributeString": "ERROR"})
+            continue
+        record = commit(outcome)
+        if not summarize:
+            record["StatusAttributeString"] = "OK"
+        records.append(record)
+    return 200, records
 
 
 def _reference(raw: object, *names: str) -> JsonObject:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote
 
+from local.sandboxes.xero.identity import Connection
 from local.sandboxes.xero.ledger import (
     Account,
     Attachment,
@@ -412,4 +413,17 @@ def organisation_json(org: Organisation) -> JsonObject:
         "Phones": [],
         "ExternalLinks": [],
         "PaymentTerms": {},
+    }
+
+
+def connection_json(connection: Connection) -> JsonObject:
+    """One entry of GET /connections (xero-identity.yaml Connection)."""
+    return {
+        "id": connection.id,
+        "authEventId": connection.auth_event_id,
+        "tenantId": connection.tenant_id,
+        "tenantType": "ORGANISATION",
+        "tenantName": connection.tenant_name,
+        "createdDateUtc": identity_timestamp(connection.created_at),
+        "updatedDateUtc": identity_timestamp(connection.updated_at),
     }
