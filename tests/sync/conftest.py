@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -85,6 +86,7 @@ class SyncWorld:
         }
 
 
+@contextmanager
 def connect(provider: Provider, ledger: Ledger, *, table: str, kms_key_arn: str, bucket: str) -> Iterator[SyncWorld]:
     sandbox = new_sandbox(provider)
     sandbox.register_app(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI])
@@ -162,4 +164,5 @@ def world(
     """A connected organisation of each provider with a small ledger (every bill state, a few documents)."""
     parameters.clear_caches()
     ledger = generate_ledger(seed=11, bills=40, vendors=12, documents=4)
-    yield from connect(request.param, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket)
+    with connect(request.param, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket) as world:
+        yield world

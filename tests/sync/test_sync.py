@@ -185,7 +185,7 @@ def test_an_interrupted_sync_resumes_mid_pagination_with_nothing_lost_or_duplica
     # Given more open bills than one page holds at the provider's largest page size
     size = {Provider.QUICKBOOKS: 1300, Provider.XERO: 1300, Provider.SAGE: 500}[provider]
     ledger = generate_ledger(seed=5, bills=size, vendors=30, documents=0)
-    for world in connect(provider, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket):
+    with connect(provider, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket) as world:
         # When the Lambda runs out of time right after the first page
         budget = iter([900.0, 900.0])
         result = world.sync(time_left=lambda: next(budget, 0.0))
