@@ -5,11 +5,12 @@ Facts: ../../../../../shared/PROVIDERS.md section 3 (endpoints, full_access scop
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from payedge_connect.models import Provider
+from payedge_connect.models import ClosedReason, Provider
 from payedge_connect.providers.base import (
     AccountKind,
     ChangesPage,
@@ -161,9 +162,7 @@ class SageConnector:
                 {**changed, "attributes": "all", "show_payments_allocations": "true", "sort": "created_at"},
             ),
             # Deleted invoices leave ordinary reads; deleted_since is exclusive (S-SW) where the other is inclusive.
-            Listing(
-                "changes:deleted_bills", "purchase_invoices", {"deleted_since": moment, "attributes": "deleted_at"}
-            ),
+            Listing("changes:deleted_bills", "purchase_invoices", {"deleted_since": moment, "attributes": "all"}),
         ]
         finder = documents.DocumentFinder(api)
 
@@ -257,16 +256,23 @@ def _bills_page(items: list[Any], finder: documents.DocumentFinder) -> ChangesPa
 
 
 def _deleted_bills_page(items: list[Any]) -> ChangesPage:
+    """Deleted invoices, closed as deleted: with their last details where Sage still shows them,
+    else with only their id (see bills.deleted_bill)."""
     deleted: list[ProviderBill] = []
     skipped: list[SkippedRecord] = []
     for raw in items:
         read = bills.read_bill(raw)
         if isinstance(read, SkippedRecord):
             skipped.append(read)
-        elif not read.id:
+            continue
+        if not read.id:
             skipped.append(SkippedRecord("bill", "", "Sage listed a deleted purchase invoice without its id"))
-        else:
+            continue
+        bill = bills.bill_from_sage(read, None)
+        if isinstance(bill, SkippedRecord):
             deleted.append(bills.deleted_bill(read.id, bills.utc(read.deleted_at)))
+        else:
+            deleted.append(replace(bill, is_open=False, closed_reason=ClosedReason.DELETED, document=None))
     return ChangesPage(bills=deleted, skipped=skipped)
 
 
