@@ -479,7 +479,11 @@ class XeroSandbox(ProviderSandbox):
         org = self._orgs.get(tenant or "")
         if org is None or not self.identity.is_connected(principal, org.tenant_id):
             return self._with_limit_headers(request, self._forbidden())
-        return self._with_limit_headers(request, work(org, principal))
+        try:
+            response = work(org, principal)
+        except query.QueryParseError as error:
+            response = json_response(wire.query_parse_exception(error.message), 400)
+        return self._with_limit_headers(request, response)
 
     def _envelope(
         self, principal: Principal, key: str, records: list[JsonObject], pagination: dict[str, int] | None = None
@@ -489,8 +493,10 @@ class XeroSandbox(ProviderSandbox):
         return json_response(wire.envelope(name, self.clock.now(), key, records, pagination))
 
     @staticmethod
-    def _query_error(error: query.QueryParseError) -> Response:
-        return json_response(wire.query_parse_exception(error.message), 400)
+    def _paged[T](request: Request, records: list[T], *, force: bool = False) -> tuple[list[T], dict[str, int] | None]:
+        """The page asked for with Xero's pagination object, or everything when no page is asked for."""
+        page = query.parse_paging(request.args.get("page"), request.args.get("pageSize"), force=force)
+        return query.page_slice(records, page) if page else (records, None)
 
     def _select[T](
         self,
@@ -503,7 +509,7 @@ class XeroSandbox(ProviderSandbox):
         default_order: list[query.SortKey],
         keep: Callable[[T, query.Expression | None], bool] = lambda record, where: True,
     ) -> list[T]:
-        """Filter by If-Modified-Since and `where`, then order. Raises QueryParseError."""
+        """Filter by If-Modified-Since and `where`, then order. Raises QueryParseError (400)."""
         where_text = request.args.get("where")
         where = query.parse_where(where_text, fields, type_name) if where_text else None
         order_text = request.args.get("order")
@@ -558,23 +564,17 @@ class XeroSandbox(ProviderSandbox):
             return invoice.status != "DELETED" or named
 
         with org.lock:
-            try:
-                invoices = self._select(
-                    request,
-                    list(org.invoices.values()),
-                    fields_of=org.invoice_fields,
-                    fields=INVOICE_FIELDS,
-                    type_name="Invoice",
-                    default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("InvoiceID", False)],
-                    keep=keep,
-                )
-            except query.QueryParseError as error:
-                return self._query_error(error)
-            page = query.parse_paging(args.get("page"), args.get("pageSize"), force=summary_only)
-            if page is None:
-                return self._envelope(principal, "Invoices", [wire.invoice_json(org, i, "unpaged") for i in invoices])
-            shown, pagination = query.page_slice(invoices, page)
-            detail: wire.InvoiceDetail = "summary" if summary_only else "full"
+            invoices = self._select(
+                request,
+                list(org.invoices.values()),
+                fields_of=org.invoice_fields,
+                fields=INVOICE_FIELDS,
+                type_name="Invoice",
+                default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("InvoiceID", False)],
+                keep=keep,
+            )
+            shown, pagination = self._paged(request, invoices, force=summary_only)
+            detail: wire.InvoiceDetail = "summary" if summary_only else "full" if pagination else "unpaged"
             records = [wire.invoice_json(org, invoice, detail) for invoice in shown]
         return self._envelope(principal, "Invoices", records, pagination)
 
@@ -625,23 +625,19 @@ class XeroSandbox(ProviderSandbox):
             summary_only = _flag(args.get("summaryOnly"))
             with org.lock:
                 suppliers = org.supplier_ids()
-                try:
-                    contacts = self._select(
-                        request,
-                        list(org.contacts.values()),
-                        fields_of=lambda contact: org.contact_fields(contact, suppliers),
-                        fields=CONTACT_FIELDS,
-                        type_name="Contact",
-                        default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("ContactID", False)],
-                        keep=lambda contact, where: (
-                            (not ids or contact.contact_id in ids)
-                            and (include_archived or bool(ids) or contact.status != "ARCHIVED")
-                        ),
-                    )
-                except query.QueryParseError as error:
-                    return self._query_error(error)
-                page = query.parse_paging(args.get("page"), args.get("pageSize"), force=summary_only)
-                shown, pagination = query.page_slice(contacts, page) if page else (contacts, None)
+                contacts = self._select(
+                    request,
+                    list(org.contacts.values()),
+                    fields_of=lambda contact: org.contact_fields(contact, suppliers),
+                    fields=CONTACT_FIELDS,
+                    type_name="Contact",
+                    default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("ContactID", False)],
+                    keep=lambda contact, where: (
+                        (not ids or contact.contact_id in ids)
+                        and (include_archived or bool(ids) or contact.status != "ARCHIVED")
+                    ),
+                )
+                shown, pagination = self._paged(request, contacts, force=summary_only)
                 balances = org.payable_balances(self.clock.now().date())
                 zero = (wire.ZERO, wire.ZERO)
                 records = [
@@ -676,17 +672,14 @@ class XeroSandbox(ProviderSandbox):
     def get_accounts(self, request: Request) -> Response:
         def work(org: Organisation, principal: Principal) -> Response:
             with org.lock:
-                try:
-                    accounts = self._select(
-                        request,
-                        list(org.accounts.values()),
-                        fields_of=org.account_fields,
-                        fields=ACCOUNT_FIELDS,
-                        type_name="Account",
-                        default_order=[query.SortKey("Code", False)],
-                    )
-                except query.QueryParseError as error:
-                    return self._query_error(error)
+                accounts = self._select(
+                    request,
+                    list(org.accounts.values()),
+                    fields_of=org.account_fields,
+                    fields=ACCOUNT_FIELDS,
+                    type_name="Account",
+                    default_order=[query.SortKey("Code", False)],
+                )
                 records = [wire.account_json(account) for account in accounts]
             return self._envelope(principal, "Accounts", records)
 
@@ -697,27 +690,22 @@ class XeroSandbox(ProviderSandbox):
     def get_payments(self, request: Request) -> Response:
         def work(org: Organisation, principal: Principal) -> Response:
             with org.lock:
-                try:
-                    payments = self._select(
-                        request,
-                        list(org.payments.values()),
-                        fields_of=org.payment_fields,
-                        fields=PAYMENT_FIELDS,
-                        type_name="Payment",
-                        default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("PaymentID", False)],
-                    )
-                except query.QueryParseError as error:
-                    return self._query_error(error)
-                page = query.parse_paging(request.args.get("page"), request.args.get("pageSize"))
-                shown, pagination = query.page_slice(payments, page) if page else (payments, None)
+                payments = self._select(
+                    request,
+                    list(org.payments.values()),
+                    fields_of=org.payment_fields,
+                    fields=PAYMENT_FIELDS,
+                    type_name="Payment",
+                    default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("PaymentID", False)],
+                )
+                shown, pagination = self._paged(request, payments)
                 records = [wire.payment_json(org, payment) for payment in shown]
             return self._envelope(principal, "Payments", records, pagination)
 
         return self._accounting(request, "get_payments", work)
 
     def create_payments(self, request: Request) -> Response:
-        # The spec gives summarizeErrors a default of false, but Xero summarises unless sent false.
-        summarize = request.args.get("summarizeErrors", "true").lower() != "false"
+        summarize = _summarize_errors(request)
         return self._accounting(
             request,
             "create_payments",
@@ -738,29 +726,22 @@ class XeroSandbox(ProviderSandbox):
     def get_bank_transactions(self, request: Request) -> Response:
         def work(org: Organisation, principal: Principal) -> Response:
             with org.lock:
-                try:
-                    transactions = self._select(
-                        request,
-                        list(org.bank_transactions.values()),
-                        fields_of=org.bank_transaction_fields,
-                        fields=BANK_TRANSACTION_FIELDS,
-                        type_name="BankTransaction",
-                        default_order=[
-                            query.SortKey("UpdatedDateUTC", False),
-                            query.SortKey("BankTransactionID", False),
-                        ],
-                    )
-                except query.QueryParseError as error:
-                    return self._query_error(error)
-                page = query.parse_paging(request.args.get("page"), request.args.get("pageSize"))
-                shown, pagination = query.page_slice(transactions, page) if page else (transactions, None)
+                transactions = self._select(
+                    request,
+                    list(org.bank_transactions.values()),
+                    fields_of=org.bank_transaction_fields,
+                    fields=BANK_TRANSACTION_FIELDS,
+                    type_name="BankTransaction",
+                    default_order=[query.SortKey("UpdatedDateUTC", False), query.SortKey("BankTransactionID", False)],
+                )
+                shown, pagination = self._paged(request, transactions)
                 records = [wire.bank_transaction_json(org, t) for t in shown]
             return self._envelope(principal, "BankTransactions", records, pagination)
 
         return self._accounting(request, "get_bank_transactions", work)
 
     def create_bank_transactions(self, request: Request) -> Response:
-        summarize = request.args.get("summarizeErrors", "true").lower() != "false"
+        summarize = _summarize_errors(request)
         return self._accounting(
             request,
             "create_bank_transactions",
@@ -1137,6 +1118,11 @@ def _csv(value: str | None, *, lower: bool = False) -> set[str]:
         return set()
     items = {item.strip().strip('"').strip() for item in value.split(",")}
     return {item.lower() if lower else item for item in items if item}
+
+
+def _summarize_errors(request: Request) -> bool:
+    # The spec gives summarizeErrors a default of false, but Xero summarises unless sent false.
+    return request.args.get("summarizeErrors", "true").lower() != "false"
 
 
 def _flag(value: str | None) -> bool:
