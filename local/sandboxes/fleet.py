@@ -71,8 +71,13 @@ def gateway_redirect_uris(gateway_url: str) -> dict[ProviderName, list[str]]:
     return {provider: [f"{base}/oauth/{provider}/callback"] for provider in PROVIDERS}
 
 
+def _sandbox_seed(seed: int, provider: ProviderName) -> int:
+    # crc32 rather than hash(): str hashes are salted per process, and runs must repeat.
+    return zlib.crc32(f"{seed}/{provider}".encode())
+
+
 def _tenant_seed(seed: int, provider: ProviderName, index: int) -> int:
-    # Each tenant gets its own books; crc32 keeps that stable across runs (hash() is salted).
+    # Each tenant gets its own books.
     return zlib.crc32(f"{seed}/{provider}/{index}".encode())
 
 
@@ -105,9 +110,13 @@ class SandboxFleet:
         if any(count < 1 for count in tenant_counts.values()):
             raise ValueError(f"each provider needs at least one tenant, got {tenant_counts}")
         self.clock = Clock()  # shared, so advancing time moves every provider at once
-        self.quickbooks = QuickBooksSandbox(clock=self.clock, auto_approve=auto_approve, seed=seed)
-        self.xero = XeroSandbox(clock=self.clock, auto_approve=auto_approve, seed=seed)
-        self.sage = SageSandbox(clock=self.clock, auto_approve=auto_approve, seed=seed)
+        # A seed per sandbox: with one seed, Xero and Sage would mint the same ids from the same random
+        # bits, and a service mixing up providers' tenants could go unnoticed.
+        self.quickbooks = QuickBooksSandbox(
+            clock=self.clock, auto_approve=auto_approve, seed=_sandbox_seed(seed, "quickbooks")
+        )
+        self.xero = XeroSandbox(clock=self.clock, auto_approve=auto_approve, seed=_sandbox_seed(seed, "xero"))
+        self.sage = SageSandbox(clock=self.clock, auto_approve=auto_approve, seed=_sandbox_seed(seed, "sage"))
         self.sandboxes: dict[ProviderName, ProviderSandbox] = {
             "quickbooks": self.quickbooks,
             "xero": self.xero,
