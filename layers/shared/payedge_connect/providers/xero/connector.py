@@ -1,22 +1,40 @@
-"""Xero (Accounting API 2.0): OAuth, organisations, accounts.
+"""Xero (Accounting API 2.0): OAuth, organisations, accounts, and reading bills and vendors.
 
-Facts: ../../../../shared/PROVIDERS.md section 2 (endpoints, scopes, tenants, limits).
+Facts: /work/shared/PROVIDERS.md section 2 (endpoints, scopes, tenants, limits). Mapping of bills
+and vendors: bills.py; Xero's JSON: wire.py.
 """
 
 import base64
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import requests
 
 from payedge_connect.models import Provider
 from payedge_connect.providers.base import (
     AccountKind,
+    ChangesPage,
+    DocumentRef,
     LedgerAccount,
     OAuthSpec,
+    ProviderBill,
+    ProviderVendor,
+    SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, RateBudget
+from payedge_connect.providers.xero import wire
+from payedge_connect.providers.xero.bills import (
+    FIRST_ATTACHMENT,
+    attachment_from_xero,
+    bill_from_xero,
+    vendor_from_xero,
+)
 
 AUTHORIZE_URL = "https://login.xero.com/identity/connect/authorize"
 TOKEN_URL = "https://identity.xero.com/connect/token"
@@ -43,6 +61,19 @@ BROAD_SCOPES = (
 )
 # Account types a payment fee can be booked to.
 _EXPENSE_TYPES = {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"}
+
+# Xero allows 60 calls a minute per organisation (and 5 at once, 5,000 a day); 45 leaves a quarter
+# for the payment write-back and webhook reads that share the same organisation's minute.
+CALLS_PER_MINUTE = 45
+# Xero clamps pageSize to 1000 (PROVIDERS.md 2.2, a third-party figure: see its section 6).
+MAX_PAGE_SIZE = 1000
+# The IDs filter breaks past about 52 GUIDs (URL length; XeroAPI/Xero-OpenAPI#534).
+IDS_PER_REQUEST = 50
+# Every status of an invoice: the incremental listing must see bills leave AUTHORISED, and naming
+# DELETED is the safe reading (whether Xero lists deleted bills unasked is not documented).
+_ALL_STATUSES = "DRAFT,SUBMITTED,AUTHORISED,PAID,VOIDED,DELETED"
+_BILLS = 'Type=="ACCPAY"'
+_SUPPLIERS = "IsSupplier==true"
 
 
 def authentication_event_id(access_token: str) -> str | None:
@@ -90,6 +121,7 @@ class XeroConnector:
             refresh_access_token=refresh_access_token,
             headers={"xero-tenant-id": tenant_id},
             calls=calls,
+            budget=RateBudget(CALLS_PER_MINUTE),
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
@@ -128,3 +160,199 @@ class XeroConnector:
                 )
             )
         return accounts
+
+    # ------------------------------------------------------------------------------------------ sync
+
+    def open_bills(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:
+        # Statuses=AUTHORISED is approved and unpaid-or-part-paid; AmountDue > 0 is checked per bill.
+        cursor = _Cursor.read(resume, ("open_bills",)) or _Cursor("open_bills", 1)
+        params = {"where": _BILLS, "Statuses": "AUTHORISED", "order": "InvoiceID"}
+        for records, next_page in _pages(api, "Invoices", params, {}, cursor.page):
+            following = _Cursor("open_bills", next_page) if next_page else None
+            yield _bills_page(records, following)
+
+    def vendors(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:
+        # IsSupplier is computed by Xero: true once the contact has a bill. Archived contacts are
+        # left out, as Xero does unless includeArchived=true: they are not someone to pay.
+        cursor = _Cursor.read(resume, ("vendors",)) or _Cursor("vendors", 1)
+        params = {"where": _SUPPLIERS, "order": "ContactID"}
+        for records, next_page in _pages(api, "Contacts", params, {}, cursor.page):
+            following = _Cursor("vendors", next_page) if next_page else None
+            yield _vendors_page(records, following)
+
+    def changes_since(self, api: ProviderApi, since: datetime, *, resume: str | None) -> Iterator[ChangesPage]:
+        """Bills, then vendors, changed since `since` (If-Modified-Since). Xero has no look-back limit,
+        so IncrementalWindowExpired is never raised."""
+        fresh = _Cursor("changed_bills", 1, if_modified_since(since))
+        cursor = _Cursor.read(resume, ("changed_bills", "changed_vendors")) or fresh
+        # A resumed listing keeps the If-Modified-Since it started with: its page numbers depend on it.
+        asked = cursor.since or fresh.since
+        headers = {"If-Modified-Since": asked} if asked else {}
+        if cursor.listing == "changed_bills":
+            # No AUTHORISED filter here: a bill that was paid, voided or deleted must come back.
+            params = {"where": _BILLS, "Statuses": _ALL_STATUSES, "order": "InvoiceID"}
+            for records, next_page in _pages(api, "Invoices", params, headers, cursor.page):
+                if next_page:
+                    following = _Cursor("changed_bills", next_page, asked)
+                else:
+                    following = _Cursor("changed_vendors", 1, asked)
+                yield _bills_page(records, following)
+        vendors_from = cursor.page if cursor.listing == "changed_vendors" else 1
+        params = {"where": _SUPPLIERS, "order": "ContactID"}
+        for records, next_page in _pages(api, "Contacts", params, headers, vendors_from):
+            yield _vendors_page(records, _Cursor("changed_vendors", next_page, asked) if next_page else None)
+
+    def bills_by_id(self, api: ProviderApi, bill_ids: Sequence[str]) -> ChangesPage:
+        """Xero keeps deleted and voided bills and returns them by ID with their status, so a bill
+        closed at Xero comes back closed with its reason. An ID Xero does not know at all is left out
+        of the page (no vendor or currency to fill a ProviderBill with): the caller closes it."""
+        bills: list[ProviderBill] = []
+        skipped: list[SkippedRecord] = []
+        for chunk in _chunks(bill_ids):
+            # Unpaged (no `page`): at most IDS_PER_REQUEST records, without line items we do not use.
+            envelope = _envelope(api.get("Invoices", params={"IDs": ",".join(chunk)}, route="GET /Invoices"))
+            page = _bills_page(envelope.invoices, None)
+            bills.extend(page.bills)
+            skipped.extend(page.skipped)
+        return ChangesPage(bills=bills, skipped=skipped)
+
+    def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
+        vendors: list[ProviderVendor] = []
+        skipped: list[SkippedRecord] = []
+        for chunk in _chunks(vendor_ids):
+            envelope = _envelope(api.get("Contacts", params={"IDs": ",".join(chunk)}, route="GET /Contacts"))
+            page = _vendors_page(envelope.contacts, None)
+            vendors.extend(page.vendors)
+            skipped.extend(page.skipped)
+        return ChangesPage(vendors=vendors, skipped=skipped)
+
+    def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
+        """Two calls: the bill's attachment list (listings only say HasAttachments), then the file by
+        AttachmentID (an id needs no URL-encoding, unlike a file name)."""
+        attachment_id, mime_type = document.provider_document_id, document.content_type
+        if attachment_id == FIRST_ATTACHMENT:
+            listed = _envelope(api.get(f"Invoices/{bill_id}/Attachments", route="GET /Invoices/{id}/Attachments"))
+            attachments = [a for a in map(attachment_from_xero, listed.attachments) if a is not None]
+            if not attachments:
+                raise ProviderError(404, f"bill {bill_id} has no attachment at Xero any more")
+            first = attachments[0]
+            attachment_id, mime_type = first.attachment_id, first.mime_type
+        response = api.request(
+            "GET",
+            f"Invoices/{bill_id}/Attachments/{attachment_id}",
+            idempotent=True,
+            route="GET /Invoices/{id}/Attachments/{id}",
+            # Xero serves the bytes as application/octet-stream and wants the file's MIME type in a
+            # `contentType` header; Accept: application/json would not fit the binary answer.
+            accept="application/octet-stream",
+            headers={"contentType": mime_type},
+        )
+        return response.content
+
+
+# ---------------------------------------------------------------------------------------------- paging
+
+Listing = Literal["open_bills", "vendors", "changed_bills", "changed_vendors"]
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """Where a listing continues: which listing, which page, and (incremental) the If-Modified-Since
+    value it started with, so a resumed listing asks the same question."""
+
+    listing: Listing
+    page: int
+    since: str | None = None
+
+    def token(self) -> str:
+        return json.dumps({"listing": self.listing, "page": self.page, "since": self.since}, separators=(",", ":"))
+
+    @classmethod
+    def read(cls, token: str | None, allowed: tuple[Listing, ...]) -> "_Cursor | None":
+        if token is None:
+            return None
+        try:
+            data = json.loads(token)
+            cursor = cls(listing=data["listing"], page=int(data["page"]), since=data.get("since"))
+        except (ValueError, TypeError, KeyError):
+            raise ValueError("not a resume token of this Xero listing") from None
+        if cursor.listing not in allowed or cursor.page < 1:
+            raise ValueError(f"a {cursor.listing} resume token cannot continue this Xero listing")
+        return cursor
+
+
+def if_modified_since(since: datetime) -> str:
+    """Xero's If-Modified-Since wants yyyy-mm-ddThh:mm:ss in UTC without an offset; whole seconds,
+    rounded down so nothing changed within the starting second is missed."""
+    moment = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _pages(
+    api: ProviderApi, collection: str, params: Mapping[str, str], headers: Mapping[str, str], first_page: int
+) -> Iterator[tuple[list[Any], int | None]]:
+    """(records, next page or None) for each page from `first_page`, at Xero's largest page size.
+
+    Ordered by id so a record edited during the listing keeps its place (the default order,
+    UpdatedDateUTC, would move it to the end and shift a record past the page boundary).
+    """
+    page = first_page
+    while True:
+        response = api.get(
+            collection,
+            params={**params, "page": page, "pageSize": MAX_PAGE_SIZE},
+            headers=dict(headers),
+            route=f"GET /{collection}",
+        )
+        envelope = _envelope(response)
+        records = envelope.invoices if collection == "Invoices" else envelope.contacts
+        if envelope.pagination is not None:
+            # pageCount saves the empty call after a full last page (2,000 bills: 2 calls, not 3).
+            last = page >= envelope.pagination.page_count
+        else:
+            last = len(records) < MAX_PAGE_SIZE
+        yield records, None if last else page + 1
+        if last:
+            return
+        page += 1
+
+
+def _envelope(response: requests.Response) -> wire.Envelope:
+    try:
+        # Amounts stay exact: JSON numbers become Decimal, never binary floats.
+        body = response.json(parse_float=Decimal)
+    except ValueError:
+        raise ProviderError(response.status_code, "Xero answered something other than JSON") from None
+    if not isinstance(body, dict):
+        raise ProviderError(response.status_code, "Xero answered JSON that is not a list response")
+    return wire.Envelope.model_validate(body)
+
+
+def _bills_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
+    bills: list[ProviderBill] = []
+    skipped: list[SkippedRecord] = []
+    for record in records:
+        mapped = bill_from_xero(record)
+        if isinstance(mapped, SkippedRecord):
+            skipped.append(mapped)
+        else:
+            bills.append(mapped)
+    return ChangesPage(bills=bills, skipped=skipped, resume=following.token() if following else None)
+
+
+def _vendors_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
+    vendors: list[ProviderVendor] = []
+    skipped: list[SkippedRecord] = []
+    for record in records:
+        mapped = vendor_from_xero(record)
+        if isinstance(mapped, SkippedRecord):
+            skipped.append(mapped)
+        else:
+            vendors.append(mapped)
+    return ChangesPage(vendors=vendors, skipped=skipped, resume=following.token() if following else None)
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), IDS_PER_REQUEST):
+        yield unique[start : start + IDS_PER_REQUEST]
