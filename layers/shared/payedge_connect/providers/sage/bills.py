@@ -127,27 +127,6 @@ def _vendor_name(invoice: wire.PurchaseInvoice) -> str:
     return (invoice.contact_name or fallback or "").strip()
 
 
-def deleted_bill(bill_id: str, updated_at: datetime | None = None) -> ProviderBill:
-    """A bill Sage no longer has (GET answers 404): only its id, `is_open` and `closed_reason` mean
-    anything; the other fields are empty because Sage no longer says what they were."""
-    return ProviderBill(
-        bill_id=bill_id,
-        vendor_id="",
-        vendor_name="",
-        currency="",
-        total_amount=_ZERO,
-        amount_due=_ZERO,
-        invoice_number=None,
-        remittance_note=None,
-        issue_date=None,
-        due_date=None,
-        is_open=False,
-        closed_reason=ClosedReason.DELETED,
-        document=None,
-        updated_at=updated_at,
-    )
-
-
 def _closed_reason(invoice: wire.PurchaseInvoice) -> ClosedReason | None:
     status = invoice.status.id if invoice.status else None
     if invoice.deleted_at is not None:

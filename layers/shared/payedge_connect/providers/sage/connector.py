@@ -1,7 +1,7 @@
 """Sage Business Cloud Accounting (API v3.1): OAuth, businesses, bank and expense ledger accounts, and
 the sync reads (open bills, vendors, changes, documents) delegated to paging, bills and documents.
 
-Facts: ../../../../../shared/PROVIDERS.md section 3 (endpoints, full_access scope, X-Business, paging).
+Facts: PROVIDERS.md section 3 in the shared notes (endpoints, full_access scope, X-Business, paging).
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -176,8 +176,9 @@ class SageConnector:
         return paging.read_listings(api, listings, resume, page)
 
     def bills_by_id(self, api: ProviderApi, bill_ids: Sequence[str]) -> ChangesPage:
+        # A bill Sage answers 404 for (deleted) is left out: Sage no longer says what it was, and the
+        # sync engine closes a bill it asked for and did not get back as deleted, from what it stored.
         raw_items: list[Any] = []
-        gone: list[ProviderBill] = []
         for bill_id in dict.fromkeys(bill_ids):
             try:
                 response = api.get(
@@ -188,12 +189,9 @@ class SageConnector:
             except ProviderError as error:
                 if error.status != 404:
                     raise
-                # Sage answers 404 for a deleted invoice.
-                gone.append(bills.deleted_bill(bill_id))
                 continue
             raw_items.append(paging.read_json(response))
-        page = _bills_page(raw_items, documents.DocumentFinder(api))
-        return ChangesPage(bills=[*page.bills, *gone], skipped=page.skipped)
+        return _bills_page(raw_items, documents.DocumentFinder(api))
 
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
         raw_items: list[Any] = []
@@ -256,8 +254,7 @@ def _bills_page(items: list[Any], finder: documents.DocumentFinder) -> ChangesPa
 
 
 def _deleted_bills_page(items: list[Any]) -> ChangesPage:
-    """Deleted invoices, closed as deleted: with their last details where Sage still shows them,
-    else with only their id (see bills.deleted_bill)."""
+    """Deleted invoices, closed as deleted with the last details Sage lists for them."""
     deleted: list[ProviderBill] = []
     skipped: list[SkippedRecord] = []
     for raw in items:
@@ -270,7 +267,9 @@ def _deleted_bills_page(items: list[Any]) -> ChangesPage:
             continue
         bill = bills.bill_from_sage(read, None)
         if isinstance(bill, SkippedRecord):
-            deleted.append(bills.deleted_bill(read.id, bills.utc(read.deleted_at)))
+            # Without its details a payable cannot be recorded; the next full sync closes it as deleted.
+            reason = "Sage lists this purchase invoice as deleted without its details; the next full sync closes it"
+            skipped.append(SkippedRecord("bill", read.id, reason))
         else:
             deleted.append(replace(bill, is_open=False, closed_reason=ClosedReason.DELETED, document=None))
     return ChangesPage(bills=deleted, skipped=skipped)
