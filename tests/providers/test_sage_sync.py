@@ -517,6 +517,15 @@ def test_a_resume_token_of_another_listing_is_refused(big: Business) -> None:
         next(big.connector.open_bills(big.api(), resume=token))
 
 
+def test_changes_since_a_time_without_offset_are_refused(small: Business) -> None:
+    # Given a checkpoint with no time zone, which Sage would read in its own
+    checkpoint = datetime(2026, 11, 1, 9, 0)  # noqa: DTZ001 - the point of the test
+    # When the connector is asked for the changes since it
+    # Then it refuses rather than guess which instant was meant
+    with pytest.raises(ValueError, match="timezone-aware"):
+        next(small.connector.changes_since(small.api(), checkpoint, resume=None))
+
+
 # ---- provider trouble ------------------------------------------------------------------------------
 
 
