@@ -13,9 +13,15 @@
    source mappings (`local.event_sources`) and the schedules (`local.schedules`); the functions run
    in this process (`local.functions`) with the environment CloudFormation resolved for them.
 
+Template parameters without a default get local values (`local_parameters`: the local issuer and
+audience, the gateway as ApiBaseUrl, ...); `parameters=` overrides any of them. As CloudFormation and
+Lambda would, the stack refuses unresolved references, parameter values outside AllowedValues or
+AllowedPattern, and log levels Lambda does not accept.
+
 While it runs, this process's AWS settings point at moto (AWS_ENDPOINT_URL, fake credentials, the
 region), because the handlers call plain `boto3.client(...)`; everything is restored on exit, and moto's
-state is reset so the next stack in the same process starts clean.
+state is reset so the next stack in the same process starts clean. moto's state is process-wide, so one
+stack runs per process at a time.
 """
 
 import http.client
