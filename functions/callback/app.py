@@ -21,10 +21,11 @@ from payedge_connect.api.identity import business_id_of
 from payedge_connect.api.problems import install_problem_handlers
 from payedge_connect.connections import authorization, mapping
 from payedge_connect.connections.access import owned_connection
-from payedge_connect.models import Provider, Record, TenantChoice
+from payedge_connect.models import ConnectionStatus, Provider, Record, TenantChoice
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import CallbackSettings, load_settings
+from payedge_connect.writeback.queue import resume_waiting_payments
 
 app = APIGatewayHttpResolver(enable_validation=True)
 install_problem_handlers(app)
@@ -54,6 +55,12 @@ def oauth_callback(provider: Provider) -> Response[str]:
     params = app.current_event.query_string_parameters or {}
     outcome = authorization.complete_authorization(services(), provider, params)
     logger.info("OAuth callback", extra={"provider": provider.value, "outcome": outcome.outcome})
+    if outcome.outcome == ConnectionStatus.CONNECTED.value and outcome.connection_id:
+        # A reconnect: payments held while the connection needed reauthorising go out now.
+        resumed = resume_waiting_payments(
+            services().store, outcome.connection_id, load_settings(CallbackSettings).writeback_queue_url
+        )
+        logger.info("Held payments resumed", extra={"connection_id": outcome.connection_id, "payments": resumed})
     query = {"outcome": outcome.outcome, **({"connectionId": outcome.connection_id} if outcome.connection_id else {})}
     target = f"{load_settings(CallbackSettings).web_app_url}?{urlencode(query)}"
     return Response(status_code=302, headers={"Location": target, "Cache-Control": "no-store"}, body="")

@@ -179,10 +179,15 @@ class PaymentOrderStatus(StrEnum):
 
 
 class PaymentOrder(Record):
-    """A bill paid through the platform, to be written back to the accounting software once."""
+    """A bill paid through the platform, to be written back to the accounting software exactly once.
+
+    The record is written before the provider is called (the intent), and every step after it is
+    recorded, so a retry knows whether the provider may already hold the payment.
+    """
 
     payment_order_number: str
     connection_id: str
+    business_id: str
     bill_id: str
     vendor_name: str
     currency: CurrencyCode
@@ -190,15 +195,21 @@ class PaymentOrder(Record):
     fee_amount: Amount | None = None
     funding_source: str
     payment_date: date
+    payment_status: str
     remittance_note: str | None = None
     invoice_number: str | None = None
     exchange_rate: Decimal | None = None
     status: PaymentOrderStatus
+    # Why the order is not posted, as a stable code ("amount_exceeds_due") and a sentence for the user.
+    reason_code: str | None = None
     reason: str | None = None
     provider_payment_id: str | None = None
     provider_fee_id: str | None = None
+    # Provider calls that may have reached the provider (each one is looked up before another is made).
+    attempts: int = 0
     created_at: datetime
     updated_at: datetime
+    version: int = 0
 
 
 class SyncTrigger(StrEnum):

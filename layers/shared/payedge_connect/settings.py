@@ -60,6 +60,8 @@ class CallbackSettings(ProviderSettings):
     api_base_url: str = Field(alias="API_BASE_URL", pattern="^https?://")
     # Where the browser goes when the callback is done (the web app's integrations page).
     web_app_url: str = Field(alias="WEB_APP_URL", pattern="^https?://")
+    # Payments held while the connection needed reauthorising are queued here after a reconnect.
+    writeback_queue_url: str = Field(alias="WRITEBACK_QUEUE_URL", min_length=1)
 
 
 class SyncSettings(ProviderSettings):
@@ -73,6 +75,8 @@ class WritebackSettings(ProviderSettings):
     """Settings of functions/writeback."""
 
     platform_event_bus_name: str = Field(alias="PLATFORM_EVENT_BUS_NAME", min_length=1)
+    writeback_queue_url: str = Field(alias="WRITEBACK_QUEUE_URL", min_length=1)
+    writeback_dead_letter_queue_url: str = Field(alias="WRITEBACK_DEAD_LETTER_QUEUE_URL", min_length=1)
 
 
 @cache

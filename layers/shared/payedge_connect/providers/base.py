@@ -128,6 +128,52 @@ class ChangesPage:
     resume: str | None = None
 
 
+# ---------------------------------------------------------------------------- what a write-back posts
+
+
+@dataclass(frozen=True)
+class PaymentToPost:
+    """A bill paid through the platform, to be recorded as a payment against that bill.
+
+    `reference` is the payment order number; connectors fit it to the provider's field limits.
+    `idempotency_key` is derived from the payment order number; connectors send it in the provider's
+    own idempotency mechanism (QuickBooks requestid, Xero Idempotency-Key, Sage idempotency_id).
+    """
+
+    reference: str
+    idempotency_key: str
+    bill_id: str
+    vendor_id: str
+    vendor_name: str
+    currency: str
+    amount: Decimal
+    payment_date: date
+    bank_account_id: str
+    exchange_rate: Decimal | None
+    remittance_note: str | None
+    invoice_number: str | None
+    payment_status: str
+
+
+@dataclass(frozen=True)
+class FeeToPost:
+    """The platform's fee for a payment, booked from the same bank account to the fee expense account."""
+
+    reference: str
+    idempotency_key: str
+    vendor_id: str
+    currency: str
+    amount: Decimal
+    payment_date: date
+    bank_account_id: str
+    expense_account_id: str
+    description: str
+
+
+class PaymentRejected(Exception):
+    """The provider refused the payment for a reason retrying will not change (its message says why)."""
+
+
 class IncrementalWindowExpired(Exception):
     """The provider cannot list changes that far back (QuickBooks CDC: 30 days): do a full sync."""
 
@@ -181,8 +227,9 @@ class AccountingConnector(Protocol):
         ...
 
     def bills_by_id(self, api: ProviderApi, bill_ids: Sequence[str]) -> ChangesPage:
-        """The current state of these bills; a bill the provider no longer has comes back closed as
-        deleted. Used for webhooks and to learn why a bill left the open listing."""
+        """The current state of these bills. A bill the provider no longer has is left out: the caller
+        closes it as deleted from what it stored. Used for webhooks, write-back staleness checks, and to
+        learn why a bill left the open listing."""
         ...
 
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
@@ -191,6 +238,26 @@ class AccountingConnector(Protocol):
 
     def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
         """The bytes of an invoice document."""
+        ...
+
+    # ------------------------------------------------------------------ write-back
+
+    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
+        """The provider id of a payment we may have posted already (looked up by its reference against
+        the bill), after an uncertain outcome; None if there is none."""
+        ...
+
+    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
+        """Record the payment against the bill; returns the provider's payment id.
+        Raises PaymentRejected for validation refusals, ProviderError/ProviderUnavailable otherwise."""
+        ...
+
+    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
+        """The provider id of a fee transaction we may have posted already; None if there is none."""
+        ...
+
+    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
+        """Record the fee as its own spend transaction; returns the provider's transaction id."""
         ...
 
 

@@ -15,6 +15,8 @@ Key design (one table):
   sync slot   PK=CONNECTION#<id>  SK=SYNC#ACTIVE  (the one requested-or-running sync)
   sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (incremental watermark, last full reconciliation)
   tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
+  payment     PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>
+              GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<paymentOrderNumber>
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
 Pages are returned with an opaque cursor bound to the partition it was read from.
 """
@@ -25,7 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,8 @@ from payedge_connect.models import (
     OAuthState,
     Payable,
     PayableStatus,
+    PaymentOrder,
+    PaymentOrderStatus,
     Provider,
     SyncRun,
     Vendor,
@@ -272,9 +276,11 @@ class RecordsStore:
                 "PK": f"OAUTH_STATE#{state.state_hash}",
                 "SK": "OAUTH_STATE",
                 "recordType": "oauthState",
+                **_dump(state),
+                # The record's expiresAt is also the table's TTL attribute, which must be a Number of
+                # epoch seconds (an ISO string is never expired): written last so it wins over the dump.
                 # TTL removes abandoned states; consume_oauth_state checks expiry itself (TTL is lazy).
                 "expiresAt": int(state.expires_at.timestamp()),
-                **_dump(state),
             },
             ConditionExpression=Attr("PK").not_exists(),
         )
@@ -291,7 +297,9 @@ class RecordsStore:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return None
             raise
-        return OAuthState.model_validate(_fields(response["Attributes"]))
+        item = response["Attributes"]
+        expires_at = datetime.fromtimestamp(int(str(item["expiresAt"])), tz=UTC)
+        return OAuthState.model_validate({**_fields(item), "expiresAt": expires_at})
 
     # ------------------------------------------------------------------ leases
 
@@ -600,6 +608,56 @@ class RecordsStore:
             }
         )
 
+    # ------------------------------------------------------------------ payment orders
+
+    def create_payment_order(self, order: PaymentOrder) -> PaymentOrder | None:
+        """Record a new payment order; returns the one already recorded under that number instead, if any."""
+        try:
+            self.table.put_item(Item=self._payment_item(order), ConditionExpression=Attr("PK").not_exists())
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return self.get_payment_order(order.connection_id, order.payment_order_number)
+        return None
+
+    def get_payment_order(self, connection_id: str, payment_order_number: str) -> PaymentOrder | None:
+        item = self.table.get_item(
+            Key={"PK": _connection_pk(connection_id), "SK": f"PAYMENT#{payment_order_number}"}, ConsistentRead=True
+        ).get("Item")
+        return PaymentOrder.model_validate(_fields(item)) if item else None
+
+    def save_payment_order(self, order: PaymentOrder) -> PaymentOrder:
+        """Write the next state of a payment order if nobody else changed it since it was read."""
+        saved = order.model_copy(update={"version": order.version + 1})
+        try:
+            self.table.put_item(
+                Item=self._payment_item(saved),
+                ConditionExpression=Attr("PK").exists() & Attr("version").eq(order.version),
+            )
+        except ClientError as error:
+            _raise_conflict_on_condition(error, f"payment order {order.payment_order_number} changed meanwhile")
+            raise
+        return saved
+
+    def payment_orders_in_status(self, connection_id: str, status: PaymentOrderStatus) -> list[PaymentOrder]:
+        return [
+            PaymentOrder.model_validate(_fields(item))
+            for item in self._query_all(
+                Key("GSI2PK").eq(f"CONNECTION#{connection_id}#PAYMENTS#{status.value}"), index="GSI2"
+            )
+        ]
+
+    @staticmethod
+    def _payment_item(order: PaymentOrder) -> dict[str, Any]:
+        return {
+            "PK": _connection_pk(order.connection_id),
+            "SK": f"PAYMENT#{order.payment_order_number}",
+            "GSI2PK": f"CONNECTION#{order.connection_id}#PAYMENTS#{order.status.value}",
+            "GSI2SK": f"{order.created_at.isoformat()}#{order.payment_order_number}",
+            "recordType": "paymentOrder",
+            **_dump(order),
+        }
+
     # ------------------------------------------------------------------ reading helpers
 
     def _count(self, *, index: str, key: Any) -> int:
@@ -613,9 +671,16 @@ class RecordsStore:
             arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def _query_all(
-        self, key: Any, *, projection: str | None = None, names: dict[str, str] | None = None
+        self,
+        key: Any,
+        *,
+        projection: str | None = None,
+        names: dict[str, str] | None = None,
+        index: str | None = None,
     ) -> list[dict[str, Any]]:
         arguments: dict[str, Any] = {"KeyConditionExpression": key}
+        if index:
+            arguments["IndexName"] = index
         if projection:
             arguments["ProjectionExpression"] = projection
         if names:

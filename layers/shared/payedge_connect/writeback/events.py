@@ -1,0 +1,103 @@
+"""The platform's PaymentCompleted event, and the outcome events we publish back to its bus.
+
+PaymentCompleted (source `payedge.payments`, detail-type `PaymentCompleted`), detail:
+  businessId, connectionId, paymentOrderNumber, billId, vendorName, currency, amount, remittanceNote,
+  invoiceNumber, paymentStatus, paymentDate, feeAmount, fundingSource, exchangeRate
+Amounts are strings or numbers with at most two decimals; dates are ISO 8601.
+"""
+
+import json
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import boto3
+from pydantic import Field
+
+from payedge_connect.models import CurrencyCode, PaymentOrder, Record
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+PAYMENT_EVENT_SOURCE = "payedge.payments"
+PAYMENT_COMPLETED = "PaymentCompleted"
+OUTCOME_SOURCE = "payedge.connect"
+OUTCOME_DETAIL_TYPE = "PaymentWriteBackUpdated"
+
+PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+
+
+class PaymentDetails(Record):
+    """What the platform tells us about a completed payment (the HTTP API takes the same body)."""
+
+    payment_order_number: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    bill_id: str = Field(min_length=1)
+    vendor_name: str = Field(min_length=1)
+    currency: CurrencyCode
+    amount: PositiveAmount
+    remittance_note: str | None = Field(default=None, max_length=4000)
+    invoice_number: str | None = None
+    payment_status: str = Field(min_length=1, max_length=40)
+    payment_date: date
+    fee_amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+    funding_source: str = Field(min_length=1)
+    exchange_rate: Annotated[Decimal, Field(gt=0)] | None = None
+
+
+class PaymentCompleted(PaymentDetails):
+    """The event's detail: the payment plus whose connection it belongs to."""
+
+    business_id: str = Field(min_length=1)
+    connection_id: str = Field(min_length=1)
+
+
+def publish_outcome(bus_name: str, order: PaymentOrder, *, events: "EventBridgeClient | None" = None) -> None:
+    """Tell the platform what became of a payment order (posted, rejected, needs attention, ...)."""
+    client = events or boto3.client("events")
+    detail = {
+        "businessId": order.business_id,
+        "connectionId": order.connection_id,
+        "paymentOrderNumber": order.payment_order_number,
+        "status": order.status.value,
+        "reasonCode": order.reason_code,
+        "reason": order.reason,
+        "providerPaymentId": order.provider_payment_id,
+        "providerFeeId": order.provider_fee_id,
+    }
+    client.put_events(
+        Entries=[
+            {
+                "Source": OUTCOME_SOURCE,
+                "DetailType": OUTCOME_DETAIL_TYPE,
+                "Detail": json.dumps(detail),
+                "EventBusName": bus_name,
+            }
+        ]
+    )
+
+
+def publish_rejected_event(
+    bus_name: str, detail: Any, reason_code: str, reason: str, *, events: "EventBridgeClient | None" = None
+) -> None:
+    """Tell the platform a PaymentCompleted event was refused before any record could be made of it."""
+    known = detail if isinstance(detail, dict) else {}
+    client = events or boto3.client("events")
+    client.put_events(
+        Entries=[
+            {
+                "Source": OUTCOME_SOURCE,
+                "DetailType": OUTCOME_DETAIL_TYPE,
+                "Detail": json.dumps(
+                    {
+                        "businessId": known.get("businessId"),
+                        "connectionId": known.get("connectionId"),
+                        "paymentOrderNumber": known.get("paymentOrderNumber"),
+                        "status": "rejected",
+                        "reasonCode": reason_code,
+                        "reason": reason,
+                    }
+                ),
+                "EventBusName": bus_name,
+            }
+        ]
+    )
