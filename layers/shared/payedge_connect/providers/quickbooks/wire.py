@@ -1,0 +1,156 @@
+"""QuickBooks Online JSON as the sync reads it: only the fields we use, named as on the wire.
+
+JSON field names are the XSD element names (specs/quickbooks/Finance.xsd, IntuitNamesTypes.xsd;
+PROVIDERS.md section 1.2-1.4). Everything else Intuit sends (tax ids, bank details, phones, notes,
+lines...) is ignored here, so it never reaches a record we keep.
+"""
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from payedge_connect.providers.http import ProviderError
+
+# Amounts are read from JSON as Decimal (parse_float=Decimal); NaN and infinity are not amounts.
+Money = Annotated[Decimal, Field(allow_inf_nan=False)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Reference(Wire):
+    """A ReferenceType: `{"value": "42", "name": "Acme"}`."""
+
+    value: str
+    name: str | None = None
+
+
+class Metadata(Wire):
+    LastUpdatedTime: datetime | None = None
+
+
+class LinkedTransaction(Wire):
+    TxnId: str | None = None
+    TxnType: str | None = None
+
+
+class Bill(Wire):
+    Id: str
+    VendorRef: Reference
+    CurrencyRef: Reference | None = None
+    TotalAmt: Money
+    Balance: Money
+    DocNumber: str | None = None
+    PrivateNote: str | None = None
+    TxnDate: date | None = None
+    DueDate: date | None = None
+    LinkedTxn: list[LinkedTransaction] = Field(default_factory=list)
+    MetaData: Metadata | None = None
+
+
+class DeletedEntity(Wire):
+    """What CDC returns for a deleted object: `{"domain": "QBO", "status": "Deleted", "Id": ...}`."""
+
+    Id: str
+    status: Literal["Deleted"]
+    MetaData: Metadata | None = None
+
+
+class EmailAddress(Wire):
+    Address: str | None = None
+
+
+class PhysicalAddress(Wire):
+    Line1: str | None = None
+    Line2: str | None = None
+    Line3: str | None = None
+    Line4: str | None = None
+    Line5: str | None = None
+    City: str | None = None
+    CountrySubDivisionCode: str | None = None
+    PostalCode: str | None = None
+    Country: str | None = None
+
+
+class Vendor(Wire):
+    Id: str
+    DisplayName: str | None = None
+    CompanyName: str | None = None
+    PrimaryEmailAddr: EmailAddress | None = None
+    BillAddr: PhysicalAddress | None = None
+    Active: bool = True
+    MetaData: Metadata | None = None
+
+
+class EntityReference(Wire):
+    value: str
+    type: str | None = None
+
+
+class AttachableLink(Wire):
+    EntityRef: EntityReference
+
+
+class Attachable(Wire):
+    Id: str
+    FileName: str | None = None
+    ContentType: str | None = None
+    Size: int | None = None
+    AttachableRef: list[AttachableLink] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- bodies
+
+
+def read_json(response: requests.Response) -> dict[str, Any]:
+    """A QuickBooks JSON body with every number as a Decimal (never through float)."""
+    try:
+        body = response.json(parse_float=Decimal)
+    except requests.JSONDecodeError:
+        raise ProviderError(response.status_code, "QuickBooks answered with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProviderError(response.status_code, "QuickBooks answered with JSON that is not an object")
+    if "Fault" in body:
+        # A 200 can still carry a Fault (I-ERR): it is an error all the same.
+        raise ProviderError(response.status_code, fault_text(body["Fault"]))
+    return body
+
+
+def fault_text(fault: object) -> str:
+    """`Fault.Error[0]` as "code Message: Detail", short and without the rest of the payload."""
+    errors = fault.get("Error") if isinstance(fault, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    return f"{first.get('code', '?')} {first.get('Message', 'Fault')}: {first.get('Detail', '')}"[:300]
+
+
+def query_items(body: dict[str, Any], entity: str) -> list[Any]:
+    """The objects of one entity in a query answer (an empty answer is `"QueryResponse": {}`)."""
+    return _items(body.get("QueryResponse"), entity)
+
+
+def cdc_items(body: dict[str, Any], entity: str) -> list[Any]:
+    """The objects of one entity in a CDC answer: `CDCResponse[].QueryResponse[].<Entity>[]`."""
+    found: list[Any] = []
+    for cdc in body.get("CDCResponse") or []:
+        responses = cdc.get("QueryResponse") if isinstance(cdc, dict) else None
+        for response in responses if isinstance(responses, list) else []:
+            found += _items(response, entity)
+    return found
+
+
+def _items(response: object, entity: str) -> list[Any]:
+    items = response.get(entity) if isinstance(response, dict) else None
+    return items if isinstance(items, list) else []
+
+
+def problem(error: ValidationError) -> str:
+    """The first problem of a record, in words a user can act on (field names, never values)."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "the record"
+    if first["type"] == "missing":
+        return f"{field} is missing"
+    return f"{field} is not valid: {first['msg'].lower()}"
