@@ -30,10 +30,13 @@ def problem_response(status: int, title: str, detail: str, errors: list[dict[str
     return Response(status_code=status, content_type=PROBLEM_CONTENT_TYPE, body=json.dumps(body))
 
 
-def _field_of(location: tuple[Any, ...]) -> str:
+def _field_of(error: Any) -> str:
     # Powertools locations read ("body", "provider") or ("query", "limit"); a body that is not an
     # object at all is reported as "body".
-    return ".".join(str(part) for part in location) or "body"
+    if error.get("type") == "json_invalid":
+        # Its location is ("body", <character offset>): the offset is no field the caller can fix.
+        return "body"
+    return ".".join(str(part) for part in error["loc"]) or "body"
 
 
 def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
@@ -41,7 +44,7 @@ def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(error: RequestValidationError) -> Response[str]:
-        errors = [{"field": _field_of(tuple(item["loc"])), "message": item["msg"]} for item in error.errors()]
+        errors = [{"field": _field_of(item), "message": item["msg"]} for item in error.errors()]
         fields = ", ".join(item["field"] for item in errors)
         return problem_response(422, "Invalid request", f"Invalid value for {fields}", errors)
 
