@@ -8,9 +8,13 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
 from cfnlint.decode import cfn_yaml
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
+
+from local.sandboxes.generator import generate_ledger
+from tests.worlds import ALL_PROVIDERS, SyncWorld, connect
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 REGION = "us-east-1"
@@ -79,3 +83,26 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "FUNDING_SOURCES",
         }:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def loopback_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
+    # oauthlib refuses plain http; the sandboxes listen on loopback without TLS.
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
+@pytest.fixture
+def documents_bucket(aws: None) -> str:
+    boto3.client("s3").create_bucket(Bucket="documents")
+    return "documents"
+
+
+@pytest.fixture(params=ALL_PROVIDERS, ids=lambda provider: provider.value)
+def world(
+    request: pytest.FixtureRequest, records_table: str, kms_key_arn: str, documents_bucket: str
+) -> Iterator[SyncWorld]:
+    """A connected organisation of each provider with a small ledger (every bill state, a few documents)."""
+    parameters.clear_caches()
+    ledger = generate_ledger(seed=11, bills=40, vendors=12, documents=4)
+    with connect(request.param, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket) as world:
+        yield world

@@ -76,6 +76,7 @@ class StoredState:
     # The stored document's provider id and bucket key (a fetched document is not fetched again).
     document_id: str | None = None
     document_key: str | None = None
+    closed_reason: str | None = None
 
 
 def _stored_state(item: dict[str, Any]) -> StoredState:
@@ -87,6 +88,7 @@ def _stored_state(item: dict[str, Any]) -> StoredState:
         vendor_id=str(item.get("vendorId")),
         document_id=document.get("providerDocumentId"),
         document_key=document.get("objectKey"),
+        closed_reason=item.get("closedReason"),
     )
 
 
@@ -420,7 +422,7 @@ class RecordsStore:
             str(item["billId"]): _stored_state(item)
             for item in self._query_all(
                 Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with("PAYABLE#"),
-                projection="billId, contentHash, #status, providerUpdatedAt, vendorId, document",
+                projection="billId, contentHash, #status, providerUpdatedAt, vendorId, document, closedReason",
                 names={"#status": "status"},
             )
         }

@@ -344,9 +344,20 @@ def _payable(context: _Context, bill: ProviderBill, stored: StoredState | None) 
         accounting_software=context.accounting_software,
         document=document,
         status=status,
-        closed_reason=None if bill.is_open else bill.closed_reason,
+        closed_reason=None if bill.is_open else _closed_reason(bill, stored),
         provider_updated_at=bill.updated_at,
     )
+
+
+def _closed_reason(bill: ProviderBill, stored: StoredState | None) -> ClosedReason | None:
+    # The provider sees a paid bill; only we know the payment went through the platform.
+    if (
+        bill.closed_reason is ClosedReason.PAID_ELSEWHERE
+        and stored is not None
+        and stored.closed_reason == ClosedReason.PAID_THROUGH_PLATFORM.value
+    ):
+        return ClosedReason.PAID_THROUGH_PLATFORM
+    return bill.closed_reason
 
 
 def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[str, StoredState] | None) -> None:
@@ -357,14 +368,9 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
     to_write: list[Payable] = []
     for bill in bills:
         stored = stored_states.get(bill.bill_id)
-        if stored is None and not bill.is_open:
-            continue  # a bill we never held open: nothing to close
-        if not bill.is_open and bill.closed_reason is None:
-            continue  # not approved (yet): not payable, not closed either
-        if stored is not None and _is_stale(bill, stored):
-            counts.bills_unchanged += 1
+        payable = _payable_to_consider(context, bill, stored)
+        if payable is None:
             continue
-        payable = _payable(context, bill, stored)
         fingerprint = content_hash(payable, exclude=PAYABLE_HASH_EXCLUDE)
         if stored is not None and stored.content_hash == fingerprint:
             counts.bills_unchanged += 1
@@ -375,15 +381,12 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
             counts.bills_closed += 1
         else:
             counts.bills_changed += 1
-        if (
-            payable.document is not None
-            and payable.document.object_key is None
-            and payable.status is not PayableStatus.CLOSED
-        ):
+        open_now = payable.status is not PayableStatus.CLOSED
+        if open_now and payable.document is not None and payable.document.object_key is None:
             context.pending_documents.append(payable.bill_id)
-        to_write.append(payable)
-        if context.open_vendors is not None and payable.status is not PayableStatus.CLOSED:
+        if open_now and context.open_vendors is not None:
             context.open_vendors.add(payable.vendor_id)
+        to_write.append(payable)
         if known is not None:
             known[bill.bill_id] = StoredState(
                 content_hash=fingerprint,
@@ -392,9 +395,26 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
                 vendor_id=payable.vendor_id,
                 document_id=stored.document_id if stored else None,
                 document_key=stored.document_key if stored else None,
+                closed_reason=payable.closed_reason.value if payable.closed_reason else None,
             )
     if to_write:
         store.put_payables(to_write)
+
+
+def _payable_to_consider(context: _Context, bill: ProviderBill, stored: StoredState | None) -> Payable | None:
+    """The payable this bill means for us, or None when it changes nothing we hold."""
+    if stored is None and not bill.is_open:
+        return None  # a bill we never held open: nothing to close
+    if not bill.is_open and bill.closed_reason is None:
+        return None  # not approved (yet): not payable, not closed either
+    if stored is not None and _is_stale(bill, stored):
+        context.run.counts.bills_unchanged += 1
+        return None
+    if not bill.is_open and not bill.currency:
+        # A deletion tombstone (QuickBooks CDC, Sage deleted_since) names only the bill: the rest of
+        # the closed record comes from what we stored.
+        bill = _from_stored(context, bill.bill_id, bill.closed_reason or ClosedReason.DELETED, bill.updated_at)
+    return _payable(context, bill, stored)
 
 
 def _is_stale(bill: ProviderBill, stored: StoredState) -> bool:
@@ -415,13 +435,16 @@ def _close_missing(context: _Context) -> None:
         page = _guarded(context, partial(context.connector.bills_by_id, context.api, chunk))
         returned = {bill.bill_id for bill in page.bills}
         # A bill the provider no longer returns at all was deleted there.
-        gone = [_deleted(bill_id, states[bill_id], context) for bill_id in chunk if bill_id not in returned]
+        gone = [
+            _from_stored(context, bill_id, ClosedReason.DELETED, None) for bill_id in chunk if bill_id not in returned
+        ]
         _apply_page(context, ChangesPage(bills=[*page.bills, *gone], skipped=page.skipped), states)
 
 
-def _deleted(bill_id: str, state: StoredState, context: _Context) -> ProviderBill:
+def _from_stored(context: _Context, bill_id: str, reason: ClosedReason, updated_at: datetime | None) -> ProviderBill:
+    """A closed bill built from our stored copy (the provider no longer says what it was)."""
     stored = context.services.store.get_payable(context.connection.connection_id, bill_id)
-    assert stored is not None
+    assert stored is not None, "only bills we hold are closed from what we hold"
     return ProviderBill(
         bill_id=bill_id,
         vendor_id=stored.vendor_id,
@@ -434,9 +457,9 @@ def _deleted(bill_id: str, state: StoredState, context: _Context) -> ProviderBil
         issue_date=stored.issue_date,
         due_date=stored.due_date,
         is_open=False,
-        closed_reason=ClosedReason.DELETED,
+        closed_reason=reason,
         document=None,
-        updated_at=None,
+        updated_at=updated_at,
     )
 
 

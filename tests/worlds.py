@@ -1,4 +1,6 @@
-"""Sync against the provider sandboxes: a connected organisation, AWS in moto (in-process)."""
+"""A business connected to a provider sandbox, with AWS in moto (in-process): what sync and write-back
+tests start from. The connection is made the way a user makes it: consent page (auto-approved), code,
+organisation discovery through our connectors."""
 
 import json
 from collections.abc import Callable, Iterator
@@ -8,15 +10,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import boto3
-import pytest
 import requests
-from aws_lambda_powertools.utilities import parameters
 
 from local.sandboxes.core import Clock, ProviderSandbox
-from local.sandboxes.generator import Ledger, generate_ledger
+from local.sandboxes.generator import Ledger
 from local.sandboxes.quickbooks.sandbox import QuickBooksSandbox
 from local.sandboxes.sage.sandbox import SageSandbox
 from local.sandboxes.xero.sandbox import XeroSandbox
+from payedge_connect.connections import authorization
 from payedge_connect.models import AccountMapping, Connection, ConnectionStatus, Provider, SyncRun, SyncTrigger
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
@@ -27,15 +28,9 @@ from payedge_connect.sync.requests import request_sync
 CLIENT_ID = "payedge-test"
 CLIENT_SECRET = "payedge-test-secret"
 WEBHOOK_KEY = "webhook-key-for-tests"
-REDIRECT_URI = "http://127.0.0.1:9/oauth/callback"
+API_BASE_URL = "http://127.0.0.1:9"  # nothing listens: the redirect is read from Location, not followed
 SECRET_PREFIX = "payedge-test/"
 ALL_PROVIDERS = [Provider.QUICKBOOKS, Provider.XERO, Provider.SAGE]
-
-
-@pytest.fixture(autouse=True)
-def loopback_oauth(monkeypatch: pytest.MonkeyPatch) -> None:
-    # oauthlib refuses plain http; the sandboxes listen on loopback without TLS.
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
 def new_sandbox(provider: Provider) -> ProviderSandbox:
@@ -86,10 +81,27 @@ class SyncWorld:
         }
 
 
+def consent(authorization_url: str) -> dict[str, str]:
+    """The user approves on the provider's consent page (auto-approved): the callback's query parameters."""
+    redirect = requests.get(authorization_url, allow_redirects=False, timeout=5)
+    assert redirect.status_code in (302, 303), redirect.text[:300]
+    return dict(parse_qsl(urlsplit(redirect.headers["Location"]).query))
+
+
+def reconnect(world: "SyncWorld") -> None:
+    """The user reconnects: consent again, and the callback pipeline stores the new tokens."""
+    started = authorization.start_reconnection(
+        world.services, business_id="biz-1", connection_id=world.connection.connection_id, api_base_url=API_BASE_URL
+    )
+    outcome = authorization.complete_authorization(world.services, world.provider, consent(started.authorization_url))
+    assert outcome.outcome == ConnectionStatus.CONNECTED.value, outcome
+
+
 @contextmanager
 def connect(provider: Provider, ledger: Ledger, *, table: str, kms_key_arn: str, bucket: str) -> Iterator[SyncWorld]:
     sandbox = new_sandbox(provider)
-    sandbox.register_app(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI])
+    redirect_uri = f"{API_BASE_URL}/oauth/{provider.value}/callback"
+    sandbox.register_app(CLIENT_ID, CLIENT_SECRET, [redirect_uri])
     tenant_id = sandbox.add_tenant(ledger, name=ledger.company_name)
     base_url = sandbox.start()
     try:
@@ -114,11 +126,10 @@ def connect(provider: Provider, ledger: Ledger, *, table: str, kms_key_arn: str,
         services = Services(settings, clock=sandbox.clock.now)
         # Connect the way a user does: the consent page (auto-approved), the code, the organisation.
         oauth = services.oauth(provider)
-        request = oauth.authorization_request(state="s", redirect_uri=REDIRECT_URI)
-        redirect = requests.get(request.url, allow_redirects=False, timeout=5)
-        params = dict(parse_qsl(urlsplit(redirect.headers["Location"]).query))
+        request = oauth.authorization_request(state="s", redirect_uri=redirect_uri)
+        params = consent(request.url)
         tokens = oauth.exchange_code(
-            code=params["code"], redirect_uri=REDIRECT_URI, code_verifier=request.code_verifier
+            code=params["code"], redirect_uri=redirect_uri, code_verifier=request.code_verifier
         )
         tenants = services.connector(provider).tenants(tokens.access_token.get_secret_value(), params)
         assert tenant_id in {tenant.tenant_id for tenant in tenants}
@@ -149,20 +160,3 @@ def connect(provider: Provider, ledger: Ledger, *, table: str, kms_key_arn: str,
         )
     finally:
         sandbox.stop()
-
-
-@pytest.fixture
-def documents_bucket(aws: None) -> str:
-    boto3.client("s3").create_bucket(Bucket="documents")
-    return "documents"
-
-
-@pytest.fixture(params=ALL_PROVIDERS, ids=lambda provider: provider.value)
-def world(
-    request: pytest.FixtureRequest, records_table: str, kms_key_arn: str, documents_bucket: str
-) -> Iterator[SyncWorld]:
-    """A connected organisation of each provider with a small ledger (every bill state, a few documents)."""
-    parameters.clear_caches()
-    ledger = generate_ledger(seed=11, bills=40, vendors=12, documents=4)
-    with connect(request.param, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket) as world:
-        yield world
