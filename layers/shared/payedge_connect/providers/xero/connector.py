@@ -19,8 +19,10 @@ from payedge_connect.providers.base import (
     AccountKind,
     ChangesPage,
     DocumentRef,
+    FeeToPost,
     LedgerAccount,
     OAuthSpec,
+    PaymentToPost,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -28,7 +30,7 @@ from payedge_connect.providers.base import (
     rebase,
 )
 from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, RateBudget
-from payedge_connect.providers.xero import wire
+from payedge_connect.providers.xero import payments, wire
 from payedge_connect.providers.xero.bills import (
     FIRST_ATTACHMENT,
     attachment_from_xero,
@@ -248,6 +250,21 @@ class XeroConnector:
             headers={"contentType": mime_type},
         )
         return response.content
+
+    # ------------------------------------------------------------------------------------ write-back
+    # Built and read back in payments.py.
+
+    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
+        return payments.find_payment(api, payment)
+
+    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
+        return payments.post_payment(api, payment)
+
+    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
+        return payments.find_fee(api, fee)
+
+    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
+        return payments.post_fee(api, fee)
 
 
 # ---------------------------------------------------------------------------------------------- paging

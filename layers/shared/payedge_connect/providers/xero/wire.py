@@ -180,3 +180,53 @@ class Attachment(XeroModel):
     file_name: str = Field(alias="FileName")
     mime_type: str = Field(default="application/octet-stream", alias="MimeType")
     content_length: int | None = Field(default=None, alias="ContentLength")
+
+
+# ---- write-back: payments, fees (spend-money bank transactions) and the accounts they name --------
+
+
+class ValidationMessage(XeroModel):
+    """One entry of an element's ValidationErrors: Xero's reason for refusing it."""
+
+    message: str = Field(alias="Message")
+
+
+class WrittenElement(XeroModel):
+    """What every element of a PUT answer says about itself: with summarizeErrors=false a refused
+    element comes back in a 200 answer, with StatusAttributeString ERROR and its ValidationErrors."""
+
+    status_attribute_string: str | None = Field(default=None, alias="StatusAttributeString")
+    validation_errors: list[ValidationMessage] = Field(default_factory=list, alias="ValidationErrors")
+
+
+class Payment(WrittenElement):
+    """A payment as PUT /Payments answers it and GET /Payments lists it (what write-back reads)."""
+
+    payment_id: str | None = Field(default=None, alias="PaymentID")
+    # Kept as Xero wrote it: it is compared with the Reference we sent.
+    reference: str = Field(default="", alias="Reference")
+
+
+class BankTransaction(WrittenElement):
+    """A bank transaction (a fee is a SPEND) as PUT and GET /BankTransactions return it."""
+
+    bank_transaction_id: str | None = Field(default=None, alias="BankTransactionID")
+    type: str | None = Field(default=None, alias="Type")
+    reference: str = Field(default="", alias="Reference")
+
+
+class Account(XeroModel):
+    """An entry of GET /Accounts: the Code a fee line is booked by, and a bank account's currency."""
+
+    account_id: str = Field(alias="AccountID", min_length=1)
+    code: Text = Field(default=None, alias="Code")
+    # Xero gives CurrencyCode on bank accounts only.
+    currency_code: str | None = Field(default=None, alias="CurrencyCode")
+
+
+class WriteBackEnvelope(XeroModel):
+    """The answers write-back reads: Payments, BankTransactions or Accounts."""
+
+    payments: list[Payment] = Field(default_factory=list, alias="Payments")
+    bank_transactions: list[BankTransaction] = Field(default_factory=list, alias="BankTransactions")
+    accounts: list[Account] = Field(default_factory=list, alias="Accounts")

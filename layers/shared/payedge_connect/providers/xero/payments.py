@@ -1,0 +1,248 @@
+"""Where Xero payments are built and read back: a bill paid through the platform becomes one Xero
+payment against that bill, and its fee one spend-money bank transaction, each exactly once.
+
+Calls: a payment is one `PUT /Payments`; a fee adds `GET /Accounts` (the fee account's code and the
+bank account's currency, in one call) and `PUT /BankTransactions`. After an uncertain outcome the
+write-back service asks `find_payment` / `find_fee` first: one `GET` each.
+
+Where the payment order's facts go in Xero:
+- payment order number: first in `Payment.Reference`, whole (and the fee's `Reference`);
+- remittance note: after it in `Payment.Reference`, cut to the field's limit. A Xero payment has no
+  other free-text field (`Details` is the text a batch payment sends to the supplier's bank), and a
+  History note would be a second write that no lookup could check;
+- vendor, currency, invoice number: the bill's own - a payment is applied to the bill (`Invoice`)
+  and carries no contact, currency or number of its own;
+- payment status: not sent. Only completed payments are written back, and `Payment.Status`
+  (AUTHORISED, DELETED) is Xero's own state of the payment;
+- payment date `Date`, amount `Amount`, funding source `Account` (the mapped bank account),
+  exchange rate `CurrencyRate`; the fee: a SPEND bank transaction to the fee expense account.
+"""
+
+import json
+import re
+import uuid
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import requests
+from pydantic import ValidationError
+
+from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost
+from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.xero import wire
+
+# Xero's OpenAPI (16.1.0) gives Payment.Reference and BankTransaction.Reference no maxLength; 255 is
+# its limit on the neighbouring reference fields (BatchPayment.Reference, Invoice.InvoiceNumber).
+REFERENCE_MAX_LENGTH = 255
+# The Idempotency-Key header takes at most 128 characters (PROVIDERS.md 2.5).
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+# Ten places keep the bank amount Xero derives (Amount / CurrencyRate) exact to the cent; Xero has
+# been seen answering rates with 7 places (singer-io/tap-xero#87), so 6 would be too few.
+_RATE_PLACES = Decimal("0.0000000001")
+_SEPARATOR = " - "
+# ProviderError keeps only the first 300 characters of an error body, so a 400's messages are
+# picked out of that text rather than parsed as one JSON document.
+_MESSAGE = re.compile(r'"Message"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+JsonObject = dict[str, object]
+
+
+# ---------------------------------------------------------------------------------------- payments
+
+
+def find_payment(api: ProviderApi, payment: PaymentToPost) -> str | None:
+    """The id of a payment on this bill with the Reference we send, or None: one call.
+
+    Filtered by the bill only and compared here: the Reference carries the remittance note (free
+    text), and Xero's where has no reliable escape for a double quote (XeroAPI/Xero-Java#347). A
+    bill has a handful of payments. A payment someone deleted at Xero still counts: posting again
+    would write the payment order a second time.
+    """
+    reference = payment_reference(payment)
+    response = api.get(
+        "Payments", params={"where": f"Invoice.InvoiceID=={_guid(payment.bill_id)}"}, route="GET /Payments"
+    )
+    for record in _read(response, write=False).payments:
+        if record.payment_id and record.reference.strip() == reference:
+            return record.payment_id
+    return None
+
+
+def post_payment(api: ProviderApi, payment: PaymentToPost) -> str:
+    """Apply the payment to the bill; returns Xero's PaymentID. Raises PaymentRejected when Xero
+    refuses it (amount over what is due, bill not AUTHORISED, account taking no payments...)."""
+    answer = _put(api, "Payments", {"Payments": [payment_body(payment)]}, payment.idempotency_key)
+    record = _accepted(answer.payments, "payment")
+    if not record.payment_id:
+        raise ProviderUnavailable(200, "Xero accepted the payment but named no PaymentID")
+    return record.payment_id
+
+
+def payment_body(payment: PaymentToPost) -> JsonObject:
+    body: JsonObject = {
+        "Invoice": {"InvoiceID": payment.bill_id},
+        "Account": {"AccountID": payment.bank_account_id},
+        "Date": payment.payment_date.isoformat(),
+        "Amount": payment.amount,
+        "Reference": payment_reference(payment),
+    }
+    if payment.exchange_rate is not None:
+        # Xero ignores CurrencyRate on a bill in the organisation's base currency.
+        body["CurrencyRate"] = currency_rate(payment.exchange_rate)
+    return body
+
+
+def payment_reference(payment: PaymentToPost) -> str:
+    """The payment order number, then the remittance note on one line, cut to REFERENCE_MAX_LENGTH."""
+    note = " ".join((payment.remittance_note or "").split())
+    return fit_reference(f"{payment.reference}{_SEPARATOR}{note}" if note else payment.reference)
+
+
+def fit_reference(text: str) -> str:
+    # Stripped after the cut: Xero keeps no trailing space, and the lookups compare what it kept.
+    return text.strip()[:REFERENCE_MAX_LENGTH].strip()
+
+
+def currency_rate(exchange_rate: Decimal) -> Decimal:
+    """Xero's CurrencyRate for the platform's exchange rate.
+
+    The platform quotes the bill's currency in the base currency, as QuickBooks' ExchangeRate does
+    (1 USD = 1.3725 CAD: 1.3725). Xero's CurrencyRate goes the other way: bill-currency units per
+    unit of base currency (0.7285974499 USD per CAD).
+    """
+    return (Decimal(1) / exchange_rate).quantize(_RATE_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+# -------------------------------------------------------------------------------------------- fees
+
+
+def find_fee(api: ProviderApi, fee: FeeToPost) -> str | None:
+    """The id of a spend-money transaction from the bank account with the fee's Reference, or None."""
+    reference = fit_reference(fee.reference)
+    where = f'Type=="SPEND" AND BankAccount.AccountID=={_guid(fee.bank_account_id)} AND Reference=={_string(reference)}'
+    response = api.get("BankTransactions", params={"where": where}, route="GET /BankTransactions")
+    for record in _read(response, write=False).bank_transactions:
+        if record.bank_transaction_id and record.type == "SPEND" and record.reference.strip() == reference:
+            return record.bank_transaction_id
+    return None
+
+
+def post_fee(api: ProviderApi, fee: FeeToPost) -> str:
+    """Book the fee as a SPEND bank transaction; returns Xero's BankTransactionID."""
+    body: JsonObject = {"BankTransactions": [fee_body(fee, _fee_account_code(api, fee))]}
+    record = _accepted(_put(api, "BankTransactions", body, fee.idempotency_key).bank_transactions, "fee")
+    if not record.bank_transaction_id:
+        raise ProviderUnavailable(200, "Xero accepted the fee but named no BankTransactionID")
+    return record.bank_transaction_id
+
+
+def fee_body(fee: FeeToPost, account_code: str) -> JsonObject:
+    return {
+        "Type": "SPEND",
+        "Contact": {"ContactID": fee.vendor_id},
+        "BankAccount": {"AccountID": fee.bank_account_id},
+        "Date": fee.payment_date.isoformat(),
+        "Reference": fit_reference(fee.reference),
+        # NoTax: the line is exactly what left the bank. Xero's default (Exclusive) would add the
+        # fee account's default tax rate on top of the fee.
+        "LineAmountTypes": "NoTax",
+        "LineItems": [
+            {"Description": fee.description, "Quantity": 1, "UnitAmount": fee.amount, "AccountCode": account_code}
+        ],
+    }
+
+
+def _fee_account_code(api: ProviderApi, fee: FeeToPost) -> str:
+    """The fee account's Code, and a check that the bank account is in the fee's currency: one call.
+
+    Xero books bank-transaction lines by AccountCode (LineItem.AccountID is read-only there,
+    XeroAPI/Xero-OpenAPI#414). A bank transaction is always in its bank account's currency, so a fee
+    in another currency would be booked as the wrong amount: refused instead.
+    """
+    where = f"AccountID=={_guid(fee.expense_account_id)} OR AccountID=={_guid(fee.bank_account_id)}"
+    answer = _read(api.get("Accounts", params={"where": where}, route="GET /Accounts"), write=False)
+    accounts = {account.account_id.lower(): account for account in answer.accounts}
+    expense = accounts.get(fee.expense_account_id.lower())
+    if expense is None or expense.code is None:
+        raise PaymentRejected(f"The fee account {fee.expense_account_id} has no account code in Xero.")
+    bank = accounts.get(fee.bank_account_id.lower())
+    if bank is not None and bank.currency_code and bank.currency_code != fee.currency:
+        raise PaymentRejected(
+            f"The fee is in {fee.currency} but the bank account pays in {bank.currency_code}: "
+            "Xero books a bank transaction in its bank account's currency."
+        )
+    return expense.code
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _put(api: ProviderApi, collection: str, body: JsonObject, idempotency_key: str) -> wire.WriteBackEnvelope:
+    """PUT with Xero's Idempotency-Key, so retrying a lost answer replays it (for 6 minutes)."""
+    if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValueError(f"an Idempotency-Key has 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+    try:
+        response = api.request(
+            "PUT",
+            collection,
+            idempotent=True,
+            route=f"PUT /{collection}",
+            # summarizeErrors=false: a refused element comes back in a 200 with its ValidationErrors.
+            params={"summarizeErrors": "false"},
+            data=_json(body).encode(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
+        )
+    except ProviderError as error:
+        if error.status == 400 and '"ValidationException"' in error.message:
+            raise PaymentRejected(_messages(error.message)) from None
+        raise
+    return _read(response, write=True)
+
+
+def _accepted[T: wire.WrittenElement](records: list[T], what: str) -> T:
+    """The one element of a PUT answer, or PaymentRejected with Xero's reasons."""
+    if not records:
+        raise ProviderUnavailable(200, f"Xero's answer to the {what} has no element")
+    record = records[0]
+    if record.validation_errors or record.status_attribute_string == "ERROR":
+        reasons = "; ".join(error.message for error in record.validation_errors)
+        raise PaymentRejected(reasons or f"Xero refused the {what}")
+    return record
+
+
+def _read(response: requests.Response, *, write: bool) -> wire.WriteBackEnvelope:
+    try:
+        return wire.WriteBackEnvelope.model_validate(response.json())
+    except (ValueError, ValidationError):
+        # An unreadable answer to a write leaves its outcome unknown: retried, so looked up first.
+        error = ProviderUnavailable if write else ProviderError
+        raise error(response.status_code, "Xero answered something write-back cannot read") from None
+
+
+def _messages(body: str) -> str:
+    """The reasons in (the start of) a ValidationException body: the elements' ValidationErrors when
+    they fit in what was kept, else the exception's own Message."""
+    messages = [json.loads(f'"{text}"') for text in _MESSAGE.findall(body)]
+    return "; ".join(messages[1:] or messages) or body
+
+
+def _guid(value: str) -> str:
+    """A where-clause guid literal; anything but a GUID is refused before it reaches the query."""
+    return f'guid("{uuid.UUID(value)}")'
+
+
+def _string(value: str) -> str:
+    # Xero's where is .NET Dynamic LINQ: a double quote inside a string literal is written twice.
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _json(value: object) -> str:
+    """JSON with Decimal amounts written as numbers, digit for digit (the json module only knows float)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("an amount must be a finite number")
+        return format(value, "f")
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{_json(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json(item) for item in value) + "]"
+    return json.dumps(value)
