@@ -13,7 +13,7 @@ REGION := $(AWS_DEFAULT_REGION)
 
 SOURCES := functions layers/shared local tests scripts bench
 
-.PHONY: help venv demo dev test lint format typecheck unit validate build check-arch bench deploy clean
+.PHONY: help venv demo dev test lint format typecheck unit validate build check-arch bench deploy clean openapi
 
 help:
 	@echo "make demo      - create the venv, start the local stack and run the main job end to end"
@@ -62,6 +62,9 @@ build: venv
 
 check-arch: build
 	$(PY) scripts/check_layer_arch.py .aws-sam/build/SharedLayer
+
+openapi: venv
+	PYTHONPATH=layers/shared:. $(PY) scripts/openapi.py
 
 bench: venv
 	$(PY) -m bench $(SCENARIO)

@@ -18,6 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
 
 from payedge_connect.api.identity import business_id_of
 from payedge_connect.api.problems import install_problem_handlers, problem_response
@@ -71,9 +72,19 @@ class VendorList(Record):
     next_cursor: str | None = None
 
 
+class SyncRunView(SyncRun):
+    """A sync run as the API shows it (without the internal checkpoint)."""
+
+    checkpoint: None = Field(default=None, exclude=True)
+
+
 class SyncRunList(Record):
-    sync_runs: list[SyncRun]
+    sync_runs: list[SyncRunView]
     next_cursor: str | None = None
+
+
+class SyncStarted(SyncRunView):
+    status_url: str
 
 
 class DocumentLink(Record):
@@ -83,17 +94,15 @@ class DocumentLink(Record):
     expires_in_seconds: int
 
 
-def _json(record: Record) -> dict[str, Any]:
-    return record.model_dump(
-        mode="json", by_alias=True, exclude={"checkpoint"} if isinstance(record, SyncRun) else None
-    )
+def _view(run: SyncRun) -> SyncRunView:
+    return SyncRunView.model_validate(run.model_dump(exclude={"checkpoint"}))
 
 
 # ---------------------------------------------------------------------------------------------- syncs
 
 
 @app.post("/connections/<connection_id>/sync")
-def start_sync(connection_id: str) -> Response[dict[str, Any]]:
+def start_sync(connection_id: str) -> Response[SyncStarted]:
     """Sync now: 202 with the sync run; a sync already queued or running is returned instead of a new one."""
     connection = owned_connection(services().store, caller(), connection_id)
     if connection.status is not ConnectionStatus.CONNECTED:
@@ -101,26 +110,28 @@ def start_sync(connection_id: str) -> Response[dict[str, Any]]:
     run, message = request_sync(services(), connection, SyncTrigger.ON_DEMAND)
     if message is not None:
         send_sync_messages(load_settings(SyncSettings).sync_queue_url, [message])
-    body = {**_json(run), "statusUrl": f"/connections/{connection_id}/sync-runs/{run.sync_run_id}"}
+    body = SyncStarted.model_validate(
+        {**_view(run).model_dump(), "status_url": f"/connections/{connection_id}/sync-runs/{run.sync_run_id}"}
+    )
     return Response(status_code=202, body=body, content_type="application/json")
 
 
 @app.get("/connections/<connection_id>/sync-runs")
 def list_sync_runs(
     connection_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query()] = None
-) -> dict[str, Any]:
+) -> SyncRunList:
     owned_connection(services().store, caller(), connection_id)
     page = services().store.list_sync_runs(connection_id, limit=limit, cursor=cursor)
-    return {"syncRuns": [_json(run) for run in page.items], "nextCursor": page.next_cursor}
+    return SyncRunList(sync_runs=[_view(run) for run in page.items], next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/sync-runs/<sync_run_id>")
-def show_sync_run(connection_id: str, sync_run_id: str) -> dict[str, Any]:
+def show_sync_run(connection_id: str, sync_run_id: str) -> SyncRunView:
     owned_connection(services().store, caller(), connection_id)
     run = services().store.get_sync_run(connection_id, sync_run_id)
     if run is None:
         raise NotFoundError(f"no sync run {sync_run_id}")
-    return _json(run)
+    return _view(run)
 
 
 # ---------------------------------------------------------------------------------------------- read APIs
@@ -132,24 +143,24 @@ def list_payables(
     status: Annotated[PayableStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
+) -> PayableList:
     """Unpaid payables (status open or part_paid; closed ones on request), by due date within a status."""
     owned_connection(services().store, caller(), connection_id)
     page = services().store.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
-    return _json(PayableList(payables=page.items, next_cursor=page.next_cursor))
+    return PayableList(payables=page.items, next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>")
-def show_payable(connection_id: str, bill_id: str) -> dict[str, Any]:
+def show_payable(connection_id: str, bill_id: str) -> Payable:
     owned_connection(services().store, caller(), connection_id)
     payable = services().store.get_payable(connection_id, bill_id)
     if payable is None:
         raise NotFoundError(f"no payable {bill_id}")
-    return _json(payable)
+    return payable
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>/document")
-def payable_document(connection_id: str, bill_id: str) -> dict[str, Any]:
+def payable_document(connection_id: str, bill_id: str) -> DocumentLink:
     """A short-lived link to the invoice document (fetched from the provider on first request)."""
     connection = owned_connection(services().store, caller(), connection_id)
     payable = services().store.get_payable(connection_id, bill_id)
@@ -159,13 +170,11 @@ def payable_document(connection_id: str, bill_id: str) -> dict[str, Any]:
         connector = services().connector(connection.provider)
         payable = documents().fetch_into_bucket(connector, services().api(connection), payable)
     assert payable.document is not None
-    return _json(
-        DocumentLink(
-            url=documents().presigned_url(payable),
-            file_name=payable.document.file_name,
-            content_type=payable.document.content_type,
-            expires_in_seconds=PRESIGNED_URL_SECONDS,
-        )
+    return DocumentLink(
+        url=documents().presigned_url(payable),
+        file_name=payable.document.file_name,
+        content_type=payable.document.content_type,
+        expires_in_seconds=PRESIGNED_URL_SECONDS,
     )
 
 
@@ -175,17 +184,17 @@ def list_vendors(
     attention_required: Annotated[bool | None, Query(alias="attentionRequired")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
+) -> VendorList:
     """Vendors that unpaid bills are owed to; attentionRequired=true gives the "Attention required" tab."""
     owned_connection(services().store, caller(), connection_id)
     page = services().store.list_vendors(
         connection_id, attention_required=attention_required, limit=limit, cursor=cursor
     )
-    return _json(VendorList(vendors=page.items, next_cursor=page.next_cursor))
+    return VendorList(vendors=page.items, next_cursor=page.next_cursor)
 
 
 @app.post("/connections/<connection_id>/vendors/<vendor_id>/acknowledgement")
-def acknowledge_vendor(connection_id: str, vendor_id: str) -> dict[str, Any]:
+def acknowledge_vendor(connection_id: str, vendor_id: str) -> Vendor:
     """The platform has seen the vendor's details: it leaves the attention tab until they change."""
     owned_connection(services().store, caller(), connection_id)
     vendor = services().store.get_vendors(connection_id, [vendor_id]).get(vendor_id)
@@ -193,7 +202,7 @@ def acknowledge_vendor(connection_id: str, vendor_id: str) -> dict[str, Any]:
         raise NotFoundError(f"no vendor {vendor_id}")
     acknowledged = vendor.model_copy(update={"attention_required": False})
     services().store.put_vendors([acknowledged])
-    return _json(acknowledged)
+    return acknowledged
 
 
 # ---------------------------------------------------------------------------------------------- webhooks
@@ -258,7 +267,7 @@ def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, An
             raise NotFoundError(f"no connection {event.get('connectionId')}")
         run, message = request_sync(services(), connection, SyncTrigger.CONSOLE, full=bool(event.get("full")))
         if message is None:
-            return {"action": "sync", "alreadyRunning": _json(run)}
+            return {"action": "sync", "alreadyRunning": _view(run).model_dump(mode="json", by_alias=True)}
         result = run_sync(
             services(),
             run,
@@ -270,7 +279,7 @@ def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, An
             send_sync_messages(
                 load_settings(SyncSettings).sync_queue_url, [message], delay_seconds=result.continue_after_seconds
             )
-        return {"action": "sync", "syncRun": _json(result.run)}
+        return {"action": "sync", "syncRun": _view(result.run).model_dump(mode="json", by_alias=True)}
     raise ValueError(f"unknown action {action!r}; known: dispatch, sync")
 
 

@@ -19,7 +19,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from payedge_connect.api.identity import business_id_of
 from payedge_connect.api.problems import install_problem_handlers
@@ -57,19 +57,30 @@ def caller() -> str:
     return business_id_of(app.current_event, settings().business_id_claim)
 
 
-def _view(order: PaymentOrder) -> dict[str, Any]:
-    return order.model_dump(mode="json", by_alias=True, exclude={"version"})
+class PaymentOrderView(PaymentOrder):
+    """A payment order as the API shows it (without the record's version)."""
+
+    version: int = Field(default=0, exclude=True)
 
 
-def _status_url(order: PaymentOrder) -> str:
-    return f"/connections/{order.connection_id}/payments/{order.payment_order_number}"
+class PaymentAccepted(PaymentOrderView):
+    status_url: str
+
+
+def _view(order: PaymentOrder) -> PaymentOrderView:
+    return PaymentOrderView.model_validate(order.model_dump())
+
+
+def _accepted(order: PaymentOrder) -> PaymentAccepted:
+    status_url = f"/connections/{order.connection_id}/payments/{order.payment_order_number}"
+    return PaymentAccepted.model_validate({**order.model_dump(), "status_url": status_url})
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
 @app.post("/connections/<connection_id>/payments")
-def submit(connection_id: str, payment: PaymentDetails) -> Response[dict[str, Any]]:
+def submit(connection_id: str, payment: PaymentDetails) -> Response[PaymentAccepted]:
     """The web app reports a bill paid through the platform: recorded now, posted by the worker."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
@@ -79,13 +90,11 @@ def submit(connection_id: str, payment: PaymentDetails) -> Response[dict[str, An
             settings().writeback_queue_url,
             PaymentMessage(connection_id=connection_id, payment_order_number=order.payment_order_number),
         )
-    return Response(
-        status_code=202, body={**_view(order), "statusUrl": _status_url(order)}, content_type="application/json"
-    )
+    return Response(status_code=202, body=_accepted(order), content_type="application/json")
 
 
 @app.get("/connections/<connection_id>/payments/<payment_order_number>")
-def show(connection_id: str, payment_order_number: str) -> dict[str, Any]:
+def show(connection_id: str, payment_order_number: str) -> PaymentOrderView:
     owned_connection(services().store, caller(), connection_id)
     order = services().store.get_payment_order(connection_id, payment_order_number)
     if order is None:
@@ -94,7 +103,7 @@ def show(connection_id: str, payment_order_number: str) -> dict[str, Any]:
 
 
 @app.post("/connections/<connection_id>/payments/<payment_order_number>/retry")
-def retry(connection_id: str, payment_order_number: str) -> Response[dict[str, Any]]:
+def retry(connection_id: str, payment_order_number: str) -> Response[PaymentAccepted]:
     """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
@@ -105,9 +114,7 @@ def retry(connection_id: str, payment_order_number: str) -> Response[dict[str, A
         settings().writeback_queue_url,
         PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
     )
-    return Response(
-        status_code=202, body={**_view(order), "statusUrl": _status_url(order)}, content_type="application/json"
-    )
+    return Response(status_code=202, body=_accepted(order), content_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -181,12 +188,12 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
     action = event.get("action")
     connection_id, number = str(event.get("connectionId")), str(event.get("paymentOrderNumber"))
     if action == "process_payment":
-        return _view(_process(connection_id, number))
+        return _view(_process(connection_id, number)).model_dump(mode="json", by_alias=True)
     if action == "show_payment":
         order = services().store.get_payment_order(connection_id, number)
         if order is None:
             raise NotFoundError(f"no payment order {number}")
-        return _view(order)
+        return _view(order).model_dump(mode="json", by_alias=True)
     raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment")
 
 
