@@ -24,9 +24,11 @@ from payedge_connect.providers.base import (
     AccountKind,
     ChangesPage,
     DocumentRef,
+    FeeToPost,
     IncrementalWindowExpired,
     LedgerAccount,
     OAuthSpec,
+    PaymentToPost,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -34,7 +36,7 @@ from payedge_connect.providers.base import (
     rebase,
 )
 from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable, RateBudget
-from payedge_connect.providers.quickbooks import bills, wire
+from payedge_connect.providers.quickbooks import bills, payments, wire
 
 AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
 TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
@@ -224,6 +226,21 @@ class QuickBooksConnector:
         if response.status_code != 200:
             raise ProviderError(response.status_code, f"the document link of bill {bill_id} answered an error")
         return response.content
+
+    # ------------------------------------------------------------------------------------ write-back
+    # Built and read back in payments.py: a BillPayment per payment, a Purchase per fee, one call each.
+
+    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
+        return payments.find_payment(api, payment)
+
+    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
+        return payments.post_payment(api, payment)
+
+    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
+        return payments.find_fee(api, fee)
+
+    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
+        return payments.post_fee(api, fee)
 
 
 # ---------------------------------------------------------------------------------------------- reading

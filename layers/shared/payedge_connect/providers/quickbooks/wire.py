@@ -154,3 +154,34 @@ def problem(error: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{field} is missing"
     return f"{field} is not valid: {first['msg'].lower()}"
+
+
+# ---------------------------------------------------------------------------------------------- write-back
+# What write-back reads back of the transactions it posts (PROVIDERS.md section 1.5).
+
+
+class BillPaymentLine(Wire):
+    LinkedTxn: list[LinkedTransaction] = Field(default_factory=list)
+
+
+class BillPayment(Wire):
+    """A BillPayment as a payment lookup reads it: which bills its lines pay."""
+
+    Id: str
+    Line: list[BillPaymentLine] = Field(default_factory=list)
+
+
+class ExpenseLineDetail(Wire):
+    AccountRef: Reference
+
+
+class PurchaseLine(Wire):
+    AccountBasedExpenseLineDetail: ExpenseLineDetail | None = None
+
+
+class Purchase(Wire):
+    """A Purchase (an expense) as a fee lookup reads it: the account it is paid from and its lines' accounts."""
+
+    Id: str
+    AccountRef: Reference
+    Line: list[PurchaseLine] = Field(default_factory=list)

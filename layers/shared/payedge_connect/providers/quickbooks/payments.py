@@ -1,0 +1,241 @@
+"""Where QuickBooks payments are built and read back: a bill's payment (BillPayment) and its fee (Purchase).
+
+Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity references.
+- A payment is `POST billpayment?requestid=<key>`: a Check bill payment from the mapped bank account
+  with one line linking the bill. Intuit answers a repeated requestid with the first answer (I-REQID),
+  so a dropped or failed call is resent with the same key; when our record says an earlier attempt may
+  have reached QuickBooks, `find_payment` looks the payment up by its DocNumber first.
+- The fee is `POST purchase?requestid=<fee key>`: a Check expense from the same bank account, one line to
+  the fee expense account.
+- A refusal is a Fault of type ValidationFault: QuickBooks answers it with HTTP 400, sometimes inside a 200.
+
+Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (resends after a dropped answer aside).
+"""
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import requests
+from pydantic import ValidationError
+
+from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost
+from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.quickbooks import wire
+
+# DocNumber holds "a maximum of 21 chars" (Intuit's BillPayment and Purchase references, Finance.xsd).
+DOC_NUMBER_MAX = 21
+# PrivateNote holds "max of 4000 chars" (Intuit's BillPayment and Purchase references).
+PRIVATE_NOTE_MAX = 4000
+# A requestid has at most 50 characters outside batch (I-REQID).
+REQUEST_ID_MAX = 50
+# Intuit refuses a DocNumber already used (6140) unless asked to allow it: the fee carries its payment's
+# number, and a cut order number can equal a check number the business wrote itself.
+_ALLOW_DUPLICATE_DOC_NUMBER = "allowduplicatedocnum"
+_VALIDATION_FAULT = "ValidationFault"
+
+
+# ---------------------------------------------------------------------------------------------- payment
+
+
+def bill_payment(payment: PaymentToPost) -> dict[str, Any]:
+    """The BillPayment that pays `payment.amount` of the bill from the mapped bank account."""
+    body: dict[str, Any] = {
+        "VendorRef": {"value": payment.vendor_id},
+        "PayType": "Check",
+        # NotSet: the platform has paid; the default NeedToPrint would queue a cheque to print.
+        "CheckPayment": {"BankAccountRef": {"value": payment.bank_account_id}, "PrintStatus": "NotSet"},
+        "TotalAmt": payment.amount,
+        "TxnDate": payment.payment_date.isoformat(),
+        "DocNumber": doc_number(payment.reference),
+        "PrivateNote": payment_note(payment),
+        # Required once the company has multicurrency on; the bill's own currency either way.
+        "CurrencyRef": {"value": payment.currency},
+        "Line": [{"Amount": payment.amount, "LinkedTxn": [{"TxnId": payment.bill_id, "TxnType": "Bill"}]}],
+    }
+    if payment.exchange_rate is not None:
+        # Home-currency units for one unit of the bill's currency, as QuickBooks defines ExchangeRate.
+        body["ExchangeRate"] = payment.exchange_rate
+    return body
+
+
+def payment_note(payment: PaymentToPost) -> str:
+    """PrivateNote (the payment's Memo in QuickBooks) is where the order number, invoice number, payment
+    status and remittance note go: BillPayment has no other free-text field. The remittance note comes
+    last, so it is the only part ever cut to the 4,000 characters."""
+    parts = [f"PayEdge payment order {payment.reference}"]
+    if payment.invoice_number:
+        parts.append(f"invoice {payment.invoice_number}")
+    parts.append(f"payment status {payment.payment_status}")
+    if payment.remittance_note:
+        parts.append(f"remittance note: {payment.remittance_note}")
+    return "; ".join(parts)[:PRIVATE_NOTE_MAX]
+
+
+def post_payment(api: ProviderApi, payment: PaymentToPost) -> str:
+    return _create(api, "billpayment", "BillPayment", payment.idempotency_key, bill_payment(payment))
+
+
+def find_payment(api: ProviderApi, payment: PaymentToPost) -> str | None:
+    """One query: the BillPayments with the order's DocNumber, kept if one of their lines pays the bill."""
+    for raw in _with_doc_number(api, "BillPayment", payment.reference):
+        found = _read(wire.BillPayment, raw)
+        if found is None:
+            continue
+        links = (link for line in found.Line for link in line.LinkedTxn)
+        if any(link.TxnId == payment.bill_id and link.TxnType == "Bill" for link in links):
+            return found.Id
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- fee
+
+
+def fee_purchase(fee: FeeToPost) -> dict[str, Any]:
+    """The Purchase (an expense) that books the fee from the bank account to the fee expense account.
+
+    No EntityRef: the fee is the platform's, not the vendor's, so it must not count as spend with the
+    vendor (vendor reports, 1099 totals)."""
+    return {
+        "PaymentType": "Check",
+        "AccountRef": {"value": fee.bank_account_id},
+        "TxnDate": fee.payment_date.isoformat(),
+        "DocNumber": doc_number(fee.reference),
+        "PrivateNote": fee.description[:PRIVATE_NOTE_MAX],
+        "CurrencyRef": {"value": fee.currency},
+        "Line": [
+            {
+                "Amount": fee.amount,
+                "Description": fee.description[:PRIVATE_NOTE_MAX],
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": fee.expense_account_id}},
+            }
+        ],
+    }
+
+
+def post_fee(api: ProviderApi, fee: FeeToPost) -> str:
+    return _create(api, "purchase", "Purchase", fee.idempotency_key, fee_purchase(fee))
+
+
+def find_fee(api: ProviderApi, fee: FeeToPost) -> str | None:
+    """One query: the Purchases with the order's DocNumber, kept if paid from the bank account to the fee account."""
+    for raw in _with_doc_number(api, "Purchase", fee.reference):
+        found = _read(wire.Purchase, raw)
+        if found is None or found.AccountRef.value != fee.bank_account_id:
+            continue
+        details = (line.AccountBasedExpenseLineDetail for line in found.Line)
+        if any(detail is not None and detail.AccountRef.value == fee.expense_account_id for detail in details):
+            return found.Id
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+def doc_number(reference: str) -> str:
+    """The payment order number cut to DocNumber's 21 characters, keeping its end: order numbers share
+    their beginning and differ at the end. The whole number is in PrivateNote."""
+    return reference[-DOC_NUMBER_MAX:]
+
+
+# ---------------------------------------------------------------------------------------------- calls
+
+
+def _create(api: ProviderApi, path: str, entity: str, request_id: str, body: dict[str, Any]) -> str:
+    """Create one transaction under a requestid; returns its Id. A ValidationFault is PaymentRejected."""
+    if not 0 < len(request_id) <= REQUEST_ID_MAX:
+        raise ValueError(f"a QuickBooks requestid has 1 to {REQUEST_ID_MAX} characters, not {len(request_id)}")
+    try:
+        response = api.request(
+            "POST",
+            path,
+            # The requestid makes a resend safe: QuickBooks answers it with the first answer (I-REQID).
+            idempotent=True,
+            route=f"POST {path}",
+            params={"requestid": request_id, "include": _ALLOW_DUPLICATE_DOC_NUMBER},
+            data=_json(body).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+        )
+    except ProviderError as error:
+        refusal = _refusal(error)
+        if refusal is not None:
+            raise PaymentRejected(refusal) from None
+        raise
+    return _created_id(response, entity)
+
+
+def _created_id(response: requests.Response, entity: str) -> str:
+    """The Id of the created transaction. An answer without one leaves the outcome unknown, so it is
+    ProviderUnavailable: the next attempt looks the transaction up before posting again."""
+    try:
+        body = response.json(parse_float=Decimal)
+    except requests.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("Fault"), dict):
+        # A 200 can carry a Fault (I-ERR).
+        fault = body["Fault"]
+        if fault.get("type") == _VALIDATION_FAULT:
+            raise PaymentRejected(wire.fault_text(fault))
+        raise ProviderUnavailable(response.status_code, wire.fault_text(fault))
+    created = body.get(entity) if isinstance(body, dict) else None
+    entity_id = created.get("Id") if isinstance(created, dict) else None
+    if not isinstance(entity_id, str) or not entity_id:
+        raise ProviderUnavailable(response.status_code, f"QuickBooks answered the {entity} without its Id")
+    return entity_id
+
+
+def _refusal(error: ProviderError) -> str | None:
+    """QuickBooks' own words when it refused the write as invalid (an HTTP 400 Fault), else None.
+
+    ProviderError keeps only the first 300 characters of the body, so a long Fault arrives cut: its
+    fields are read one by one, and one cut before its `type` is taken as what a 400 Fault is, a
+    ValidationFault (authentication and system faults come with 401, 403 and 5xx)."""
+    text = error.message
+    if error.status != 400 or isinstance(error, ProviderUnavailable) or '"Fault"' not in text:
+        return None
+    if _json_field(text, "type") not in (None, _VALIDATION_FAULT):
+        return None
+    words = ": ".join(part for part in (_json_field(text, "Message"), _json_field(text, "Detail")) if part)
+    code = _json_field(text, "code")
+    return f"{code} {words}" if code and words else words or text
+
+
+def _json_field(text: str, name: str) -> str | None:
+    """The first complete string value of `"name": "..."` in JSON text that may be cut short."""
+    match = re.search(rf'"{name}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    if match is None:
+        return None
+    value = json.loads(f'"{match.group(1)}"')
+    return value if isinstance(value, str) else None
+
+
+def _with_doc_number(api: ProviderApi, entity: str, reference: str) -> list[Any]:
+    # A quote inside a query literal is written \' (Intuit's escape).
+    number = doc_number(reference).replace("\\", "\\\\").replace("'", "\\'")
+    text = f"select * from {entity} where DocNumber = '{number}'"  # noqa: S608 - the literal is escaped
+    response = api.get("query", params={"query": text}, route=f"GET query {entity} by DocNumber")
+    return wire.query_items(wire.read_json(response), entity)
+
+
+def _read[T: wire.Wire](model: type[T], raw: object) -> T | None:
+    # A record that cannot be read is not one we posted: ours always have what the model asks for.
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _json(value: object) -> str:
+    """JSON text with each Decimal written as a number with exactly its digits: json.dumps only writes
+    floats, which would round some amounts."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"JSON has no number for {value}")
+        return format(value, "f")
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{_json(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json(item) for item in value) + "]"
+    return json.dumps(value, allow_nan=False)
