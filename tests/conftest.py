@@ -14,7 +14,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 from local.sandboxes.generator import generate_ledger
-from tests.worlds import ALL_PROVIDERS, SyncWorld, connect
+from local.worlds import ALL_PROVIDERS, SyncWorld, connect, create_records_table
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 REGION = "us-east-1"
@@ -54,16 +54,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def records_table(aws: None, template: dict[str, Any]) -> str:
     """The records table with the key schema and indexes template.yaml gives it."""
-    properties = template["Resources"]["RecordsTable"]["Properties"]
-    name = "records"
-    boto3.client("dynamodb", region_name=REGION).create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        KeySchema=properties["KeySchema"],
-        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-    )
-    return name
+    return create_records_table(template)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import boto3
 import pytest
 
 from local.sandboxes.generator import generate_ledger, sensitive_values
+from local.worlds import ALL_PROVIDERS, SyncWorld, connect
 from payedge_connect.models import Provider, SyncOutcome, SyncTrigger
 from payedge_connect.sync.requests import request_sync
-from tests.worlds import ALL_PROVIDERS, SyncWorld, connect
 
 
 def expected_open_bills(world: SyncWorld) -> Counter[tuple[str, Decimal, Decimal]]:
