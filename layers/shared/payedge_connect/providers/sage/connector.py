@@ -15,8 +15,10 @@ from payedge_connect.providers.base import (
     AccountKind,
     ChangesPage,
     DocumentRef,
+    FeeToPost,
     LedgerAccount,
     OAuthSpec,
+    PaymentToPost,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -24,7 +26,7 @@ from payedge_connect.providers.base import (
     rebase,
 )
 from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, RateBudget
-from payedge_connect.providers.sage import bills, documents, paging, wire
+from payedge_connect.providers.sage import bills, documents, paging, payments, wire
 from payedge_connect.providers.sage.paging import MAX_PAGE_SIZE, Listing
 
 AUTHORIZE_URL = "https://www.sageone.com/oauth2/auth/central"
@@ -215,6 +217,20 @@ class SageConnector:
     def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
         # An attachment's key is enough to fetch it: the bill id is not part of Sage's path.
         return documents.download(api, document)
+
+    # ------------------------------------------------------------------ write-back
+
+    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
+        return payments.find_payment(api, payment)
+
+    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
+        return payments.post_payment(api, payment)
+
+    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
+        return payments.find_fee(api, fee)
+
+    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
+        return payments.post_fee(api, fee)
 
 
 def _vendor_params() -> dict[str, str]:

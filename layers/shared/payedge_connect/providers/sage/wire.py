@@ -101,3 +101,35 @@ def problem(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "record"
         parts.append(f"{where}: {item['msg'][:1].lower()}{item['msg'][1:]}")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- write-back
+
+
+class AllocatedArtefact(WireModel):
+    """One entry of a contact payment's `allocated_artefacts`: the purchase invoice it pays, and how much."""
+
+    artefact: Ref | None = None
+    amount: Decimal | None = None
+
+
+class ContactPayment(WireModel):
+    """A contact payment as payments.py reads it back: enough to recognise one we posted."""
+
+    id: str | None = None
+    reference: str | None = None
+    allocated_artefacts: list[AllocatedArtefact] | None = None
+
+
+class OtherPaymentLine(WireModel):
+    ledger_account: Ref | None = None
+    total_amount: Decimal | None = None
+
+
+class OtherPayment(WireModel):
+    """An other payment (a fee we posted) as payments.py reads it back."""
+
+    id: str | None = None
+    reference: str | None = None
+    bank_account: Ref | None = None
+    payment_lines: list[OtherPaymentLine] | None = None
