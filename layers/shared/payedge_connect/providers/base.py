@@ -136,6 +136,8 @@ class PaymentToPost:
     """A bill paid through the platform, to be recorded as a payment against that bill.
 
     `reference` is the payment order number; connectors fit it to the provider's field limits.
+    `exchange_rate` is home-currency units per one unit of the bill's currency (QuickBooks' convention);
+    connectors convert it to their provider's.
     `idempotency_key` is derived from the payment order number; connectors send it in the provider's
     own idempotency mechanism (QuickBooks requestid, Xero Idempotency-Key, Sage idempotency_id).
     """
@@ -168,6 +170,8 @@ class FeeToPost:
     bank_account_id: str
     expense_account_id: str
     description: str
+    # Same convention as PaymentToPost.exchange_rate; None in the home currency.
+    exchange_rate: Decimal | None = None
 
 
 class PaymentRejected(Exception):

@@ -165,10 +165,9 @@ def _waiting(connection: Connection) -> Outcome:
 
 
 def _post(services: Services, connection: Connection, order: PaymentOrder, bus_name: str) -> PaymentOrder:
-    store = services.store
     connector = services.connector(connection.provider)
     api = services.api(connection)
-    payable = store.get_payable(connection.connection_id, order.bill_id)
+    payable = services.store.get_payable(connection.connection_id, order.bill_id)
 
     if order.provider_payment_id is None and order.attempts == 0:
         # Nothing can have reached the provider yet: the checks and the staleness check decide.
@@ -176,71 +175,94 @@ def _post(services: Services, connection: Connection, order: PaymentOrder, bus_n
         if problem is not None:
             return _conclude(services, order, problem, bus_name)
     assert payable is not None  # _check refused unknown bills before any attempt was made
-
-    mapping = connection.mapping
-    assert mapping is not None
-    bank_account_id = mapping.funding_sources[order.funding_source]
-    payment = PaymentToPost(
-        reference=order.payment_order_number,
-        idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "payment"),
-        bill_id=order.bill_id,
-        vendor_id=payable.vendor_id,
-        vendor_name=order.vendor_name,
-        currency=order.currency,
-        amount=order.amount,
-        payment_date=order.payment_date,
-        bank_account_id=bank_account_id,
-        exchange_rate=order.exchange_rate,
-        remittance_note=order.remittance_note,
-        invoice_number=order.invoice_number or payable.invoice_number,
-        payment_status=order.payment_status,
-    )
     try:
-        if order.provider_payment_id is None:
-            order = _post_once(
-                services,
-                order,
-                find=lambda: connector.find_payment(api, payment),
-                post=lambda: connector.post_payment(api, payment),
-                field="provider_payment_id",
-            )
-        if order.fee_amount and order.provider_fee_id is None:
-            fee = FeeToPost(
-                reference=order.payment_order_number,
-                idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "fee"),
-                vendor_id=payable.vendor_id,
-                currency=order.currency,
-                amount=order.fee_amount,
-                payment_date=order.payment_date,
-                bank_account_id=bank_account_id,
-                expense_account_id=mapping.fee_account_id or "",
-                description=f"Payment fee, payment order {order.payment_order_number}",
-            )
-            order = _post_once(
-                services,
-                order,
-                find=lambda: connector.find_fee(api, fee),
-                post=lambda: connector.post_fee(api, fee),
-                field="provider_fee_id",
-            )
+        _post_transactions(services, connector, api, connection, order, payable)
     except PaymentRejected as error:
-        return _conclude(
-            services, order, Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", str(error)), bus_name
-        )
+        return _refused(services, _current(services, order), payable, str(error), bus_name)
     except ProviderError as error:
         if isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500:
             return _retry_or_fail(services, order, f"the accounting software did not answer ({error.status})", bus_name)
-        return _conclude(
-            services,
-            order,
-            Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", f"{error.status}: {error.message[:300]}"),
-            bus_name,
-        )
+        message = f"{error.status}: {error.message[:300]}"
+        return _refused(services, _current(services, order), payable, message, bus_name)
     except TokenRefreshUnavailable as error:
         return _retry_or_fail(services, order, str(error), bus_name)
-
     _mark_payable_paid(services, payable, order)
-    return _conclude(services, order, Outcome(PaymentOrderStatus.POSTED), bus_name)
+    return _conclude(services, _current(services, order), Outcome(PaymentOrderStatus.POSTED), bus_name)
+
+
+def _post_transactions(
+    services: Services,
+    connector: AccountingConnector,
+    api: ProviderApi,
+    connection: Connection,
+    order: PaymentOrder,
+    payable: Payable,
+) -> None:
+    """The payment, then the fee, each posted once (and recorded on the order as it goes)."""
+    mapping = connection.mapping
+    assert mapping is not None
+    bank_account_id = mapping.funding_sources[order.funding_source]
+    if order.provider_payment_id is None:
+        payment = PaymentToPost(
+            reference=order.payment_order_number,
+            idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "payment"),
+            bill_id=order.bill_id,
+            vendor_id=payable.vendor_id,
+            vendor_name=order.vendor_name,
+            currency=order.currency,
+            amount=order.amount,
+            payment_date=order.payment_date,
+            bank_account_id=bank_account_id,
+            exchange_rate=order.exchange_rate,
+            remittance_note=order.remittance_note,
+            invoice_number=order.invoice_number or payable.invoice_number,
+            payment_status=order.payment_status,
+        )
+        order = _post_once(
+            services,
+            order,
+            find=lambda: connector.find_payment(api, payment),
+            post=lambda: connector.post_payment(api, payment),
+            field="provider_payment_id",
+        )
+    if order.fee_amount and order.provider_fee_id is None:
+        fee = FeeToPost(
+            reference=order.payment_order_number,
+            idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "fee"),
+            vendor_id=payable.vendor_id,
+            currency=order.currency,
+            amount=order.fee_amount,
+            payment_date=order.payment_date,
+            bank_account_id=bank_account_id,
+            expense_account_id=mapping.fee_account_id or "",
+            description=f"Payment fee, payment order {order.payment_order_number}",
+            exchange_rate=order.exchange_rate,
+        )
+        _post_once(
+            services,
+            order,
+            find=lambda: connector.find_fee(api, fee),
+            post=lambda: connector.post_fee(api, fee),
+            field="provider_fee_id",
+        )
+
+
+def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
+    """The order as last saved (each step of the posting saves it)."""
+    return services.store.get_payment_order(order.connection_id, order.payment_order_number) or order
+
+
+def _refused(services: Services, order: PaymentOrder, payable: Payable, message: str, bus_name: str) -> PaymentOrder:
+    if order.provider_payment_id is not None:
+        # The bill is paid at the provider; only the fee was refused: the user books it by hand.
+        _mark_payable_paid(services, payable, order)
+        held = Outcome(
+            PaymentOrderStatus.NEEDS_ATTENTION,
+            "fee_rejected",
+            f"The payment was posted; the fee was refused: {message}",
+        )
+        return _conclude(services, order, held, bus_name)
+    return _conclude(services, order, Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", message), bus_name)
 
 
 def _post_once(
@@ -275,7 +297,7 @@ def _post_once(
 
 
 def _retry_or_fail(services: Services, order: PaymentOrder, reason: str, bus_name: str) -> PaymentOrder:
-    current = services.store.get_payment_order(order.connection_id, order.payment_order_number) or order
+    current = _current(services, order)
     if current.attempts >= MAX_ATTEMPTS:
         return _conclude(
             services, current, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason), bus_name

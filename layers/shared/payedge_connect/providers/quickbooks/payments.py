@@ -104,6 +104,7 @@ def fee_purchase(fee: FeeToPost) -> dict[str, Any]:
         "DocNumber": doc_number(fee.reference),
         "PrivateNote": fee.description[:PRIVATE_NOTE_MAX],
         "CurrencyRef": {"value": fee.currency},
+        **({"ExchangeRate": fee.exchange_rate} if fee.exchange_rate is not None else {}),
         "Line": [
             {
                 "Amount": fee.amount,
