@@ -6,12 +6,14 @@ dropped connections - for reads always, for writes only when the caller says the
 Anything else comes back to the caller as a `ProviderError` with the provider's status and message.
 """
 
+import json as jsonlib
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -84,6 +86,20 @@ class RateBudget:
             self._sleep(wait)
 
 
+def exact_json(value: object) -> str:
+    """JSON text with each Decimal written as a number with exactly its digits: json.dumps only writes
+    floats, which would round some amounts."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"JSON has no number for {value}")
+        return format(value, "f")
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{jsonlib.dumps(str(key))}:{exact_json(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(exact_json(item) for item in value) + "]"
+    return jsonlib.dumps(value, allow_nan=False)
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110 allows both)."""
     value = response.headers.get("Retry-After")
@@ -142,6 +158,9 @@ class ProviderApi:
     ) -> requests.Response:
         """Send a request; returns the 2xx response or raises ProviderError/ProviderUnavailable."""
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+        if json is not None:
+            # Amounts are Decimals: written digit for digit, never through float.
+            data, headers = exact_json(json).encode("utf-8"), {"Content-Type": "application/json", **(headers or {})}
         route_name = route or f"{method} {path.split('?', maxsplit=1)[0]}"
         refreshed = False
         attempt = 0
@@ -161,7 +180,6 @@ class ProviderApi:
                     method,
                     url,
                     params=params,
-                    json=json,
                     data=data,
                     headers=request_headers,
                     timeout=_TIMEOUT_SECONDS,

@@ -176,7 +176,7 @@ def _post(services: Services, connection: Connection, order: PaymentOrder, bus_n
             return _conclude(services, order, problem, bus_name)
     assert payable is not None  # _check refused unknown bills before any attempt was made
     try:
-        _post_transactions(services, connector, api, connection, order, payable)
+        _post_transactions(services, connector=connector, api=api, connection=connection, order=order, payable=payable)
     except PaymentRejected as error:
         return _refused(services, _current(services, order), payable, str(error), bus_name)
     except ProviderError as error:
@@ -192,6 +192,7 @@ def _post(services: Services, connection: Connection, order: PaymentOrder, bus_n
 
 def _post_transactions(
     services: Services,
+    *,
     connector: AccountingConnector,
     api: ProviderApi,
     connection: Connection,

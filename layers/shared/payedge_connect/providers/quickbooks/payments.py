@@ -156,8 +156,7 @@ def _create(api: ProviderApi, path: str, entity: str, request_id: str, body: dic
             idempotent=True,
             route=f"POST {path}",
             params={"requestid": request_id, "include": _ALLOW_DUPLICATE_DOC_NUMBER},
-            data=_json(body).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
+            json=body,
         )
     except ProviderError as error:
         refusal = _refusal(error)
@@ -226,17 +225,3 @@ def _read[T: wire.Wire](model: type[T], raw: object) -> T | None:
         return model.model_validate(raw)
     except ValidationError:
         return None
-
-
-def _json(value: object) -> str:
-    """JSON text with each Decimal written as a number with exactly its digits: json.dumps only writes
-    floats, which would round some amounts."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"JSON has no number for {value}")
-        return format(value, "f")
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(key))}:{_json(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_json(item) for item in value) + "]"
-    return json.dumps(value, allow_nan=False)

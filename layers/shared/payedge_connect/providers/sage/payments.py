@@ -201,8 +201,7 @@ def _create(api: ProviderApi, collection: str, resource: str, fields: Mapping[st
             # The idempotency_id in the body makes a resend safe: Sage answers it with the first answer.
             idempotent=True,
             route=f"POST /{collection}",
-            data=_json({resource: fields}).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
+            json={resource: fields},
         )
     except ProviderError as error:
         if error.status == 422:
@@ -245,17 +244,3 @@ def _read[T: BaseModel](model: type[T], raw: object) -> T | None:
         return model.model_validate(raw)
     except ValidationError:
         return None
-
-
-def _json(value: object) -> str:
-    """JSON text with each Decimal written as a number with exactly its digits: json.dumps only writes
-    floats, which would round some amounts."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"JSON has no number for {value}")
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(key))}:{_json(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_json(item) for item in value) + "]"
-    return json.dumps(value, allow_nan=False)

@@ -188,8 +188,8 @@ def _put(api: ProviderApi, collection: str, body: JsonObject, idempotency_key: s
             route=f"PUT /{collection}",
             # summarizeErrors=false: a refused element comes back in a 200 with its ValidationErrors.
             params={"summarizeErrors": "false"},
-            data=_json(body).encode(),
-            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
+            json=body,
+            headers={"Idempotency-Key": idempotency_key},
         )
     except ProviderError as error:
         if error.status == 400 and '"ValidationException"' in error.message:
@@ -233,16 +233,3 @@ def _guid(value: str) -> str:
 def _string(value: str) -> str:
     # Xero's where is .NET Dynamic LINQ: a double quote inside a string literal is written twice.
     return '"' + value.replace('"', '""') + '"'
-
-
-def _json(value: object) -> str:
-    """JSON with Decimal amounts written as numbers, digit for digit (the json module only knows float)."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError("an amount must be a finite number")
-        return format(value, "f")
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(key))}:{_json(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_json(item) for item in value) + "]"
-    return json.dumps(value)
