@@ -144,7 +144,8 @@ class OAuthClient:
     def _client_auth(self) -> dict[str, Any]:
         if self.spec.client_auth == "basic":
             return {"auth": HTTPBasicAuth(self._app.client_id, self._app.client_secret)}
-        return {"include_client_id": True, "client_secret": self._app.client_secret}
+        # client_id explicitly: requests-oauthlib adds it to a code exchange by itself, never to a refresh.
+        return {"include_client_id": True, "client_id": self._app.client_id, "client_secret": self._app.client_secret}
 
     def _token_headers(self) -> dict[str, str]:
         return {"Accept": "application/json", **self.spec.token_request_headers}
