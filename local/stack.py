@@ -30,10 +30,11 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ from typing import Any, ClassVar, Self
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from moto.server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from local.event_sources import SqsEventSource, SqsMapping
 from local.functions import FunctionRuntime, FunctionSpec, clear_settings_cache
@@ -167,7 +169,7 @@ class LocalStack:
 
     def _start(self) -> None:
         self._exit.enter_context(_quiet_moto())
-        server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._moto_port, verbose=False)
+        server = _MotoServer(LOOPBACK, self._moto_port)
         server.start()
         self._exit.callback(server.stop)
         host, port = server.get_host_and_port()
@@ -529,6 +531,45 @@ class LocalStack:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _MotoServer:
+    """moto's server, as moto's ThreadedMotoServer runs it, but with DynamoDB requests handled one at a
+    time: DynamoDB applies a conditional write atomically, moto checks and writes without a lock, and
+    concurrent Lambdas (the token-refresh lease) depend on that atomicity. Other services stay concurrent,
+    so the queue pollers' long polls do not hold anything up."""
+
+    def __init__(self, host: str, port: int) -> None:
+        app = _dynamodb_one_at_a_time(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+
+def _dynamodb_one_at_a_time(app: WsgiApp) -> WsgiApp:
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            # The whole response is produced under the lock: moto may build the body lazily.
+            return list(app(environ, start_response))
+
+    return serve
 
 
 def local_parameters(api_url: str) -> dict[str, str]:
