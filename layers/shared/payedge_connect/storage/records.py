@@ -204,33 +204,17 @@ class RecordsStore:
     def list_connections(
         self, business_id: str, *, limit: int = MAX_PAGE_SIZE, cursor: str | None = None
     ) -> Page[Connection]:
-        partition = f"BUSINESS#{business_id}"
-        items, next_cursor = self._query_page(
-            index="GSI1",
-            key=Key("GSI1PK").eq(partition) & Key("GSI1SK").begins_with("CONNECTION#"),
-            partition=("GSI1PK", partition),
-            limit=limit,
-            cursor=cursor,
+        items, next_cursor = self._index_page(
+            "GSI1", f"BUSINESS#{business_id}", sort_prefix="CONNECTION#", limit=limit, cursor=cursor
         )
-        return Page[Connection](
-            items=[Connection.model_validate(_fields(item)) for item in items], next_cursor=next_cursor
-        )
+        return Page[Connection](items=[Connection.model_validate(_fields(i)) for i in items], next_cursor=next_cursor)
 
     def list_connections_in_status(
         self, status: ConnectionStatus, *, limit: int = MAX_PAGE_SIZE, cursor: str | None = None
     ) -> Page[Connection]:
         """Every business's connections in one status (e.g. the connected ones the schedule syncs)."""
-        partition = f"CONNECTIONS#{status.value}"
-        items, next_cursor = self._query_page(
-            index="GSI2",
-            key=Key("GSI2PK").eq(partition),
-            partition=("GSI2PK", partition),
-            limit=limit,
-            cursor=cursor,
-        )
-        return Page[Connection](
-            items=[Connection.model_validate(_fields(item)) for item in items], next_cursor=next_cursor
-        )
+        items, next_cursor = self._index_page("GSI2", f"CONNECTIONS#{status.value}", limit=limit, cursor=cursor)
+        return Page[Connection](items=[Connection.model_validate(_fields(i)) for i in items], next_cursor=next_cursor)
 
     @staticmethod
     def _connection_item(connection: Connection) -> dict[str, Any]:
@@ -384,23 +368,10 @@ class RecordsStore:
     ) -> Page[Payable]:
         """A page of a connection's payables: all of them by bill id, or one status by due date."""
         if status is None:
-            partition = _connection_pk(connection_id)
-            items, next_cursor = self._query_page(
-                index=None,
-                key=Key("PK").eq(partition) & Key("SK").begins_with("PAYABLE#"),
-                partition=("PK", partition),
-                limit=limit,
-                cursor=cursor,
-            )
+            items, next_cursor = self._records_page(connection_id, "PAYABLE#", limit=limit, cursor=cursor)
         else:
             partition = _payables_by_status_pk(connection_id, status)
-            items, next_cursor = self._query_page(
-                index="GSI2",
-                key=Key("GSI2PK").eq(partition),
-                partition=("GSI2PK", partition),
-                limit=limit,
-                cursor=cursor,
-            )
+            items, next_cursor = self._index_page("GSI2", partition, limit=limit, cursor=cursor)
         return Page[Payable](items=[Payable.model_validate(_fields(item)) for item in items], next_cursor=next_cursor)
 
     @staticmethod
@@ -469,23 +440,10 @@ class RecordsStore:
         self, connection_id: str, *, attention_required: bool | None, limit: int, cursor: str | None
     ) -> Page[Vendor]:
         if attention_required is None:
-            partition = _connection_pk(connection_id)
-            items, next_cursor = self._query_page(
-                index=None,
-                key=Key("PK").eq(partition) & Key("SK").begins_with("VENDOR#"),
-                partition=("PK", partition),
-                limit=limit,
-                cursor=cursor,
-            )
+            items, next_cursor = self._records_page(connection_id, "VENDOR#", limit=limit, cursor=cursor)
         else:
             partition = _vendors_pk(connection_id, attention_required)
-            items, next_cursor = self._query_page(
-                index="GSI2",
-                key=Key("GSI2PK").eq(partition),
-                partition=("GSI2PK", partition),
-                limit=limit,
-                cursor=cursor,
-            )
+            items, next_cursor = self._index_page("GSI2", partition, limit=limit, cursor=cursor)
         return Page[Vendor](items=[Vendor.model_validate(_fields(item)) for item in items], next_cursor=next_cursor)
 
     @staticmethod
@@ -520,11 +478,9 @@ class RecordsStore:
 
     def list_sync_runs(self, connection_id: str, *, limit: int, cursor: str | None) -> Page[SyncRun]:
         """Newest first."""
-        partition = _connection_pk(connection_id)
-        items, next_cursor = self._query_page(
-            index=None,
-            key=Key("PK").eq(partition) & Key("SK").begins_with("SYNCRUN#"),
-            partition=("PK", partition),
+        items, next_cursor = self._records_page(
+            connection_id,
+            "SYNCRUN#",
             limit=limit,
             cursor=cursor,
             newest_first=True,
@@ -710,6 +666,37 @@ class RecordsStore:
         return items
 
     # ------------------------------------------------------------------ paging
+
+    def _records_page(
+        self,
+        connection_id: str,
+        prefix: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        newest_first: bool = False,
+        item_filter: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of one connection's records of a kind (their sort keys start with `prefix`)."""
+        partition = _connection_pk(connection_id)
+        return self._query_page(
+            index=None,
+            key=Key("PK").eq(partition) & Key("SK").begins_with(prefix),
+            partition=("PK", partition),
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+            item_filter=item_filter,
+        )
+
+    def _index_page(
+        self, index: str, partition: str, *, limit: int, cursor: str | None, sort_prefix: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of one partition of a secondary index (GSI1 or GSI2)."""
+        key: Any = Key(f"{index}PK").eq(partition)
+        if sort_prefix:
+            key = key & Key(f"{index}SK").begins_with(sort_prefix)
+        return self._query_page(index=index, key=key, partition=(f"{index}PK", partition), limit=limit, cursor=cursor)
 
     def _query_page(
         self,
