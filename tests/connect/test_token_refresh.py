@@ -1,99 +1,151 @@
-"""Tokens that never die by our hand: one refresh for many callers, revoked grants handled once."""
-
-import threading
+"""Tokens that never die by our hand: one refresh for many Lambdas, a lost refresh answer survived, a
+revoked grant handled once - for QuickBooks, Xero and Sage, against the local stack's AWS (the moto
+server) and the provider sandboxes."""
 
 import pytest
 
+from local.sandboxes.fleet import PROVIDERS, ProviderName
 from payedge_connect.models import ConnectionStatus
-from payedge_connect.tokens.refresh import ConnectionTokens, ReauthorizationRequired
+from payedge_connect.tokens.refresh import ReauthorizationRequired
 
-from .conftest import QuickBooksWorld
+from .world import ConnectWorld, run_concurrently
 
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-def a_lambda(world: QuickBooksWorld) -> ConnectionTokens:
-    """What one Lambda invocation builds: its own clients, sharing only AWS and the provider."""
-    return ConnectionTokens(
-        world.connection.connection_id,
-        oauth=world.oauth,
-        vault=world.vault(),
-        store=world.store(),
-        clock=world.sandbox.clock.now,
-    )
+# Longer than every provider's access-token lifetime (QuickBooks 60 min, Xero 30 min, Sage 5 min).
+ALL_ACCESS_TOKENS_EXPIRED = 3601
 
 
-def run_concurrently(count: int, work) -> list[object]:
-    results: list[object] = [None] * count
-    barrier = threading.Barrier(count)
-
-    def worker(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = work()
-        except Exception as error:  # the test inspects every outcome
-            results[index] = error
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+def token_calls(world: ConnectWorld, provider: ProviderName) -> int:
+    """Requests the provider's token endpoint received (code exchanges and refreshes)."""
+    return world.fleet.sandboxes[provider].requests.count("token")
 
 
-def test_twenty_concurrent_users_of_an_expired_token_cause_one_refresh(quickbooks: QuickBooksWorld) -> None:
-    # Given a connection whose access token has expired at the provider
-    quickbooks.sandbox.clock.advance(3601)
-    token_calls_before = quickbooks.sandbox.requests.count("token")
+def revoke_at_provider(world: ConnectWorld, provider: ProviderName, tenant_id: str) -> None:
+    """The user removes our app in the accounting software."""
+    if provider == "quickbooks":
+        world.fleet.quickbooks.revoke_grant(tenant_id)
+    elif provider == "xero":
+        world.fleet.xero.revoke_grant(tenant_id)
+    else:
+        world.fleet.sage.revoke_grant(client_id=world.fleet.credentials["sage"].client_id)
 
-    # When 20 Lambdas each read the company's accounts at the same moment
-    def read_accounts() -> int:
-        tokens = a_lambda(quickbooks)
-        api = quickbooks.connector.api(
-            quickbooks.connection.tenant_id or "",
-            access_token=tokens.access_token,
-            refresh_access_token=tokens.force_refresh,
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_twenty_concurrent_users_of_an_expired_token_cause_one_refresh(
+    world: ConnectWorld, provider: ProviderName
+) -> None:
+    # Given a connected organisation whose access token has expired
+    connection_id = world.connect(provider, f"biz-concurrent-{provider}")
+    tenant_id = world.connection(connection_id).tenant_id or ""
+    clock = world.service_clock()
+    world.fleet.clock.advance(ALL_ACCESS_TOKENS_EXPIRED)
+    before = token_calls(world, provider)
+    lambdas = [world.a_lambda(connection_id, provider, clock) for _ in range(20)]
+
+    # When 20 Lambdas each read the organisation's accounts at the same moment
+    def read_accounts(index: int) -> int:
+        tokens = lambdas[index]
+        api = world.connector(provider).api(
+            tenant_id, access_token=tokens.access_token, refresh_access_token=tokens.force_refresh
         )
-        return len(quickbooks.connector.accounts(api))
+        return len(world.connector(provider).accounts(api))
 
     results = run_concurrently(20, read_accounts)
 
     # Then all of them succeed and the provider saw exactly one refresh
     failures = [result for result in results if not isinstance(result, int)]
-    assert not failures and all(isinstance(result, int) and result > 0 for result in results), failures
-    assert quickbooks.sandbox.requests.count("token") - token_calls_before == 1
-    stored = quickbooks.vault().load(quickbooks.connection.connection_id, fresh=True)
+    assert not failures, failures
+    assert all(isinstance(result, int) and result > 0 for result in results)
+    assert token_calls(world, provider) - before == 1
+    # And the stored tokens are the new ones, good for a while
+    stored = world.stored_tokens(connection_id)
     assert stored is not None
-    assert stored.access_token_expires_at > quickbooks.sandbox.clock.now()
+    assert stored.access_token_expires_at > clock()
+    assert world.connection(connection_id).status is ConnectionStatus.CONNECTED
 
 
-def test_a_revoked_grant_moves_the_connection_to_reauthorization_once(quickbooks: QuickBooksWorld) -> None:
-    # Given the user revoked our app in QuickBooks and the access token expired
-    quickbooks.sandbox.revoke_grant(quickbooks.connection.tenant_id or "")
-    quickbooks.sandbox.clock.advance(3601)
-    token_calls_before = quickbooks.sandbox.requests.count("token")
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_fresh_token_is_used_without_asking_the_provider(world: ConnectWorld, provider: ProviderName) -> None:
+    connection_id = world.connect(provider, f"biz-fresh-{provider}")
+    before = token_calls(world, provider)
+
+    token = world.a_lambda(connection_id, provider, world.service_clock()).access_token()
+
+    stored = world.stored_tokens(connection_id)
+    assert stored is not None and token == stored.access_token.get_secret_value()
+    assert token_calls(world, provider) == before
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("seconds_before_expiry", [30, 59])
+def test_a_token_about_to_expire_is_refreshed_first(
+    world: ConnectWorld, provider: ProviderName, seconds_before_expiry: int
+) -> None:
+    # Given a token that expires within the refresh margin (60 s)
+    connection_id = world.connect(provider, f"biz-expiring-{provider}")
+    clock = world.service_clock()
+    stored = world.stored_tokens(connection_id)
+    assert stored is not None
+    world.fleet.clock.advance((stored.access_token_expires_at - clock()).total_seconds() - seconds_before_expiry)
+    before = token_calls(world, provider)
+
+    # When a Lambda needs it
+    token = world.a_lambda(connection_id, provider, clock).access_token()
+
+    # Then it was refreshed before use
+    assert token_calls(world, provider) - before == 1
+    assert token != stored.access_token.get_secret_value()
+
+
+def test_a_lost_refresh_answer_does_not_kill_a_xero_connection(world: ConnectWorld) -> None:
+    # Given a Xero connection whose access token expired, and a token endpoint that rotates the refresh
+    # token and then drops the connection before answering
+    connection_id = world.connect("xero", "biz-dropped-refresh")
+    clock = world.service_clock()
+    world.fleet.clock.advance(ALL_ACCESS_TOKENS_EXPIRED)
+    world.fleet.xero.faults.drop_response_after_commit("token")
+    before = token_calls(world, "xero")
+
+    # When a Lambda needs a token
+    token = world.a_lambda(connection_id, "xero", clock).access_token()
+
+    # Then it retried with the refresh token it holds, which Xero honours within its 30-minute grace
+    assert token
+    assert token_calls(world, "xero") - before == 2
+    assert world.connection(connection_id).status is ConnectionStatus.CONNECTED
+
+    # And what was stored is Xero's live refresh token: long after the grace it still refreshes
+    world.fleet.clock.advance(ALL_ACCESS_TOKENS_EXPIRED)
+    before = token_calls(world, "xero")
+    assert world.a_lambda(connection_id, "xero", clock).access_token() != token
+    assert token_calls(world, "xero") - before == 1
+    assert world.connection(connection_id).status is ConnectionStatus.CONNECTED
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_revoked_grant_moves_the_connection_to_reauthorization_once(
+    world: ConnectWorld, provider: ProviderName
+) -> None:
+    # Given the user removed our app in the accounting software, and the access token expired
+    connection_id = world.connect(provider, f"biz-revoked-{provider}")
+    connection = world.connection(connection_id)
+    clock = world.service_clock()
+    revoke_at_provider(world, provider, connection.tenant_id or "")
+    world.fleet.clock.advance(ALL_ACCESS_TOKENS_EXPIRED)
+    before = token_calls(world, provider)
 
     # When ten Lambdas need a token, then ten more later
-    first = run_concurrently(10, lambda: a_lambda(quickbooks).access_token())
-    second = run_concurrently(10, lambda: a_lambda(quickbooks).access_token())
+    lambdas = [world.a_lambda(connection_id, provider, clock) for _ in range(20)]
+    first = run_concurrently(10, lambda index: lambdas[index].access_token())
+    second = run_concurrently(10, lambda index: lambdas[10 + index].access_token())
 
     # Then every caller is told to reauthorise, the provider was asked once, and the connection says so
     assert all(isinstance(result, ReauthorizationRequired) for result in first + second), first + second
-    assert quickbooks.sandbox.requests.count("token") - token_calls_before == 1
-    connection = quickbooks.store().get_connection(quickbooks.connection.connection_id)
-    assert connection is not None
-    assert connection.status is ConnectionStatus.REAUTHORIZATION_REQUIRED
-    assert connection.version == quickbooks.connection.version + 1  # marked once
-
-
-def test_a_fresh_token_is_used_without_asking_the_provider(quickbooks: QuickBooksWorld) -> None:
-    token_calls_before = quickbooks.sandbox.requests.count("token")
-    assert a_lambda(quickbooks).access_token()
-    assert quickbooks.sandbox.requests.count("token") == token_calls_before
-
-
-@pytest.mark.parametrize("seconds_before_expiry", [30, 59])
-def test_a_token_about_to_expire_is_refreshed_first(quickbooks: QuickBooksWorld, seconds_before_expiry: int) -> None:
-    quickbooks.sandbox.clock.advance(3600 - seconds_before_expiry)
-    token_calls_before = quickbooks.sandbox.requests.count("token")
-    a_lambda(quickbooks).access_token()
-    assert quickbooks.sandbox.requests.count("token") - token_calls_before == 1
+    assert token_calls(world, provider) - before == 1
+    after = world.connection(connection_id)
+    assert after.status is ConnectionStatus.REAUTHORIZATION_REQUIRED
+    assert after.version == connection.version + 1  # marked once
+    shown = world.call("GET", f"/connections/{connection_id}", f"biz-revoked-{provider}").json()
+    assert shown["status"] == "reauthorization_required"
+    assert shown["attention"] == ["The accounting software refused our authorisation: reconnect."]
