@@ -19,6 +19,7 @@ from local.sandboxes.sage.sandbox import SageSandbox
 from local.sandboxes.xero.sandbox import XeroSandbox
 from payedge_connect.connections import authorization
 from payedge_connect.models import AccountMapping, Connection, ConnectionStatus, Provider, SyncRun, SyncTrigger
+from payedge_connect.providers.base import AccountKind
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
 from payedge_connect.sync.documents import DocumentStore
@@ -77,6 +78,23 @@ class SyncWorld:
 
     def run(self, run: SyncRun, *, full: bool = False, time_left: Callable[[], float] = lambda: 900.0) -> SyncResult:
         return run_sync(self.services, run, documents=self.documents, time_left=time_left, full=full)
+
+    def accept_mapping(self) -> AccountMapping:
+        """The user accepts a mapping: funding source "<currency>-operating" to the organisation's active
+        bank account in that currency, and payment fees to its first expense account named for fees."""
+        connector = self.services.connector(self.provider)
+        accounts = connector.accounts(self.services.api(self.connection))
+        banks = {a.currency: a.account_id for a in accounts if a.kind is AccountKind.BANK and a.active and a.currency}
+        fees = [a.account_id for a in accounts if a.kind is AccountKind.EXPENSE and "fee" in a.name.lower()]
+        connection = self.services.store.get_connection(self.connection.connection_id)
+        assert connection is not None
+        mapping = AccountMapping(
+            funding_sources={f"{currency.lower()}-operating": account for currency, account in banks.items()},
+            fee_account_id=fees[0] if fees else None,
+            accepted_at=self.sandbox.clock.now(),
+        )
+        self.connection = self.services.store.save_connection(connection.model_copy(update={"mapping": mapping}))
+        return mapping
 
     def items(self) -> list[dict[str, Any]]:
         table = boto3.resource("dynamodb").Table(self.table_name)
