@@ -1,0 +1,45 @@
+"""`python -m bench [sync] [writeback] [--payments N] [--providers quickbooks,xero,sage]`: no scenario runs all."""
+
+import argparse
+import time
+
+from bench import sync, writeback
+from bench.harness import PROVIDERS, use_fake_aws
+from payedge_connect.models import Provider
+
+SCENARIOS = {"sync": sync, "writeback": writeback}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="PayEdge Connect benchmarks")
+    parser.add_argument("scenarios", nargs="*", help=f"scenarios to run: {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "--payments",
+        type=int,
+        default=writeback.PAYMENTS,
+        help=f"payments per provider in the writeback scenario (default {writeback.PAYMENTS:,})",
+    )
+    parser.add_argument(
+        "--providers",
+        default=",".join(provider.value for provider in PROVIDERS),
+        help="comma-separated providers to run (default: all three)",
+    )
+    args = parser.parse_args()
+    providers = [Provider(name.strip()) for name in args.providers.split(",") if name.strip()]
+    names = args.scenarios or list(SCENARIOS)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+
+    use_fake_aws()
+    for name in names:
+        started = time.perf_counter()
+        if name == "sync":
+            sync.run(providers)
+        else:
+            writeback.run(providers, payments=args.payments)
+        print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
