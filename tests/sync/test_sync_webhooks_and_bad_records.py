@@ -11,6 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from payedge_connect.models import Provider, SyncOutcome
 from payedge_connect.sync.engine import run_sync
+from payedge_connect.sync.requests import request_entity_sync
 from payedge_connect.sync.webhooks import InvalidSignature, handle_webhook
 from tests.worlds import CLIENT_ID, WEBHOOK_KEY, SyncWorld
 
@@ -119,3 +120,22 @@ def test_a_notification_not_signed_with_our_key_is_refused_and_nothing_syncs(wor
     with pytest.raises(InvalidSignature):
         handle_webhook(world.services, world.provider, body, "bm90LXRoZS1zaWduYXR1cmU=")
     assert sync_runs() == before
+
+
+@pytest.mark.parametrize("world", [Provider.QUICKBOOKS, Provider.SAGE], indirect=True, ids=lambda p: p.value)
+def test_an_entity_sync_of_a_bill_deleted_at_the_provider_closes_it(world: SyncWorld) -> None:
+    # Given a synced bill, then deleted at the provider (Xero only deletes drafts, which we never hold)
+    world.sync()
+    bill_id = sorted(world.open_payables())[0]
+    world.sandbox.delete_bill(world.tenant_id, bill_id)
+    # When a webhook-style sync names just that bill
+    connection = world.services.store.get_connection(world.connection.connection_id)
+    assert connection is not None
+    message = request_entity_sync(world.services, connection, bill_ids=[bill_id], vendor_ids=[])
+    run = world.services.store.get_sync_run(message.connection_id, message.sync_run_id)
+    assert run is not None
+    result = run_sync(world.services, run, documents=world.documents, time_left=lambda: 900.0, bill_ids=[bill_id])
+    # Then the bill is closed as deleted, from what we stored
+    assert result.run.counts.bills_closed == 1
+    stored = world.services.store.get_payable(world.connection.connection_id, bill_id)
+    assert stored is not None and stored.closed_reason is not None and stored.closed_reason.value == "deleted"

@@ -197,7 +197,8 @@ def _run_phases(context: _Context, *, bill_ids: Sequence[str], vendor_ids: Seque
     connector, api = context.connector, context.api
     context.pending_documents = list(_checkpoint(context).documents_pending)
     if _checkpoint(context).phase == "entities":
-        _apply_page(context, _guarded(context, partial(connector.bills_by_id, api, list(bill_ids))), None)
+        if bill_ids:
+            _read_bills_by_id(context, list(bill_ids), None)
         if vendor_ids:
             _apply_page(context, _guarded(context, partial(connector.vendors_by_id, api, list(vendor_ids))), None)
         _next_phase(context, "missing_vendors")
@@ -431,14 +432,25 @@ def _close_missing(context: _Context) -> None:
     states = store.payable_states(connection_id)
     missing = [bill_id for bill_id, state in states.items() if state.status != _CLOSED and bill_id not in seen]
     for start in range(0, len(missing), 50):
-        chunk = missing[start : start + 50]
-        page = _guarded(context, partial(context.connector.bills_by_id, context.api, chunk))
-        returned = {bill.bill_id for bill in page.bills}
-        # A bill the provider no longer returns at all was deleted there.
-        gone = [
-            _from_stored(context, bill_id, ClosedReason.DELETED, None) for bill_id in chunk if bill_id not in returned
-        ]
-        _apply_page(context, ChangesPage(bills=[*page.bills, *gone], skipped=page.skipped), states)
+        _read_bills_by_id(context, missing[start : start + 50], states)
+
+
+def _read_bills_by_id(context: _Context, bill_ids: list[str], known: dict[str, StoredState] | None) -> None:
+    """Apply the provider's current state of these bills; one we hold that it no longer returns at all was
+    deleted there, and is closed from our stored copy."""
+    page = _guarded(context, partial(context.connector.bills_by_id, context.api, bill_ids))
+    returned = {bill.bill_id for bill in page.bills}
+    states = (
+        known
+        if known is not None
+        else context.services.store.payable_states_of(context.connection.connection_id, bill_ids)
+    )
+    gone = [
+        _from_stored(context, bill_id, ClosedReason.DELETED, None)
+        for bill_id in bill_ids
+        if bill_id not in returned and bill_id in states and states[bill_id].status != _CLOSED
+    ]
+    _apply_page(context, ChangesPage(bills=[*page.bills, *gone], skipped=page.skipped), known)
 
 
 def _from_stored(context: _Context, bill_id: str, reason: ClosedReason, updated_at: datetime | None) -> ProviderBill:
