@@ -224,9 +224,7 @@ class Faults:
 
     def handler_delay(self, endpoint: str) -> float:
         with self._lock:
-            return self._handler_delay.get(ALL_ENDPOINTS, 0.0) + self._specific_or_zero(
-                self._handler_delay, endpoint
-            )
+            return self._handler_delay.get(ALL_ENDPOINTS, 0.0) + self._specific_or_zero(self._handler_delay, endpoint)
 
     def take_action(self, endpoint: str) -> FaultAction | None:
         """The fault to apply instead of the handler, if any; consumes one use of it."""
@@ -540,9 +538,7 @@ class AuthorizationCodes:
             self._codes[code] = issued
         return code
 
-    def redeem(
-        self, code: str, client_id: str, redirect_uri: str, code_verifier: str | None
-    ) -> IssuedCode | None:
+    def redeem(self, code: str, client_id: str, redirect_uri: str, code_verifier: str | None) -> IssuedCode | None:
         """The code's grant, or None when unknown, reused, expired, for another client/redirect or
         failing PKCE. The first attempt consumes the code whatever its outcome (RFC 6749 §4.1.2).
 
@@ -744,8 +740,7 @@ class ProviderSandbox(abc.ABC):
             return json_response({"counts": self.requests.counts(), "total": self.requests.total()})
         if request.method == "GET" and command == "webhooks":
             deliveries = [
-                {"url": item.url, "status": item.status, "error": item.error}
-                for item in self.webhook_deliveries()
+                {"url": item.url, "status": item.status, "error": item.error} for item in self.webhook_deliveries()
             ]
             return json_response({"deliveries": deliveries})
         if request.method != "POST":

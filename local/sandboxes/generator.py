@@ -346,8 +346,7 @@ def _accounts(base_currency: str) -> list[AccountRecord]:
         )
     )
     accounts.extend(
-        AccountRecord(key, name, code, "expense", base_currency, True, None)
-        for key, name, code in _EXPENSE_ACCOUNTS
+        AccountRecord(key, name, code, "expense", base_currency, True, None) for key, name, code in _EXPENSE_ACCOUNTS
     )
     accounts.append(AccountRecord("ap", "Accounts Payable", "2000", "payable", base_currency, True, None))
     return accounts
@@ -453,9 +452,7 @@ def _routing(rng: random.Random, country: str) -> str:
     if country == "US":
         return f"{rng.randint(10**8, 10**9 - 1)}"  # ABA routing number
     if country == "DE":
-        return (
-            f"{rng.choice(('DEUT', 'COBA', 'HYVE'))}DE{rng.choice(('FF', 'MM', 'BB'))}{rng.randint(100, 999)}"
-        )
+        return f"{rng.choice(('DEUT', 'COBA', 'HYVE'))}DE{rng.choice(('FF', 'MM', 'BB'))}{rng.randint(100, 999)}"
     return f"{rng.randint(10, 99)}-{rng.randint(10, 99)}-{rng.randint(10, 99)}"  # UK sort code
 
 
@@ -472,9 +469,7 @@ def _iban(rng: random.Random, country: str) -> str:
 
 def _phone(rng: random.Random, country: str) -> str:
     if country in ("CA", "US"):
-        return (
-            f"+1 {rng.choice((416, 604, 206, 512, 617))}-{rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
-        )
+        return f"+1 {rng.choice((416, 604, 206, 512, 617))}-{rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
     if country == "DE":
         return f"+49 30 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
     return f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
@@ -518,9 +513,7 @@ def _bills(
         document: Literal["first", "yes", "no"] = "no"
         if index in with_documents:
             document = "first" if index == first_document else "yes"
-        records.append(
-            _bill(rng, index, state=state, unpaid_rank=rank, vendor=vendor, document=document, as_of=as_of)
-        )
+        records.append(_bill(rng, index, state=state, unpaid_rank=rank, vendor=vendor, document=document, as_of=as_of))
     return records
 
 
@@ -667,8 +660,5 @@ def _png(colour: tuple[int, int, int], size: int = 8) -> bytes:
     row = b"\x00" + bytes(colour) * size  # filter type 0, then the pixels
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(row * size))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
     )

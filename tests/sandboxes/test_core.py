@@ -361,8 +361,7 @@ def test_sliding_window_keeps_keys_apart() -> None:
 
 def test_rate_limit_check_answers_before_the_handler(sandbox: NotesSandbox) -> None:
     statuses = [
-        requests.get(f"{sandbox.base_url}/limited", headers={"X-Tenant": "T"}, timeout=5).status_code
-        for _ in range(4)
+        requests.get(f"{sandbox.base_url}/limited", headers={"X-Tenant": "T"}, timeout=5).status_code for _ in range(4)
     ]
     assert statuses == [200, 200, 200, 429]
     other_tenant = requests.get(f"{sandbox.base_url}/limited", headers={"X-Tenant": "U"}, timeout=5)
@@ -499,16 +498,12 @@ def test_webhook_deliveries_are_recorded(sandbox: NotesSandbox) -> None:
         closed_url = closed.start()
         closed.stop()
         # When the sandbox posts one webhook to each
-        sandbox.post_webhook(
-            f"{receiver.base_url}/notes", b'{"text": "event"}', {"Content-Type": "application/json"}
-        )
+        sandbox.post_webhook(f"{receiver.base_url}/notes", b'{"text": "event"}', {"Content-Type": "application/json"})
         sandbox.post_webhook(f"{closed_url}/notes", b"{}", {})
         sandbox.wait_for_webhooks()
         # Then the receiver got it and both outcomes are recorded
         assert receiver.notes == ["event"]
-    outcomes = {
-        (d.url.rsplit(":", 1)[0], d.status, d.error is not None) for d in sandbox.webhook_deliveries()
-    }
+    outcomes = {(d.url.rsplit(":", 1)[0], d.status, d.error is not None) for d in sandbox.webhook_deliveries()}
     assert outcomes == {("http://127.0.0.1", 201, False), ("http://127.0.0.1", None, True)}
     listed = requests.get(f"{sandbox.base_url}/_admin/webhooks", timeout=5).json()["deliveries"]
     assert sorted(str(d["status"]) for d in listed) == ["201", "None"]
@@ -610,9 +605,7 @@ def test_unknown_code_is_rejected() -> None:
     ("client_id", "redirect_uri"),
     [("other-app", "https://app.example/cb"), ("app", "https://app.example/cb/")],
 )
-def test_code_for_another_client_or_redirect_is_rejected_and_consumed(
-    client_id: str, redirect_uri: str
-) -> None:
+def test_code_for_another_client_or_redirect_is_rejected_and_consumed(client_id: str, redirect_uri: str) -> None:
     codes = AuthorizationCodes(Clock(), 60)
     code = issue_code(codes)
     assert codes.redeem(code, client_id, redirect_uri, None) is None

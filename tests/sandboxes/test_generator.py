@@ -111,9 +111,7 @@ def test_impossible_requests_are_refused(arguments: dict[str, object]) -> None:
 def test_amounts_have_two_places_and_lines_add_up(ledger: Ledger) -> None:
     for bill in ledger.bills:
         assert bill.total == sum(line.amount for line in bill.lines)
-        assert all(
-            amount.as_tuple().exponent == -2 for amount in (bill.total, bill.amount_paid, bill.amount_due)
-        )
+        assert all(amount.as_tuple().exponent == -2 for amount in (bill.total, bill.amount_paid, bill.amount_due))
 
 
 def test_amount_due_follows_the_state(ledger: Ledger) -> None:
