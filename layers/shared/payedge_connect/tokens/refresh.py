@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from payedge_connect.errors import PayEdgeError
 from payedge_connect.observability import logger
 from payedge_connect.storage.records import RecordsStore
 from payedge_connect.tokens.oauth import GrantRevoked, OAuthClient, TokenEndpointError, now_utc
@@ -34,12 +35,18 @@ _POLL_SECONDS = 0.2
 _REFRESH_ATTEMPTS = 3
 
 
-class ReauthorizationRequired(Exception):
-    """The user must connect again: the grant was revoked or expired."""
+class ReauthorizationRequired(PayEdgeError):
+    """The user must connect again: the grant was revoked or expired. An API caller gets a 409 saying so."""
+
+    status = 409
+    title = "Reauthorization required"
 
 
-class TokenRefreshUnavailable(Exception):
-    """The refresh could not be completed now (provider down, another refresh stuck); try later."""
+class TokenRefreshUnavailable(PayEdgeError):
+    """The refresh could not be completed now (provider down, another refresh stuck); try later (503)."""
+
+    status = 503
+    title = "Accounting software unavailable"
 
 
 class ConnectionTokens:
@@ -81,7 +88,7 @@ class ConnectionTokens:
     def _load(self, *, fresh: bool) -> TokenSet:
         tokens = self._vault.load(self.connection_id, fresh=fresh)
         if tokens is None or tokens.grant_revoked:
-            raise ReauthorizationRequired(f"connection {self.connection_id} must be authorised again")
+            raise ReauthorizationRequired(f"connection {self.connection_id} must be authorised again: reconnect it")
         return tokens
 
     def _needs_refresh(self, tokens: TokenSet) -> bool:
@@ -129,7 +136,8 @@ class ConnectionTokens:
                 return self._oauth.refresh(stored.refresh_token.get_secret_value())
             except GrantRevoked:
                 self._give_up(stored)
-                raise ReauthorizationRequired(f"connection {self.connection_id} must be authorised again") from None
+                reason = f"connection {self.connection_id} must be authorised again: reconnect it"
+                raise ReauthorizationRequired(reason) from None
             except TokenEndpointError as error:
                 # A lost response: the refresh token we hold is still the one the provider knows
                 # (or its previous one, within the grace period), so the same request is safe.
