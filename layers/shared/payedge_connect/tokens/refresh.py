@@ -71,7 +71,11 @@ class ConnectionTokens:
 
     def access_token(self) -> str:
         """A usable access token, refreshed first if it expires within the margin."""
-        tokens = self._current or self._load(fresh=False)
+        # Read fresh, not from the short secret cache: a cached token may be one another Lambda has since
+        # replaced, and when the provider refuses it, force_refresh hands back the replacement untried -
+        # after a revocation that replacement is refused too, and the caller got a 401 error instead of
+        # ReauthorizationRequired. One read per ConnectionTokens; the token is kept in memory after it.
+        tokens = self._current or self._load(fresh=True)
         if self._needs_refresh(tokens):
             tokens = self._refresh(seen=tokens)
         self._current = tokens
