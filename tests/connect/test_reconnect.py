@@ -133,3 +133,24 @@ def test_reconnecting_a_connection_that_still_works_keeps_it_connected(world: Co
     assert (result.outcome, result.connection_id) == ("connected", connection_id)
     after = world.connection(connection_id)
     assert (after.status.value, after.tenant_id, after.tenant_choices) == ("connected", before.tenant_id, [])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_revoked_grant_is_recognised_after_another_lambda_refreshed_the_token(
+    world: ConnectWorld, provider: ProviderName
+) -> None:
+    business = f"biz-warm-{provider}"
+    # Given a connection the web app just used (the callback function has read its token)
+    connection_id = world.connect(provider, business)
+    assert world.call("GET", f"/connections/{connection_id}/mapping", business).status_code == 200
+    # And another Lambda that refreshed the token since (the provider had refused the one it held)
+    world.a_lambda(connection_id, provider, world.service_clock()).force_refresh()
+    # And then the user revoked our app at the provider
+    revoke_at_provider(world, provider, world.connection(connection_id).tenant_id or "")
+
+    # When the web app uses the connection again
+    response = world.call("GET", f"/connections/{connection_id}/mapping", business)
+
+    # Then it is told to reconnect, and the connection says so
+    assert response.status_code == 409, response.text
+    assert world.call("GET", f"/connections/{connection_id}", business).json()["status"] == "reauthorization_required"
