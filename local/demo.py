@@ -1,7 +1,7 @@
-"""`make demo`: start the local stack, show what it does, stop it cleanly.
+"""`make demo`: start the provider sandboxes and the local stack, show what they do, stop them cleanly.
 
-Each step is a small function taking the running stack; later features add their steps to STEPS. A step
-that sees something unexpected raises DemoFailure, and the demo exits 1.
+Each step is a small function taking the running demo (stack and sandboxes); later features add their steps
+to STEPS. A step that sees something unexpected raises DemoFailure, and the demo exits 1.
 """
 
 import json
@@ -9,10 +9,18 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from local.provider_apps import allow_plain_http_oauth, app_secret_name, register_provider_apps, sandbox_parameters
+from local.sandboxes.fleet import PROVIDERS, ProviderName, SandboxFleet
 from local.stack import LocalStack
+
+BUSINESS = "biz-demo"
+SOFTWARE: dict[ProviderName, str] = {"quickbooks": "QuickBooks Online", "xero": "Xero", "sage": "Sage Accounting"}
 
 
 class DemoFailure(RuntimeError):
@@ -28,15 +36,35 @@ def heading(number: int, title: str) -> None:
     print(f"\n== {number}. {title}")
 
 
+@dataclass(frozen=True)
+class Demo:
+    stack: LocalStack
+    fleet: SandboxFleet
+
+
 def _user_token(stack: LocalStack) -> str:
     claim = stack.parameters.get("BusinessIdClaim", "business_id")
-    return stack.issue_token({claim: "biz-demo"})
+    return stack.issue_token({claim: BUSINESS})
+
+
+def _api(stack: LocalStack, method: str, path: str, body: Any = None) -> requests.Response:
+    """A call of the web app: through the local gateway, with the user's JWT."""
+    headers = {"Authorization": f"Bearer {_user_token(stack)}"}
+    return requests.request(method, f"{stack.api_url}{path}", json=body, headers=headers, timeout=10)
+
+
+def _short(url: str) -> str:
+    """A URL for a person: where it goes and the names of its query parameters (values are long)."""
+    parts = urlsplit(url)
+    names = "&".join(name for name, _ in parse_qsl(parts.query))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{names}" if names else "")
 
 
 # ---------------------------------------------------------------------------------------------- steps
 
 
-def show_resources(stack: LocalStack) -> None:
+def show_resources(demo: Demo) -> None:
+    stack = demo.stack
     source = stack.template_path.name
     print(f"Stack {stack.stack_name!r} created from {source} by CloudFormation (moto at {stack.endpoint_url}):")
     permissions = Counter(resource.type for resource in stack.resources if resource.type == "AWS::Lambda::Permission")
@@ -52,7 +80,8 @@ def show_resources(stack: LocalStack) -> None:
     expect(any(resource.logical_id == "RecordsTable" for resource in stack.resources), "no records table")
 
 
-def list_providers(stack: LocalStack) -> None:
+def list_providers(demo: Demo) -> None:
+    stack = demo.stack
     token = _user_token(stack)
     response = requests.get(f"{stack.api_url}/providers", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     print(f"GET {stack.api_url}/providers  (Authorization: Bearer {token[:16]}...)")
@@ -63,14 +92,16 @@ def list_providers(stack: LocalStack) -> None:
         print(f"     {provider['provider']:<11} {provider['displayName']} ({webhooks})")
 
 
-def refuse_request_without_token(stack: LocalStack) -> None:
+def refuse_request_without_token(demo: Demo) -> None:
+    stack = demo.stack
     response = requests.get(f"{stack.api_url}/providers", timeout=10)
     print(f"GET {stack.api_url}/providers  (no Authorization header)")
     print(f"  -> {response.status_code} {response.text}  www-authenticate: {response.headers.get('www-authenticate')}")
     expect(response.status_code == 401, f"a request without a token answered {response.status_code}")
 
 
-def fire_dispatch_schedule(stack: LocalStack) -> None:
+def fire_dispatch_schedule(demo: Demo) -> None:
+    stack = demo.stack
     schedule = stack.scheduler.find("DispatchDueConnections")
     print(f"Schedule {schedule.name} ({schedule.expression}) delivers {schedule.input} to {schedule.function}")
     result = stack.scheduler.fire(schedule.name)
@@ -79,10 +110,110 @@ def fire_dispatch_schedule(stack: LocalStack) -> None:
     print(f"  {result.get('queued')} sync message(s) queued, one per connected connection, for the sync worker")
 
 
-STEPS: list[tuple[str, Callable[[LocalStack], None]]] = [
+def register_provider_app_credentials(demo: Demo) -> None:
+    register_provider_apps(demo.stack, demo.fleet)
+    for provider in PROVIDERS:
+        app = demo.fleet.credentials[provider]
+        print(f"  {SOFTWARE[provider]:<18} sandbox {demo.fleet.base_urls[provider]}")
+        print(f"  {'':<18} secret  {app_secret_name(demo.stack, provider)}  (clientId {app.client_id})")
+        print(f"  {'':<18} redirect URI {demo.fleet.redirect_uris[provider][0]}")
+    print(f"  ProviderBaseUrls = {demo.stack.parameters['ProviderBaseUrls']}")
+
+
+def _connect(demo: Demo, provider: ProviderName) -> None:
+    """A user connecting `provider` from the integrations page, the consent page approved headlessly."""
+    stack = demo.stack
+    started = _api(stack, "POST", "/connections", {"provider": provider})
+    expect(started.status_code == 201, f"POST /connections answered {started.status_code}: {started.text}")
+    connection_id, authorization_url = started.json()["connectionId"], started.json()["authorizationUrl"]
+    print(f"POST /connections {{'provider': '{provider}'}} -> 201 {started.json()['status']}")
+    consent = requests.get(authorization_url, allow_redirects=False, timeout=10)
+    expect(consent.status_code in (302, 303), f"the consent page answered {consent.status_code}")
+    print(f"  consent page {_short(authorization_url).split('?')[0]} -> approved (headless)")
+    callback = requests.get(consent.headers["Location"], allow_redirects=False, timeout=10)
+    back = dict(parse_qsl(urlsplit(callback.headers.get("Location", "")).query))
+    print(f"  redirect to {_short(consent.headers['Location'])} (no JWT)")
+    print(f"    -> {callback.status_code} to the web app, outcome={back.get('outcome')}")
+    expect(back.get("connectionId") == connection_id, f"the callback ended with {back}")
+
+    if back.get("outcome") == "choosing_tenant":
+        tenants = _api(stack, "GET", f"/connections/{connection_id}/tenants").json()["tenants"]
+        print(f"  the grant reaches {len(tenants)} organisations: {', '.join(t['name'] for t in tenants)}")
+        chosen = tenants[-1]
+        response = _api(stack, "PUT", f"/connections/{connection_id}/tenant", {"tenantId": chosen["tenantId"]})
+        expect(response.status_code == 200, f"choosing the organisation answered {response.status_code}")
+        print(f"  PUT /connections/…/tenant {chosen['name']!r} -> {response.json()['status']}")
+    else:
+        expect(back.get("outcome") == "mapping_required", f"the callback ended with {back}")
+
+    proposal = _api(stack, "GET", f"/connections/{connection_id}/mapping")
+    expect(proposal.status_code == 200, f"the mapping proposal answered {proposal.status_code}: {proposal.text}")
+    names = _account_names(proposal.json())
+    acceptance = {
+        "accepted": True,
+        "fundingSources": {
+            source["fundingSource"]: source["proposedAccountId"]
+            for source in proposal.json()["fundingSources"]
+            if source["proposedAccountId"]
+        },
+        "feeAccountId": proposal.json()["feeAccount"]["proposedAccountId"],
+    }
+    accepted = _api(stack, "PUT", f"/connections/{connection_id}/mapping", acceptance)
+    expect(accepted.status_code == 200, f"accepting the mapping answered {accepted.status_code}: {accepted.text}")
+    print(f"  GET /connections/…/mapping, PUT /connections/…/mapping (accepted) -> {accepted.json()['status']}")
+
+    shown = _api(stack, "GET", f"/connections/{connection_id}").json()
+    expect(shown["status"] == "connected", f"the connection is {shown['status']}")
+    print(f"  Organisation  {shown['organisationName']}")
+    print(f"  Status        {shown['status']}")
+    mapping = shown["mapping"]
+    lines = [(source, names.get(account, account)) for source, account in mapping["fundingSources"].items()]
+    fee = mapping["feeAccountId"]
+    lines.append(("fees", names.get(fee, fee) if fee else "none"))
+    for index, (what, account_name) in enumerate(lines):
+        print(f"  {'Mapping' if index == 0 else '':<13} {what:<14} -> {account_name}")
+    expect(set(mapping["fundingSources"]) == {"cad-operating", "usd-operating"}, f"mapping {mapping}")
+
+
+def _account_names(proposal: dict[str, Any]) -> dict[str, str]:
+    candidates = [c for source in proposal["fundingSources"] for c in source["candidates"]]
+    candidates += proposal["feeAccount"]["candidates"]
+    return {candidate["accountId"]: candidate["name"] for candidate in candidates}
+
+
+def connect_quickbooks(demo: Demo) -> None:
+    _connect(demo, "quickbooks")
+
+
+def connect_xero(demo: Demo) -> None:
+    _connect(demo, "xero")
+
+
+def connect_sage(demo: Demo) -> None:
+    _connect(demo, "sage")
+
+
+def list_connections(demo: Demo) -> None:
+    listed = _api(demo.stack, "GET", "/connections").json()["connections"]
+    print(f"GET /connections ({BUSINESS}) -> {len(listed)} connection(s)")
+    for item in listed:
+        print(f"  {item['accountingSoftware']:<18} {item['organisationName']:<28} {item['status']}")
+    expect(sorted(item["provider"] for item in listed) == sorted(PROVIDERS), "not every provider is listed")
+    expect(all(item["status"] == "connected" for item in listed), "a connection is not connected")
+
+
+STEPS: list[tuple[str, Callable[[Demo], None]]] = [
     ("Resources created from template.yaml", show_resources),
     ("Providers listed through the local gateway with a JWT", list_providers),
     ("A request without a JWT is refused", refuse_request_without_token),
+    (
+        "Provider apps registered as an operator would (credentials in Secrets Manager)",
+        register_provider_app_credentials,
+    ),
+    ("QuickBooks Online connected through its consent page", connect_quickbooks),
+    ("Xero connected through its consent page (two organisations: the user chooses)", connect_xero),
+    ("Sage Accounting connected through its consent page", connect_sage),
+    ("The integrations page lists the connections", list_connections),
     ("The dispatch schedule fires", fire_dispatch_schedule),
 ]
 
@@ -90,17 +221,24 @@ STEPS: list[tuple[str, Callable[[LocalStack], None]]] = [
 def main() -> int:
     # Powertools warns on every invocation that records no metric; it is noise here.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    print("Starting the local stack...")
+    print("Starting the provider sandboxes and the local stack...")
+    # The sandboxes speak plain http on loopback, which oauthlib refuses unless told (functions run in-process).
+    allow_plain_http_oauth()
     try:
+        # Consent pages approve headlessly; the stack's connectors point at the sandboxes (ProviderBaseUrls).
         # The template's LogLevel parameter keeps the functions' INFO logs out of the demo's output.
-        with LocalStack(parameters={"LogLevel": "ERROR"}) as stack:
+        with (
+            SandboxFleet(auto_approve=True) as fleet,
+            LocalStack(parameters={"LogLevel": "ERROR", **sandbox_parameters(fleet)}) as stack,
+        ):
+            demo = Demo(stack, fleet)
             for number, (title, step) in enumerate(STEPS, start=1):
                 heading(number, title)
-                step(stack)
+                step(demo)
     except DemoFailure as failure:
         print(f"\nDEMO FAILED: {failure}", file=sys.stderr)
         return 1
-    print("\nLocal stack stopped cleanly.")
+    print("\nLocal stack and sandboxes stopped cleanly.")
     return 0
 
 
