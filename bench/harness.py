@@ -104,23 +104,48 @@ def _written_sort_keys(operation: str, params: Mapping[str, Any]) -> list[str]:
     return []
 
 
-class DynamoWrites:
-    """Items the service writes to DynamoDB, by kind of record.
+def _items_read(operation: str, parsed: Mapping[str, Any]) -> int:
+    if operation in ("Query", "Scan"):
+        # What DynamoDB read to answer (and bills), filtered or counted-only answers included.
+        return int(parsed.get("ScannedCount", parsed.get("Count", len(parsed.get("Items", [])))))
+    if operation == "GetItem":
+        return 1 if "Item" in parsed else 0
+    if operation == "BatchGetItem":
+        return sum(len(items) for items in parsed.get("Responses", {}).values())
+    if operation == "TransactGetItems":
+        return len(parsed.get("Responses", []))
+    return 0
+
+
+@dataclass(frozen=True)
+class DynamoCounts:
+    written: Counter[str]  # items written, by kind of record
+    read: Counter[str]  # items read, by operation
+
+    def __sub__(self, earlier: "DynamoCounts") -> "DynamoCounts":
+        return DynamoCounts(self.written - earlier.written, self.read - earlier.read)
+
+
+class DynamoItems:
+    """Items the service writes to DynamoDB (by kind of record) and reads (by operation).
 
     Counted from the requests boto3 sends: handlers on boto3's default session (every client made after
     `install` inherits them) note the items of each PutItem, UpdateItem, DeleteItem, BatchWriteItem and
     TransactWriteItems before it is sent, and count them once DynamoDB (moto) answered 200, less any
     UnprocessedItems. A conditional write DynamoDB refused is not counted; a delete counts as a write.
+    Reads: the items a Query or Scan examined (ScannedCount), and those GetItem, BatchGetItem and
+    TransactGetItems returned.
     """
 
     _CONTEXT_KEY = "bench.dynamodb_writes"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._written: Counter[str] = Counter()
+        self._read: Counter[str] = Counter()
 
     def install(self) -> None:
-        """Count the writes of the clients made from now on by boto3's default session."""
+        """Count the items of the clients made from now on by boto3's default session."""
         if boto3.DEFAULT_SESSION is None:
             boto3.setup_default_session()
         session = boto3.DEFAULT_SESSION
@@ -128,9 +153,9 @@ class DynamoWrites:
         session.events.register("before-parameter-build.dynamodb", self._before_call)
         session.events.register("after-call.dynamodb", self._after_call)
 
-    def snapshot(self) -> Counter[str]:
+    def snapshot(self) -> DynamoCounts:
         with self._lock:
-            return Counter(self._counts)
+            return DynamoCounts(Counter(self._written), Counter(self._read))
 
     def _before_call(self, params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         keys = _written_sort_keys(model.name, params)
@@ -141,17 +166,20 @@ class DynamoWrites:
         self, http_response: Any, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any
     ) -> None:
         keys = context.pop(self._CONTEXT_KEY, None)
-        if not keys or http_response.status_code != 200:
+        if http_response.status_code != 200:
             return
-        written = Counter(record_kind(key) for key in keys)
+        written = Counter(record_kind(key) for key in keys or [])
         if model.name == "BatchWriteItem":
             unprocessed = {"RequestItems": parsed.get("UnprocessedItems") or {}}
             written.subtract(record_kind(key) for key in _written_sort_keys("BatchWriteItem", unprocessed))
+        read = _items_read(model.name, parsed)
         with self._lock:
-            self._counts.update(written)
+            self._written.update(written)
+            if read:
+                self._read[model.name] += read
 
 
-WRITES = DynamoWrites()
+DYNAMODB = DynamoItems()
 
 
 def data_items(writes: Counter[str]) -> int:
@@ -193,7 +221,7 @@ class Aws:
 def mocked_aws(template: Mapping[str, Any]) -> Iterator[Aws]:
     """A fresh moto account holding the records table (as template.yaml shapes it), a KMS key and a bucket."""
     with mock_aws():  # which starts boto3 without a default session: the counter installs on the new one
-        WRITES.install()
+        DYNAMODB.install()
         parameters.clear_caches()  # Powertools caches the provider app secrets across moto accounts
         table = create_records_table(template)
         key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.harness import (
-    WRITES,
+    DYNAMODB,
     Aws,
     RequestWindow,
     Target,
@@ -130,18 +130,18 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         lifetime = RequestWindow(sandbox, from_start=True)
         budget = world.services.api(world.connection).budget
 
-        window, writes_before = RequestWindow(sandbox), WRITES.snapshot()
+        window, dynamodb = RequestWindow(sandbox), DYNAMODB.snapshot()
         wall, cpu, main_thread = time.perf_counter(), time.process_time(), time.thread_time()
         first = sync_until_done(world, function_timeout_s=timeout_s)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         main_thread = time.thread_time() - main_thread
-        calls, writes = window.calls(), WRITES.snapshot() - writes_before
+        calls, dynamodb = window.calls(), DYNAMODB.snapshot() - dynamodb
 
-        window, writes_before = RequestWindow(sandbox), WRITES.snapshot()
+        window, resync_dynamodb = RequestWindow(sandbox), DYNAMODB.snapshot()
         resync_wall = time.perf_counter()
         resync = sync_until_done(world, function_timeout_s=timeout_s)
         resync_wall = time.perf_counter() - resync_wall
-        resync_calls, resync_writes = window.calls(), WRITES.snapshot() - writes_before
+        resync_calls, resync_dynamodb = window.calls(), DYNAMODB.snapshot() - resync_dynamodb
 
         items = world.items()
         throttled = lifetime.calls().throttled
@@ -158,15 +158,16 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         "document_calls": calls.of(DOCUMENT_ENDPOINTS[provider]),
         "wall_s": round(wall, 2),
         "cpu_ms_per_bill": round(cpu * 1000 / bills, 3) if bills else None,
-        "ddb_items_written": sum(writes.values()),
+        "ddb_items_written": sum(dynamodb.written.values()),
         "resync_provider_calls": resync_calls.total,
-        "resync_items_written": data_items(resync_writes),
+        "resync_items_written": data_items(resync_dynamodb.written),
         "sandbox_429s": throttled,
         # What the figures above come from, and what else was seen.
         "provider_open_bills": len(ledger.unpaid_bills()),
         "provider_calls": calls.total,
         "calls_by_endpoint": dict(sorted(calls.by_endpoint.items())),
-        "ddb_items_written_by_kind": dict(sorted(writes.items())),
+        "ddb_items_written_by_kind": dict(sorted(dynamodb.written.items())),
+        "ddb_items_read": sum(dynamodb.read.values()),
         "main_thread_cpu_ms_per_bill": round(main_thread * 1000 / bills, 3) if bills else None,
         "outcome": run.outcome.value,
         "mode": run.mode.value if run.mode else None,
@@ -180,7 +181,9 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         "resync_mode": resync_run.mode.value if resync_run.mode else None,
         "resync_wall_s": round(resync_wall, 2),
         "resync_calls_by_endpoint": dict(sorted(resync_calls.by_endpoint.items())),
-        "resync_ddb_writes_by_kind": dict(sorted(resync_writes.items())),
+        "resync_ddb_writes_by_kind": dict(sorted(resync_dynamodb.written.items())),
+        "resync_ddb_items_read": sum(resync_dynamodb.read.values()),
+        "resync_ddb_reads_by_operation": dict(sorted(resync_dynamodb.read.items())),
         "client_budget_per_minute": budget.calls_per_minute if budget else None,
         "sandbox_limits": describe_limits(provider),
     }
