@@ -149,3 +149,23 @@ def test_a_revoked_grant_moves_the_connection_to_reauthorization_once(
     shown = world.call("GET", f"/connections/{connection_id}", f"biz-revoked-{provider}").json()
     assert shown["status"] == "reauthorization_required"
     assert shown["attention"] == ["The accounting software refused our authorisation: reconnect."]
+
+
+def test_a_lost_sage_refresh_answer_ends_in_reauthorization_since_sage_keeps_no_previous_token(
+    world: ConnectWorld,
+) -> None:
+    # Given a Sage connection whose access token expired, and a refresh answer lost after Sage rotated
+    connection_id = world.connect("sage", "biz-dropped-sage-refresh")
+    clock = world.service_clock()
+    world.fleet.clock.advance(ALL_ACCESS_TOKENS_EXPIRED)
+    world.fleet.sage.faults.drop_response_after_commit("token")
+    before = token_calls(world, "sage")
+
+    # When a Lambda needs a token
+    with pytest.raises(ReauthorizationRequired):
+        world.a_lambda(connection_id, "sage", clock).access_token()
+
+    # Then the one retry met invalid_grant (the old refresh token died with the rotation), and the
+    # connection asks the user to reconnect instead of failing on every call
+    assert token_calls(world, "sage") - before == 2
+    assert world.connection(connection_id).status is ConnectionStatus.REAUTHORIZATION_REQUIRED
