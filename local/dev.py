@@ -1,8 +1,9 @@
-"""`make dev`: run the local stack until Ctrl-C (or SIGTERM), on fixed loopback ports.
+"""`make dev`: run the local stack and the provider sandboxes until Ctrl-C (or SIGTERM), on fixed loopback ports.
 
-Ports: --gateway-port / PAYEDGE_GATEWAY_PORT (default 3000) and --moto-port / PAYEDGE_MOTO_PORT
-(default 5050). The dispatch schedule fires on its rate, queues are polled, and a ready-to-use user token
-is printed.
+Ports: --gateway-port / PAYEDGE_GATEWAY_PORT (default 3000), --moto-port / PAYEDGE_MOTO_PORT (default 5050),
+and the sandboxes on 4001 (QuickBooks), 4002 (Xero), 4003 (Sage) (--<provider>-port). The dispatch schedule
+fires on its rate, queues are polled, and a ready-to-use user token is printed. The sandboxes' consent
+pages are real pages: POST /connections from a browser session, open the authorization URL, approve.
 """
 
 import argparse
@@ -14,10 +15,13 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from local.provider_apps import allow_plain_http_oauth, register_provider_apps, sandbox_parameters
+from local.sandboxes.fleet import PROVIDERS, SandboxFleet
 from local.stack import LocalStack
 
 DEFAULT_GATEWAY_PORT = 3000
 DEFAULT_MOTO_PORT = 5050
+DEFAULT_SANDBOX_PORTS = {"quickbooks": 4001, "xero": 4002, "sage": 4003}
 TOKEN_LIFETIME_SECONDS = 12 * 3600
 
 
@@ -28,6 +32,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("PAYEDGE_MOTO_PORT", DEFAULT_MOTO_PORT)))
     parser.add_argument("--no-schedules", action="store_true", help="fire schedules only on demand")
+    for provider, port in DEFAULT_SANDBOX_PORTS.items():
+        parser.add_argument(f"--{provider}-port", type=int, default=port, help=f"the {provider} sandbox's port")
+    parser.add_argument("--auto-approve", action="store_true", help="sandbox consent pages approve without asking")
     return parser.parse_args(argv)
 
 
@@ -44,28 +51,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    parameters: dict[str, str] = {}
-    # ---- Provider sandboxes ------------------------------------------------------------------------
-    # The QuickBooks, Xero and Sage sandboxes (local/sandboxes/) are started here, before the stack, and
-    # their base URLs passed to it as the ProviderBaseUrls parameter; they are not wired in yet.
-    # -------------------------------------------------------------------------------------------------
-    with LocalStack(
-        parameters=parameters,
-        moto_port=arguments.moto_port,
-        gateway_port=arguments.gateway_port,
-        run_schedules=not arguments.no_schedules,
-    ) as stack:
+    ports = {provider: getattr(arguments, f"{provider}_port") for provider in PROVIDERS}
+    allow_plain_http_oauth()
+    with (
+        SandboxFleet(ports=ports, auto_approve=arguments.auto_approve) as fleet,
+        LocalStack(
+            parameters=sandbox_parameters(fleet),
+            moto_port=arguments.moto_port,
+            gateway_port=arguments.gateway_port,
+            run_schedules=not arguments.no_schedules,
+        ) as stack,
+    ):
+        register_provider_apps(stack, fleet)
+        fleet.configure_webhooks(f"{stack.api_url}/webhooks/{{provider}}")
         claim = stack.parameters.get("BusinessIdClaim", "business_id")
         token = stack.issue_token({claim: "biz-local"}, lifetime_seconds=TOKEN_LIFETIME_SECONDS)
+        sandboxes = "\n".join(
+            f"  {provider:<11} {url}   organisations: {', '.join(fleet.tenant_ids[provider])}"
+            for provider, url in fleet.base_urls.items()
+        )
         print(
             f"""
 PayEdge Connect local stack is running (Ctrl-C to stop).
 
   HTTP API (local gateway)  {stack.api_url}
   AWS services (moto)       {stack.endpoint_url}   region {stack.region}, any credentials
+  Provider sandboxes (consent pages {"auto-approve" if arguments.auto_approve else "ask"}):
+{sandboxes}
   User token (12 h, {claim}=biz-local), for example:
     export TOKEN={token}
     curl -H "Authorization: Bearer $TOKEN" {stack.api_url}/providers
+    curl -H "Authorization: Bearer $TOKEN" -d '{{"provider": "xero"}}' {stack.api_url}/connections
+      -> open the authorizationUrl in a browser, approve, and the callback connects
 
   AWS CLI against the stack:
     aws --endpoint-url {stack.endpoint_url} dynamodb scan --table-name {stack.outputs.get("RecordsTableName", "")}
@@ -73,7 +90,7 @@ PayEdge Connect local stack is running (Ctrl-C to stop).
             flush=True,
         )
         stopping.wait()
-    print("Local stack stopped.")
+    print("Local stack and sandboxes stopped.")
     return 0
 
 
