@@ -5,11 +5,15 @@ to STEPS. A step that sees something unexpected raises DemoFailure, and the demo
 """
 
 import json
+import os
 import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -40,6 +44,8 @@ def heading(number: int, title: str) -> None:
 class Demo:
     stack: LocalStack
     fleet: SandboxFleet
+    # Bills paid in the demo, per connection, for the sync that follows.
+    paid: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _user_token(stack: LocalStack) -> str:
@@ -202,6 +208,183 @@ def list_connections(demo: Demo) -> None:
     expect(all(item["status"] == "connected" for item in listed), "a connection is not connected")
 
 
+# ---------------------------------------------------------------------------------------------- sync
+
+
+def _wait_for(what: str, check: Callable[[], Any], seconds: float = 90.0) -> Any:
+    """Poll until `check` returns something truthy (the queue pollers work in the background)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise DemoFailure(f"timed out waiting for {what}")
+
+
+def _connections(demo: Demo) -> list[dict[str, Any]]:
+    return list(_api(demo.stack, "GET", "/connections").json()["connections"])
+
+
+def _latest_finished_sync(demo: Demo, connection_id: str) -> dict[str, Any] | None:
+    runs = _api(demo.stack, "GET", f"/connections/{connection_id}/sync-runs?limit=1").json()["syncRuns"]
+    return dict(runs[0]) if runs and runs[0]["outcome"] != "running" else None
+
+
+def _finished_sync(demo: Demo, connection_id: str, sync_run_id: str) -> dict[str, Any] | None:
+    run = _api(demo.stack, "GET", f"/connections/{connection_id}/sync-runs/{sync_run_id}").json()
+    return dict(run) if run["outcome"] != "running" else None
+
+
+def _settled_payment(demo: Demo, connection_id: str, number: str) -> dict[str, Any] | None:
+    response = _api(demo.stack, "GET", f"/connections/{connection_id}/payments/{number}")
+    if response.status_code == 404:
+        return None  # the event is still on its way through the bus and the queue
+    order = response.json()
+    return dict(order) if order["status"] not in ("received", "posting") else None
+
+
+def _every(demo: Demo, path: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = _api(demo.stack, "GET", f"{path}{'&' if '?' in path else '?'}limit=100{cursor}").json()
+        items.extend(page[key])
+        if not page.get("nextCursor"):
+            return items
+        cursor = f"&cursor={page['nextCursor']}"
+
+
+def _print_sync(demo: Demo, connection: dict[str, Any], run: dict[str, Any]) -> None:
+    connection_id = connection["connectionId"]
+    payables = _every(demo, f"/connections/{connection_id}/payables?status=open", "payables")
+    part_paid = _every(demo, f"/connections/{connection_id}/payables?status=part_paid", "payables")
+    vendors = _every(demo, f"/connections/{connection_id}/vendors", "vendors")
+    attention = [vendor for vendor in vendors if vendor["attentionRequired"]]
+    counts = run["counts"]
+    print(
+        f"  {connection['accountingSoftware']:<18} {run['mode']:<11} {run['outcome']:<9} "
+        f"bills open {len(payables)} (+{len(part_paid)} part-paid)  vendors {len(vendors)} "
+        f"({len(attention)} need attention)  documents {counts['documentsStored']}  "
+        f"closed {counts['billsClosed']}  provider calls {run['providerCalls']}"
+    )
+    expect(run["outcome"] in ("succeeded", "partial"), f"the sync of {connection['accountingSoftware']} {run}")
+
+
+def show_scheduled_syncs(demo: Demo) -> None:
+    print("The sync worker takes each queued message (SQS event source) and syncs the organisation:")
+    for connection in _connections(demo):
+        run = _wait_for("a sync to finish", partial(_latest_finished_sync, demo, connection["connectionId"]))
+        _print_sync(demo, connection, run)
+    first = _connections(demo)[0]
+    sample = _every(demo, f"/connections/{first['connectionId']}/payables?status=open", "payables")[0]
+    print(f"  e.g. GET /connections/…/payables?status=open ({first['accountingSoftware']}):")
+    print(
+        f"       {sample['vendorName']} · {sample['currency']} {sample['amountDue']} due of {sample['totalAmount']}"
+        f" · invoice {sample['invoiceNumber']} · due {sample['dueDate']} · document "
+        f"{'yes' if sample['document'] else 'none'}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- write-back
+
+
+def _provider_bill(demo: Demo, provider: ProviderName, tenant: str, bill_id: str) -> str:
+    """The bill as the sandbox's own ledger holds it (what the business sees in its accounting software)."""
+    if provider == "quickbooks":
+        bill = next(b for b in demo.fleet.quickbooks.bills(tenant) if b["Id"] == bill_id)
+        return f"Balance {bill['Balance']} of {bill['TotalAmt']}" + (
+            " (Paid)" if Decimal(str(bill["Balance"])) == 0 else ""
+        )
+    if provider == "xero":
+        invoice = next(i for i in demo.fleet.xero.invoices(tenant) if i["InvoiceID"] == bill_id)
+        return f"Status {invoice['Status']}, AmountDue {invoice['AmountDue']} of {invoice['Total']}"
+    invoice = next(i for i in demo.fleet.sage.purchase_invoices(tenant) if i["id"] == bill_id)
+    return f"status {invoice['status']['id']}, outstanding {invoice['outstanding_amount']} of {invoice['total_amount']}"
+
+
+def pay_two_bills_per_provider(demo: Demo) -> None:
+    """The platform pays bills and publishes PaymentCompleted on its bus; the rule queues them for write-back."""
+    events = demo.stack.client("events")
+    for connection in _connections(demo):
+        connection_id, provider = connection["connectionId"], connection["provider"]
+        payables = _every(demo, f"/connections/{connection_id}/payables?status=open", "payables")
+        home = next(p for p in payables if p["currency"] == "CAD")
+        foreign = next((p for p in payables if p["currency"] == "USD"), None)
+        expect(foreign is not None, f"no open USD bill at {provider} to pay in a foreign currency")
+        assert foreign is not None
+        orders = [
+            (home, f"PO-{provider[:2].upper()}-1001", home["amountDue"], "2.50", None),
+            (
+                foreign,
+                f"PO-{provider[:2].upper()}-1002",
+                str((Decimal(foreign["amountDue"]) / 2).quantize(Decimal("0.01"))),
+                None,
+                "1.3725",
+            ),
+        ]
+        print(f"  {connection['accountingSoftware']} ({connection['organisationName']})")
+        for payable, number, amount, fee, rate in orders:
+            detail = {
+                "businessId": BUSINESS,
+                "connectionId": connection_id,
+                "paymentOrderNumber": number,
+                "billId": payable["billId"],
+                "vendorName": payable["vendorName"],
+                "currency": payable["currency"],
+                "amount": amount,
+                "remittanceNote": "Paid through PayEdge",
+                "invoiceNumber": payable["invoiceNumber"],
+                "paymentStatus": "completed",
+                "paymentDate": "2026-11-24",
+                "feeAmount": fee,
+                "fundingSource": f"{payable['currency'].lower()}-operating",
+                "exchangeRate": rate,
+            }
+            events.put_events(
+                Entries=[
+                    {
+                        "Source": "payedge.payments",
+                        "DetailType": "PaymentCompleted",
+                        "Detail": json.dumps(detail),
+                        "EventBusName": "default",
+                    }
+                ]
+            )
+        for payable, number, amount, fee, rate in orders:
+            order = _wait_for(f"payment {number}", partial(_settled_payment, demo, connection_id, number))
+            kind = "fee " + fee if fee else f"partial, rate {rate}"
+            print(
+                f"    {number}  {payable['currency']} {amount} ({kind})  -> {order['status']}"
+                f"  payment {order['providerPaymentId']}" + (f", fee {order['providerFeeId']}" if fee else "")
+            )
+            expect(order["status"] == "posted", f"{number} was not posted: {order.get('reason')}")
+            tenant = demo.fleet.tenant_ids[provider][0] if provider != "xero" else _xero_tenant(demo, connection)
+            at_provider = _provider_bill(demo, provider, tenant, payable["billId"])
+            print(f"      in {connection['accountingSoftware']}: {at_provider}")
+        demo.paid[connection_id] = [payable["billId"] for payable, *_ in orders]
+
+
+def _xero_tenant(demo: Demo, connection: dict[str, Any]) -> str:
+    names = {demo.fleet.xero.organisation(t).name: t for t in demo.fleet.tenant_ids["xero"]}
+    return names[connection["organisationName"]]
+
+
+def next_sync_closes_paid_bills(demo: Demo) -> None:
+    for connection in _connections(demo):
+        connection_id = connection["connectionId"]
+        started = _api(demo.stack, "POST", f"/connections/{connection_id}/sync").json()
+        run = _wait_for("the sync", partial(_finished_sync, demo, connection_id, started["syncRunId"]))
+        _print_sync(demo, connection, run)
+        for bill_id in demo.paid[connection_id]:
+            payable = _api(demo.stack, "GET", f"/connections/{connection_id}/payables/{bill_id}").json()
+            reason = f" ({payable['closedReason']})" if payable["closedReason"] else ""
+            print(
+                f"      bill {bill_id}: {payable['status']}{reason}, {payable['currency']} {payable['amountDue']} due"
+            )
+            expect(payable["status"] in ("closed", "part_paid"), f"bill {bill_id} is still {payable['status']}")
+
+
 STEPS: list[tuple[str, Callable[[Demo], None]]] = [
     ("Resources created from template.yaml", show_resources),
     ("Providers listed through the local gateway with a JWT", list_providers),
@@ -215,12 +398,20 @@ STEPS: list[tuple[str, Callable[[Demo], None]]] = [
     ("Sage Accounting connected through its consent page", connect_sage),
     ("The integrations page lists the connections", list_connections),
     ("The dispatch schedule fires", fire_dispatch_schedule),
+    ("Each organisation's unpaid bills and their vendors are synced", show_scheduled_syncs),
+    (
+        "The platform pays two bills per provider (a fee, a foreign currency, a partial payment)",
+        pay_two_bills_per_provider,
+    ),
+    ("The next sync closes what was paid", next_sync_closes_paid_bills),
 ]
 
 
 def main() -> int:
     # Powertools warns on every invocation that records no metric; it is noise here.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+    # The functions' CloudWatch metrics (EMF lines on stdout) are for CloudWatch, not for a person.
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     print("Starting the provider sandboxes and the local stack...")
     # The sandboxes speak plain http on loopback, which oauthlib refuses unless told (functions run in-process).
     allow_plain_http_oauth()
