@@ -1,6 +1,6 @@
 """Contract: every field the QuickBooks sandbox emits exists on its type in Intuit's XSDs.
 
-The XSDs (/work/shared/specs/quickbooks/*.xsd, from intuit/QuickBooks-V3-Java-SDK) are read with
+The XSDs (shared/specs/quickbooks/*.xsd beside the repository, from intuit/QuickBooks-V3-Java-SDK) are read with
 xml.etree: complexContent extension chains are followed to their base types, element types are
 followed across the four files, `ref="IntuitObject"` stands for every entity of that substitution
 group, attributes and simpleContent values (`{"value", "name"}` of a ReferenceType) count as fields.
@@ -24,8 +24,8 @@ import requests
 
 from local.sandboxes.generator import generate_ledger
 from local.sandboxes.quickbooks import QuickBooksSandbox
+from tests.sandboxes.specs import spec_dir
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "quickbooks"
 XS = "{http://www.w3.org/2001/XMLSchema}"
 FINANCE_NS = "{http://schema.intuit.com/finance/v3}"
 CLIENT_ID, SECRET, REDIRECT = "contract-app", "contract-secret", "http://127.0.0.1:9/callback"
@@ -159,9 +159,7 @@ def check_xml(schema: Schema, element: ET.Element, type_name: str, where: str, r
 
 @pytest.fixture(scope="module")
 def schema() -> Schema:
-    if not SPECS.is_dir():
-        pytest.skip(f"Intuit XSDs not found at {SPECS}")
-    return Schema(SPECS)
+    return Schema(spec_dir("quickbooks"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Contract: every body the Sage sandbox serves validates against the Sage Accounting v3.1 Swagger.
 
-Schemas come from /work/shared/specs/sage/sage-accounting-v3.1.swagger.json (`#/definitions/...`),
+Schemas come from shared/specs/sage/sage-accounting-v3.1.swagger.json (`#/definitions/...`),
 checked with jsonschema's Draft4Validator (Swagger 2.0 schemas are a Draft 4 dialect) and format
 checks for date and date-time. Two readings of the Swagger are made explicit here:
 
@@ -19,7 +19,6 @@ import copy
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from jsonschema import Draft4Validator, FormatChecker
 
 from local.sandboxes.generator import generate_ledger
 from local.sandboxes.sage import SageSandbox
+from tests.sandboxes.specs import spec_dir
 from tests.sandboxes.test_sage_helpers import (
     SageApi,
     api_for,
@@ -36,7 +36,7 @@ from tests.sandboxes.test_sage_helpers import (
     start_sandbox,
 )
 
-SWAGGER = Path("/work/shared/specs/sage/sage-accounting-v3.1.swagger.json")
+SWAGGER_FILE = "sage-accounting-v3.1.swagger.json"
 SAMPLE_PER_COLLECTION = 25
 
 ENVELOPE = {
@@ -112,7 +112,7 @@ class Contract:
 
     @classmethod
     def load(cls) -> Contract:
-        spec = json.loads(SWAGGER.read_text(encoding="utf-8"))
+        spec = json.loads((spec_dir("sage") / SWAGGER_FILE).read_text(encoding="utf-8"))
         definitions = {name: strict_and_nullable(schema) for name, schema in spec["definitions"].items()}
         return cls(spec=spec, definitions=definitions)
 
