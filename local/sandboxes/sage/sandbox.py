@@ -911,17 +911,7 @@ class SageSandbox(ProviderSandbox):
     def list_contact_payments(self, request: Request) -> Response:
         def action(context: ApiContext) -> Response:
             business = context.business
-            payments = _changed(request, list(business.contact_payments.values()))
-            for parameter, attribute in (
-                ("contact_id", "contact_id"),
-                ("bank_account_id", "bank_account_id"),
-                ("transaction_type_id", "transaction_type_id"),
-            ):
-                wanted = request.args.get(parameter)
-                if wanted:
-                    payments = [item for item in payments if getattr(item, attribute) == wanted]
-            payments = _between(request, payments)
-            payments = _sorted(request, payments, ("created_at", "updated_at", "date"))
+            payments = _filtered_payments(request, list(business.contact_payments.values()))
             return self._listing(
                 request, "contact_payments", payments, lambda item: wire.contact_payment_json(business, item)
             )
@@ -954,17 +944,7 @@ class SageSandbox(ProviderSandbox):
     def list_other_payments(self, request: Request) -> Response:
         def action(context: ApiContext) -> Response:
             business = context.business
-            payments = _changed(request, list(business.other_payments.values()))
-            for parameter, attribute in (
-                ("contact_id", "contact_id"),
-                ("bank_account_id", "bank_account_id"),
-                ("transaction_type_id", "transaction_type_id"),
-            ):
-                wanted = request.args.get(parameter)
-                if wanted:
-                    payments = [item for item in payments if getattr(item, attribute) == wanted]
-            payments = _between(request, payments)
-            payments = _sorted(request, payments, ("created_at", "updated_at", "date"))
+            payments = _filtered_payments(request, list(business.other_payments.values()))
             return self._listing(
                 request, "other_payments", payments, lambda item: wire.other_payment_json(business, item)
             )
@@ -1093,6 +1073,18 @@ def _changed[E: _Timestamped](request: Request, entities: list[E]) -> list[E]:
             continue
         result.append(entity)
     return result
+
+
+def _filtered_payments[P: _Timestamped](request: Request, payments: list[P]) -> list[P]:
+    """The query of GET /contact_payments and GET /other_payments: the Swagger gives both lists the same
+    filters and sort keys."""
+    payments = _changed(request, payments)
+    for parameter in ("contact_id", "bank_account_id", "transaction_type_id"):
+        wanted = request.args.get(parameter)
+        if wanted:
+            payments = [item for item in payments if getattr(item, parameter) == wanted]
+    payments = _between(request, payments)
+    return _sorted(request, payments, ("created_at", "updated_at", "date"))
 
 
 def _between[P](request: Request, payments: list[P]) -> list[P]:
