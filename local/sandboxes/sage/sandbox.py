@@ -99,6 +99,11 @@ class _Timestamped(Protocol):
     def updated_at(self) -> datetime: ...
 
 
+class _Deletable(Protocol):
+    @property
+    def deleted_at(self) -> datetime | None: ...
+
+
 class SageSandbox(ProviderSandbox):
     """Sage Accounting v3.1: OAuth (per-user grant over all the user's businesses), businesses with
     X-Business routing, purchase invoices, contacts, bank/ledger accounts, attachments and payments.
@@ -805,9 +810,7 @@ class SageSandbox(ProviderSandbox):
 
     def get_bank_account(self, request: Request, key: str) -> Response:
         def action(context: ApiContext) -> Response:
-            bank = context.business.bank_accounts.get(key)
-            if bank is None or bank.deleted_at is not None:
-                raise _not_found()
+            bank = _live(context.business.bank_accounts, key)
             return self._single(request, wire.bank_account_json(context.business, bank))
 
         return self._serve(request, action)
@@ -875,18 +878,14 @@ class SageSandbox(ProviderSandbox):
 
     def get_attachment(self, request: Request, key: str) -> Response:
         def action(context: ApiContext) -> Response:
-            attachment = context.business.attachments.get(key)
-            if attachment is None or attachment.deleted_at is not None:
-                raise _not_found()
+            attachment = _live(context.business.attachments, key)
             return self._single(request, wire.attachment_json(context.business, attachment))
 
         return self._serve(request, action)
 
     def get_attachment_file(self, request: Request, key: str) -> Response:
         def action(context: ApiContext) -> Response:
-            attachment = context.business.attachments.get(key)
-            if attachment is None or attachment.deleted_at is not None:
-                raise _not_found()
+            attachment = _live(context.business.attachments, key)
             # The Swagger makes `Accept: application/octet-stream` mandatory here; this sandbox answers
             # the raw bytes to it and 406 to anything else (whether Sage falls back to JSON is unverified).
             if "application/octet-stream" not in request.accept_mimetypes.values():
@@ -920,9 +919,7 @@ class SageSandbox(ProviderSandbox):
 
     def get_contact_payment(self, request: Request, key: str) -> Response:
         def action(context: ApiContext) -> Response:
-            payment = context.business.contact_payments.get(key)
-            if payment is None or payment.deleted_at is not None:
-                raise _not_found()
+            payment = _live(context.business.contact_payments, key)
             return self._single(request, wire.contact_payment_json(context.business, payment))
 
         return self._serve(request, action)
@@ -953,9 +950,7 @@ class SageSandbox(ProviderSandbox):
 
     def get_other_payment(self, request: Request, key: str) -> Response:
         def action(context: ApiContext) -> Response:
-            payment = context.business.other_payments.get(key)
-            if payment is None or payment.deleted_at is not None:
-                raise _not_found()
+            payment = _live(context.business.other_payments, key)
             return self._single(request, wire.other_payment_json(context.business, payment))
 
         return self._serve(request, action)
@@ -1007,6 +1002,14 @@ class SageSandbox(ProviderSandbox):
 
 def _not_found() -> ApiError:
     return ApiError(404, [SageError("RecordNotFound", "Record not found")])
+
+
+def _live[D: _Deletable](records: Mapping[str, D], key: str) -> D:
+    """The record under `key`; a deleted one is not found, as if it had never existed."""
+    record = records.get(key)
+    if record is None or record.deleted_at is not None:
+        raise _not_found()
+    return record
 
 
 def _invalid_parameter(name: str, message: str) -> ApiError:
