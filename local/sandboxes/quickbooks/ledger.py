@@ -246,6 +246,20 @@ class Realm:
             "MetaData": {"CreateTime": qbo_time(created), "LastUpdatedTime": qbo_time(updated)},
         }
 
+    def _new_transaction(self, body: Mapping[str, Any], now: datetime, currency: str, rate: Decimal) -> dict[str, Any]:
+        """A new BillPayment or Purchase up to its own fields: both take these from the request, and
+        QBO answers them in this order."""
+        txn_date = self._txn_date(body, now)
+        entity = self._base(self.new_id(), now, now)
+        if body.get("DocNumber") is not None:
+            entity["DocNumber"] = str(body["DocNumber"])
+        entity["TxnDate"] = txn_date
+        entity["CurrencyRef"] = currency_ref(currency)
+        entity["ExchangeRate"] = rate
+        if body.get("PrivateNote") is not None:
+            entity["PrivateNote"] = str(body["PrivateNote"])
+        return entity
+
     def changed_since(self, entity_type: str, since: datetime) -> list[dict[str, Any]]:
         """Entities of a type changed after `since`, deleted ones as CDC tombstones."""
         live = [
@@ -338,17 +352,9 @@ class Realm:
         # Choice: the total must equal the applied lines (QBO would keep an excess as vendor credit).
         if total != sum((amount for _, amount in applied), Decimal("0")):
             raise business_error("TotalAmt must equal the sum of the Line amounts.", "TotalAmt")
-        txn_date = self._txn_date(body, now)
 
-        payment_id = self.new_id()
-        payment = self._base(payment_id, now, now)
-        if body.get("DocNumber") is not None:
-            payment["DocNumber"] = str(body["DocNumber"])
-        payment["TxnDate"] = txn_date
-        payment["CurrencyRef"] = currency_ref(currency)
-        payment["ExchangeRate"] = rate
-        if body.get("PrivateNote") is not None:
-            payment["PrivateNote"] = str(body["PrivateNote"])
+        payment = self._new_transaction(body, now, currency, rate)
+        payment_id = payment["Id"]
         payment["Line"] = [
             {"Amount": amount, "LinkedTxn": [{"TxnId": bill["Id"], "TxnType": "Bill"}]} for bill, amount in applied
         ]
@@ -479,17 +485,9 @@ class Realm:
         out_lines: list[dict[str, Any]] = []
         for number, line in enumerate(lines, start=1):
             out_lines.append(self._expense_line(line, number))
-        txn_date = self._txn_date(body, now)
 
-        purchase_id = self.new_id()
-        purchase = self._base(purchase_id, now, now)
-        if body.get("DocNumber") is not None:
-            purchase["DocNumber"] = str(body["DocNumber"])
-        purchase["TxnDate"] = txn_date
-        purchase["CurrencyRef"] = currency_ref(currency)
-        purchase["ExchangeRate"] = rate
-        if body.get("PrivateNote") is not None:
-            purchase["PrivateNote"] = str(body["PrivateNote"])
+        purchase = self._new_transaction(body, now, currency, rate)
+        purchase_id = purchase["Id"]
         purchase["Line"] = out_lines
         purchase["AccountRef"] = {"value": account["Id"], "name": account["Name"]}
         purchase["PaymentType"] = payment_type
