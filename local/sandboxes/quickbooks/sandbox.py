@@ -182,14 +182,7 @@ class QuickBooksSandbox(ProviderSandbox):
         if client_id not in self._apps:
             raise KeyError(f"no app {client_id}")
         self._realm(realm_id)
-        issued = self.tokens.issue(client_id, realm_id, scopes)
-        return {
-            "token_type": "bearer",
-            "expires_in": ACCESS_TOKEN_SECONDS,
-            "refresh_token": issued.refresh_token,
-            "x_refresh_token_expires_in": issued.refresh_expires_in,
-            "access_token": issued.access_token,
-        }
+        return _token_body(self.tokens.issue(client_id, realm_id, scopes))
 
     def set_rate_limits(self, *, per_minute: int, concurrent: int) -> None:
         self._minute_limiter = SlidingWindowLimiter(per_minute, 60.0, self.clock)
@@ -653,13 +646,7 @@ class QuickBooksSandbox(ProviderSandbox):
             issued = self._oauth_error(400, {"error": "unsupported_grant_type"})
         if isinstance(issued, Response):
             return issued
-        body: dict[str, Any] = {
-            "token_type": "bearer",
-            "expires_in": ACCESS_TOKEN_SECONDS,
-            "refresh_token": issued.refresh_token,
-            "x_refresh_token_expires_in": issued.refresh_expires_in,
-            "access_token": issued.access_token,
-        }
+        body = _token_body(issued)
         if request.headers.get(HARD_EXPIRY_HEADER, "").lower() == "true":
             body["x_refresh_token_hard_expires_in"] = issued.hard_expires_in
         headers = self._tid()
@@ -1008,6 +995,17 @@ class QuickBooksSandbox(ProviderSandbox):
         )
         body, headers = build_delivery(config, [event])
         self.post_webhook(config.url, body, headers)
+
+
+def _token_body(issued: TokenSet) -> dict[str, Any]:
+    """The token endpoint's JSON in Intuit's key order; `issue_tokens` hands tests the same body."""
+    return {
+        "token_type": "bearer",
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "refresh_token": issued.refresh_token,
+        "x_refresh_token_expires_in": issued.refresh_expires_in,
+        "access_token": issued.access_token,
+    }
 
 
 def _status_error(request: Request, status: int, message: str) -> QboError:
