@@ -562,8 +562,8 @@ class QuickBooksSandbox(ProviderSandbox):
         redirect_uri, state = params["redirect_uri"], params.get("state", "")
         if params.get("response_type") != "code":
             return self._redirect(redirect_uri, {"error": "unsupported_response_type", "state": state})
-        scopes = params.get("scope", "").split()
-        if not scopes or any(scope not in KNOWN_SCOPES for scope in scopes):
+        scopes = _known_scopes(params)
+        if scopes is None:
             return self._redirect(redirect_uri, {"error": "invalid_scope", "state": state})
         # Choice: code_challenge/code_challenge_method are ignored (Intuit advertises no PKCE methods).
         companies = [(realm.realm_id, realm.company_name) for realm in self._realms.values()]
@@ -595,8 +595,8 @@ class QuickBooksSandbox(ProviderSandbox):
         redirect_uri, state = form["redirect_uri"], form.get("state", "")
         if form.get("decision") != "approve":
             return self._redirect(redirect_uri, {"error": "access_denied", "state": state})
-        scopes = form.get("scope", "").split()
-        if not scopes or any(scope not in KNOWN_SCOPES for scope in scopes):
+        scopes = _known_scopes(form)
+        if scopes is None:
             return self._redirect(redirect_uri, {"error": "invalid_scope", "state": state})
         realm_id = form.get("tenant", "")
         if realm_id not in self._realms:
@@ -995,6 +995,15 @@ class QuickBooksSandbox(ProviderSandbox):
         )
         body, headers = build_delivery(config, [event])
         self.post_webhook(config.url, body, headers)
+
+
+def _known_scopes(params: Mapping[str, str]) -> list[str] | None:
+    """The space-separated `scope` of an authorization request; None (invalid_scope) when it is empty
+    or names a scope Intuit does not know. The consent form posts it back and is checked again."""
+    scopes = params.get("scope", "").split()
+    if not scopes or any(scope not in KNOWN_SCOPES for scope in scopes):
+        return None
+    return scopes
 
 
 def _token_body(issued: TokenSet) -> dict[str, Any]:
