@@ -83,6 +83,8 @@ _AUTHORIZE_PARAMS = (
 _CONNECTION_ENDPOINTS = frozenset({"get_connections", "delete_connection"})
 _PRINCIPAL = "xero.principal"
 _LIMIT_HEADERS = "xero.limit_headers"
+# A write's elements applied to an organisation (`_pay`, `_spend`): (status, records), given summarizeErrors.
+type _ApplyElements = Callable[[Organisation, list[Mapping[str, Any]], bool], tuple[int, list[JsonObject]]]
 
 
 def _scopes(*families: str, read: bool = True) -> frozenset[str]:
@@ -759,7 +761,7 @@ class XeroSandbox(ProviderSandbox):
         principal: Principal,
         *,
         key: str,
-        apply: Callable[[Organisation, list[Mapping[str, Any]], bool], tuple[int, list[JsonObject]]],
+        apply: _ApplyElements,
         summarize: bool,
     ) -> Response:
         """A PUT/POST honouring `Idempotency-Key`: within 6 minutes the same request replays the first
@@ -798,7 +800,7 @@ class XeroSandbox(ProviderSandbox):
         principal: Principal,
         *,
         key: str,
-        apply: Callable[[Organisation, list[Mapping[str, Any]], bool], tuple[int, list[JsonObject]]],
+        apply: _ApplyElements,
         summarize: bool,
     ) -> Response:
         elements = _elements(request.get_data(), key)
