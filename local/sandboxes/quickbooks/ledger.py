@@ -272,21 +272,15 @@ class Realm:
 
     # ---- references ---------------------------------------------------------------------------
 
-    def _vendor(self, vendor_id: str, element: str) -> dict[str, Any]:
-        vendor = self.get("Vendor", vendor_id)
-        if vendor is None:
-            raise invalid_reference(element, f"Vendor {vendor_id} does not exist")
-        if not vendor["Active"]:
+    def _active_reference(self, entity_type: str, entity_id: str, element: str) -> dict[str, Any]:
+        """The Vendor or Account a request names in `element`: an unknown id is an invalid reference,
+        an inactive one is "not found" (QBO treats both kinds of reference alike)."""
+        entity = self.get(entity_type, entity_id)
+        if entity is None:
+            raise invalid_reference(element, f"{entity_type} {entity_id} does not exist")
+        if not entity["Active"]:
             raise object_not_found(INACTIVE_DETAIL)
-        return vendor
-
-    def _account(self, account_id: str, element: str) -> dict[str, Any]:
-        account = self.get("Account", account_id)
-        if account is None:
-            raise invalid_reference(element, f"Account {account_id} does not exist")
-        if not account["Active"]:
-            raise object_not_found(INACTIVE_DETAIL)
-        return account
+        return entity
 
     def _currency(self, body: Mapping[str, Any]) -> tuple[str, Decimal]:
         """The transaction currency and exchange rate; a foreign currency needs an ExchangeRate."""
@@ -338,7 +332,7 @@ class Realm:
         if body.get("TotalAmt") is None:
             raise missing_param("TotalAmt")
         self._check_text(body)
-        vendor = self._vendor(vendor_id, "VendorRef")
+        vendor = self._active_reference("Vendor", vendor_id, "VendorRef")
         payment_account, detail_key, ref_key, linked_type = self._payment_account(body, pay_type)
         currency, rate = self._currency(body)
         if payment_account["CurrencyRef"]["value"] not in (currency, self.home_currency):
@@ -394,7 +388,7 @@ class Realm:
         account_id = _ref_value(detail, ref_key) if isinstance(detail, Mapping) else None
         if account_id is None:
             raise missing_param(f"{detail_key}.{ref_key}")
-        account = self._account(account_id, f"{detail_key}.{ref_key}")
+        account = self._active_reference("Account", account_id, f"{detail_key}.{ref_key}")
         if account["AccountType"] != wanted:
             raise business_error(
                 f"{detail_key}.{ref_key} must be an account of type {wanted}; "
@@ -462,7 +456,7 @@ class Realm:
         if not isinstance(lines, list) or not lines:
             raise missing_param("Line")
         self._check_text(body)
-        account = self._account(account_id, "AccountRef")
+        account = self._active_reference("Account", account_id, "AccountRef")
         wanted = "Credit Card" if payment_type == "CreditCard" else "Bank"
         if account["AccountType"] != wanted:
             raise business_error(
@@ -480,7 +474,7 @@ class Realm:
         entity_ref: dict[str, str] | None = None
         entity_id = _ref_value(body, "EntityRef")
         if entity_id is not None:
-            vendor = self._vendor(entity_id, "EntityRef")
+            vendor = self._active_reference("Vendor", entity_id, "EntityRef")
             entity_ref = {"value": vendor["Id"], "name": vendor["DisplayName"], "type": "Vendor"}
         out_lines: list[dict[str, Any]] = []
         for number, line in enumerate(lines, start=1):
@@ -509,7 +503,7 @@ class Realm:
         expense_id = _ref_value(detail, "AccountRef") if isinstance(detail, Mapping) else None
         if expense_id is None:
             raise missing_param("Line.AccountBasedExpenseLineDetail.AccountRef")
-        expense = self._account(expense_id, "Line.AccountBasedExpenseLineDetail.AccountRef")
+        expense = self._active_reference("Account", expense_id, "Line.AccountBasedExpenseLineDetail.AccountRef")
         if expense["AccountType"] not in EXPENSE_TYPES:
             raise business_error(
                 f"The expense line account {expense['Name']} is {expense['AccountType']}, not an expense account.",
