@@ -4,8 +4,15 @@ Where things are:
 - settings.py          each function's configuration, validated once from the environment
 - observability.py     logger, tracer and metrics (AWS Lambda Powertools)
 - models.py            the canonical records: Connection, Payable, Vendor, PaymentOrder, SyncRun
-- storage/records.py   the only code touching the DynamoDB records table
-- tokens/vault.py      OAuth tokens in Secrets Manager, one secret per connection
-- api/                 HTTP API plumbing: problem documents, the caller's business id
-- providers/           the supported accounting packages
+- errors.py            domain errors (each becomes a problem document in api/problems.py)
+- services.py          the clients a function uses, built from its settings on first use
+- storage/records.py   the only code touching the DynamoDB records table (key design at the top)
+- tokens/              vault.py (Secrets Manager), oauth.py (requests-oauthlib), refresh.py (one refresh
+                       across Lambdas; what happens when a refresh token is revoked)
+- connections/         authorization.py (OAuth start and the callback pipeline), mapping.py, manage.py
+- providers/           base.py (the connector Protocol), http.py (retries, rate budget), registry.py,
+                       quickbooks/ xero/ sage/ (connector, wire models, bills.py, payments.py)
+- sync/                engine.py, requests.py, dispatch.py, webhooks.py, documents.py
+- writeback/           service.py (checks, staleness, exactly once), events.py, queue.py
+- api/                 problem documents, the caller's business id
 """
