@@ -119,6 +119,11 @@ def lower_bound_calls(provider: Provider, ledger: Ledger, vendors: int) -> int:
         bill_listings = [states["open"], states["part_paid"]]  # status_id UNPAID, then PART_PAID
     else:
         bill_listings = [states["open"] + states["part_paid"]]
+    if provider is Provider.QUICKBOOKS:
+        # QuickBooks' query answers carry no total and no next link: a listing ends on the first page
+        # shorter than MAXRESULTS, so n items cost n // 1000 + 1 calls (an exact multiple ends on an
+        # empty page). Its vendor listing includes inactive vendors (a bill may be owed to one).
+        return sum(count // page + 1 for count in [*bill_listings, len(ledger.vendors)])
     return sum(math.ceil(count / page) for count in bill_listings) + math.ceil(vendors / page)
 
 
