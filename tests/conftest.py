@@ -8,7 +8,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from cfnlint.decode import cfn_yaml
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
@@ -93,7 +92,6 @@ def world(
     request: pytest.FixtureRequest, records_table: str, kms_key_arn: str, documents_bucket: str
 ) -> Iterator[SyncWorld]:
     """A connected organisation of each provider with a small ledger (every bill state, a few documents)."""
-    parameters.clear_caches()
     ledger = generate_ledger(seed=11, bills=40, vendors=12, documents=4)
     with connect(request.param, ledger, table=records_table, kms_key_arn=kms_key_arn, bucket=documents_bucket) as world:
         yield world

@@ -5,7 +5,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
+import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from payedge_connect.models import Connection, Provider
 from payedge_connect.providers.base import AccountingConnector
@@ -40,9 +41,15 @@ class Services:
             xero_scope_set=self.settings.xero_scope_set,
         )
 
+    @cached_property
+    def secrets(self) -> SecretsProvider:
+        # Our own provider and client, not Powertools' module-wide default: its client would outlive the
+        # AWS endpoint it was made for.
+        return SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+
     def app_credentials(self, provider: Provider) -> AppCredentials:
         """The provider app's client id and secret, which the operator stores at <prefix>apps/<provider>."""
-        document: Any = parameters.get_secret(
+        document: Any = self.secrets.get(
             f"{self.settings.secret_name_prefix}apps/{provider.value}",
             transform="json",
             max_age=_APP_CREDENTIALS_CACHE_SECONDS,
