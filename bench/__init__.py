@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from local.template import load_sam_template
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The shared layer is importable the way Lambda makes it (its folder on sys.path), as in tests.
@@ -17,6 +19,9 @@ if str(_LAYER) not in sys.path:
 
 # Before the layer is imported: Powertools reads these when its logger and metrics are built. The
 # service logs every sync and payment at INFO and flushes metrics to stdout every 100 values, which
-# would bury the tables (POWERTOOLS_LOG_LEVEL=WARNING shows the retries).
+# would bury the tables (POWERTOOLS_LOG_LEVEL=WARNING shows the retries). The metrics namespace is the
+# one template.yaml gives every function: without it, that flush raises inside the service.
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+_FUNCTION_ENVIRONMENT = load_sam_template(ROOT / "template.yaml")["Globals"]["Function"]["Environment"]["Variables"]
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", _FUNCTION_ENVIRONMENT["POWERTOOLS_METRICS_NAMESPACE"])
