@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from payedge_connect.models import Connection, Provider
 from payedge_connect.providers.base import AccountingConnector
-from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.http import CallCounter, ProviderApi, RateBudget
 from payedge_connect.providers.registry import connector_for
 from payedge_connect.settings import ProviderSettings
 from payedge_connect.storage.records import RecordsStore
@@ -25,6 +25,9 @@ class Services:
     def __init__(self, settings: ProviderSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
         self.settings = settings
         self.clock = clock
+        # One call budget per organisation for as long as this process lives (a warm Lambda handles
+        # many payments and syncs of the same organisation back to back).
+        self._budgets: dict[tuple[Provider, str], RateBudget] = {}
 
     @cached_property
     def store(self) -> RecordsStore:
@@ -77,9 +80,14 @@ class Services:
         if connection.tenant_id is None:
             raise ValueError(f"connection {connection.connection_id} has no organisation yet")
         tokens = self.tokens(connection)
-        return self.connector(connection.provider).api(
+        connector = self.connector(connection.provider)
+        budget = self._budgets.setdefault(
+            (connection.provider, connection.tenant_id), RateBudget(connector.calls_per_minute)
+        )
+        return connector.api(
             connection.tenant_id,
             access_token=tokens.access_token,
             refresh_access_token=tokens.force_refresh,
             calls=calls,
+            budget=budget,
         )

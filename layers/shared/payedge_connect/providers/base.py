@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from payedge_connect.models import ClosedReason, PostalAddress, Provider
-from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.http import CallCounter, ProviderApi, RateBudget
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,8 @@ class AccountingConnector(Protocol):
     """
 
     provider: Provider
+    # The client-side budget per organisation, under the provider's own limit.
+    calls_per_minute: int
 
     @property
     def oauth(self) -> OAuthSpec:
@@ -203,8 +205,10 @@ class AccountingConnector(Protocol):
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
+        budget: RateBudget | None = None,
     ) -> ProviderApi:
-        """The accounting API of one organisation, called with a connection's access token."""
+        """The accounting API of one organisation, called with a connection's access token; `budget`
+        shares one organisation's call budget between callers (a fresh one when None)."""
         ...
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

@@ -64,6 +64,7 @@ _OBJECT_NOT_FOUND = re.compile(r'Object Not Found|"code"\s*:\s*"610"')
 
 class QuickBooksConnector:
     provider = Provider.QUICKBOOKS
+    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -88,13 +89,14 @@ class QuickBooksConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
+        budget: RateBudget | None = None,
     ) -> ProviderApi:
         return ProviderApi(
             f"{rebase(API_URL, self._base_url)}/v3/company/{tenant_id}",
             access_token=access_token,
             refresh_access_token=refresh_access_token,
             calls=calls,
-            budget=RateBudget(CALLS_PER_MINUTE),
+            budget=budget or RateBudget(CALLS_PER_MINUTE),
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

@@ -59,6 +59,7 @@ def pages(api: ProviderApi, path: str, params: Mapping[str, Any], route: str) ->
 
 class SageConnector:
     provider = Provider.SAGE
+    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -83,6 +84,7 @@ class SageConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
+        budget: RateBudget | None = None,
     ) -> ProviderApi:
         # Without X-Business Sage silently uses the user's lead business: always name it.
         return ProviderApi(
@@ -91,7 +93,7 @@ class SageConnector:
             refresh_access_token=refresh_access_token,
             headers={"X-Business": tenant_id},
             calls=calls,
-            budget=RateBudget(CALLS_PER_MINUTE),
+            budget=budget or RateBudget(CALLS_PER_MINUTE),
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

@@ -92,6 +92,7 @@ def authentication_event_id(access_token: str) -> str | None:
 
 class XeroConnector:
     provider = Provider.XERO
+    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None, scope_set: str = "granular") -> None:
         self._base_url = base_url
@@ -116,6 +117,7 @@ class XeroConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
+        budget: RateBudget | None = None,
     ) -> ProviderApi:
         return ProviderApi(
             rebase(API_URL, self._base_url),
@@ -123,7 +125,7 @@ class XeroConnector:
             refresh_access_token=refresh_access_token,
             headers={"xero-tenant-id": tenant_id},
             calls=calls,
-            budget=RateBudget(CALLS_PER_MINUTE),
+            budget=budget or RateBudget(CALLS_PER_MINUTE),
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
