@@ -189,7 +189,7 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         "resync_ddb_writes_by_kind": dict(sorted(resync_dynamodb.written.items())),
         "resync_ddb_items_read": sum(resync_dynamodb.read.values()),
         "resync_ddb_reads_by_operation": dict(sorted(resync_dynamodb.read.items())),
-        "client_budget_per_minute": budget.calls_per_minute if budget else None,
+        "client_budget_per_minute": budget.budget.limits.per_minute if budget else None,
         "sandbox_limits": describe_limits(provider),
     }
 

@@ -161,6 +161,7 @@ def connect(
                 "BUSINESS_ID_CLAIM": "business_id",
                 "PROVIDER_BASE_URLS": json.dumps({provider.value: base_url}),
                 "XERO_SCOPE_SET": "granular",
+                "XERO_DAILY_CALL_LIMIT": "5000",
                 "FUNDING_SOURCES": json.dumps([{"id": "cad-operating", "name": "CAD operating", "currency": "CAD"}]),
                 "SYNC_QUEUE_URL": queue_url,
                 "DOCUMENTS_BUCKET_NAME": bucket,

@@ -70,6 +70,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "STACK_KMS_KEY_ARN",
             "BUSINESS_ID_CLAIM",
             "XERO_SCOPE_SET",
+            "XERO_DAILY_CALL_LIMIT",
             "FUNDING_SOURCES",
         }:
             monkeypatch.delenv(name)

@@ -129,7 +129,7 @@ def _process(connection_id: str, payment_order_number: str) -> PaymentOrder:
     except (WritebackBusy, WritebackRetryLater) as error:
         current = services().store.get_payment_order(connection_id, payment_order_number)
         attempts = current.attempts if current else 0
-        delay = 5 if isinstance(error, WritebackBusy) else min(900, 30 * 2**attempts)
+        delay = 5 if isinstance(error, WritebackBusy) else min(900, error.delay_seconds or 30 * 2**attempts)
         logger.info(
             "Payment retried later", extra={"order": payment_order_number, "delay_s": delay, "reason": str(error)}
         )

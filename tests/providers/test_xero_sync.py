@@ -15,9 +15,10 @@ import pytest
 from local.sandboxes.core import Clock
 from local.sandboxes.generator import Ledger, generate_ledger, sensitive_values
 from local.sandboxes.xero import XeroSandbox
-from payedge_connect.models import ClosedReason
+from payedge_connect.models import ClosedReason, Provider
 from payedge_connect.providers.base import ChangesPage, ProviderBill, ProviderVendor, SkippedRecord
 from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.limits import limits_for
 from payedge_connect.providers.xero import XeroConnector
 from payedge_connect.providers.xero.bills import bill_from_xero, vendor_from_xero
 from payedge_connect.providers.xero.connector import MAX_PAGE_SIZE, if_modified_since
@@ -523,7 +524,10 @@ def test_server_errors_are_retried(org: Org) -> None:
     assert len(vendors) == len(active_suppliers(org))
 
 
-def test_api_keeps_below_xeros_minute_limit(org: Org) -> None:
-    api = org.api()
+def test_call_budget_keeps_to_xeros_limits(org: Org) -> None:
+    limits = limits_for(Provider.XERO, xero_daily_call_limit=5000)
 
-    assert api.budget is not None and api.budget.calls_per_minute < org.sandbox.limits.tenant_per_minute
+    assert limits.per_minute <= org.sandbox.limits.tenant_per_minute
+    assert limits.concurrent == org.sandbox.limits.tenant_concurrent
+    assert limits.per_day == org.sandbox.limits.tenant_per_day
+    assert limits.app_per_minute == org.sandbox.limits.app_per_minute

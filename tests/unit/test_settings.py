@@ -9,6 +9,7 @@ COMMON = {
     "BUSINESS_ID_CLAIM": "business_id",
     "PROVIDER_BASE_URLS": "{}",
     "XERO_SCOPE_SET": "granular",
+    "XERO_DAILY_CALL_LIMIT": "5000",
     "FUNDING_SOURCES": '[{"id": "cad-operating", "name": "CAD operating account", "currency": "CAD"}]',
     "API_BASE_URL": "https://connect.example",
 }

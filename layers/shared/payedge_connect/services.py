@@ -1,6 +1,8 @@
 """The clients a function uses, built from its settings on first use (nothing connects at import)."""
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -10,9 +12,12 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from payedge_connect.models import Connection, Provider
 from payedge_connect.providers.base import AccountingConnector
-from payedge_connect.providers.http import CallCounter, ProviderApi, RateBudget
+from payedge_connect.providers.budget import CallBudget, CallerBudget, Priority
+from payedge_connect.providers.http import CallCounter, ProviderApi
+from payedge_connect.providers.limits import limits_for
 from payedge_connect.providers.registry import connector_for
 from payedge_connect.settings import ProviderSettings
+from payedge_connect.storage.budgets import APP_SCOPE, BudgetStore
 from payedge_connect.storage.records import RecordsStore
 from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
 from payedge_connect.tokens.refresh import ConnectionTokens
@@ -22,16 +27,27 @@ _APP_CREDENTIALS_CACHE_SECONDS = 300
 
 
 class Services:
-    def __init__(self, settings: ProviderSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        clock: Callable[[], datetime] = now_utc,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        # One call budget per organisation for as long as this process lives (a warm Lambda handles
-        # many payments and syncs of the same organisation back to back).
-        self._budgets: dict[tuple[Provider, str], RateBudget] = {}
+        self.sleep = sleep
+        # This process's view of each organisation's (and app's) fleet-wide call budget, kept while the
+        # process lives: a warm Lambda spends what is left of its block on the next payment or page.
+        self._budgets: dict[tuple[Provider, str], CallBudget] = {}
 
     @cached_property
     def store(self) -> RecordsStore:
         return RecordsStore(self.settings.records_table_name)
+
+    @cached_property
+    def budget_store(self) -> BudgetStore:
+        return BudgetStore(self.settings.records_table_name)
 
     @cached_property
     def vault(self) -> TokenVault:
@@ -75,16 +91,47 @@ class Services:
             clock=self.clock,
         )
 
-    def api(self, connection: Connection, *, calls: CallCounter | None = None) -> ProviderApi:
-        """The connected organisation's API, with the connection's self-refreshing access token."""
+    def call_budget(self, provider: Provider, tenant_id: str) -> CallBudget:
+        """The organisation's fleet-wide call budget (with its provider app's, where there is one)."""
+        key = (provider, tenant_id)
+        if key not in self._budgets:
+            limits = limits_for(provider, xero_daily_call_limit=self.settings.xero_daily_call_limit)
+            app = None
+            if limits.app_per_minute:
+                app = self._budgets.get((provider, APP_SCOPE))
+                if app is None:
+                    app = self._budgets[(provider, APP_SCOPE)] = CallBudget(
+                        self.budget_store,
+                        provider,
+                        APP_SCOPE,
+                        replace(limits, per_day=None, concurrent=None, per_minute=limits.app_per_minute),
+                        clock=self._epoch,
+                        sleep=self.sleep,
+                    )
+            self._budgets[key] = CallBudget(
+                self.budget_store, provider, tenant_id, limits, clock=self._epoch, sleep=self.sleep, app=app
+            )
+        return self._budgets[key]
+
+    def _epoch(self) -> float:
+        return self.clock().timestamp()
+
+    def api(
+        self,
+        connection: Connection,
+        *,
+        calls: CallCounter | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        time_left: Callable[[], float] | None = None,
+    ) -> ProviderApi:
+        """The connected organisation's API, with the connection's self-refreshing access token; every
+        call takes from the organisation's call budget at `priority`, waiting no longer than `time_left`
+        allows (seconds left in the invocation; None: a short wait, as for an HTTP request)."""
         if connection.tenant_id is None:
             raise ValueError(f"connection {connection.connection_id} has no organisation yet")
         tokens = self.tokens(connection)
-        connector = self.connector(connection.provider)
-        budget = self._budgets.setdefault(
-            (connection.provider, connection.tenant_id), RateBudget(connector.calls_per_minute)
-        )
-        return connector.api(
+        budget = CallerBudget(self.call_budget(connection.provider, connection.tenant_id), priority, time_left)
+        return self.connector(connection.provider).api(
             connection.tenant_id,
             access_token=tokens.access_token,
             refresh_access_token=tokens.force_refresh,

@@ -45,6 +45,8 @@ class ProviderSettings(FunctionSettings):
     # "granular" for Xero apps created from March 2026, "broad" for apps still on the old scopes.
     xero_scope_set: str = Field(alias="XERO_SCOPE_SET", pattern="^(granular|broad)$")
     funding_sources: Json[list[FundingSource]] = Field(alias="FUNDING_SOURCES")
+    # Xero's calls a day per organisation for the app's developer tier: 1,000 (Starter) or 5,000.
+    xero_daily_call_limit: int = Field(alias="XERO_DAILY_CALL_LIMIT", ge=1)
 
 
 class ConnectSettings(ProviderSettings):

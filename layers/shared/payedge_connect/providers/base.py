@@ -12,7 +12,8 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from payedge_connect.models import ClosedReason, PostalAddress, Provider
-from payedge_connect.providers.http import CallCounter, ProviderApi, RateBudget
+from payedge_connect.providers.budget import CallerBudget
+from payedge_connect.providers.http import CallCounter, ProviderApi
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,6 @@ class AccountingConnector(Protocol):
     """
 
     provider: Provider
-    # The client-side budget per organisation, under the provider's own limit.
-    calls_per_minute: int
 
     @property
     def oauth(self) -> OAuthSpec:
@@ -205,10 +204,11 @@ class AccountingConnector(Protocol):
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
-        budget: RateBudget | None = None,
+        budget: CallerBudget | None = None,
     ) -> ProviderApi:
-        """The accounting API of one organisation, called with a connection's access token; `budget`
-        shares one organisation's call budget between callers (a fresh one when None)."""
+        """The accounting API of one organisation, called with a connection's access token; every call
+        takes from `budget`, the organisation's fleet-wide call budget (None: unbudgeted, for one-off
+        calls such as discovering the organisation during the OAuth callback)."""
         ...
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

@@ -1,6 +1,8 @@
 """HTTP calls to a provider's API: bearer token, tenant headers, retries that respect the provider.
 
-Retried: 429 (after `Retry-After` when the provider sends it, else exponential backoff), 5xx and
+Every attempt first takes from the organisation's call budget (providers/budget.py), which also
+learns from each answer. Retried: 429 (after `Retry-After` when the provider sends it, else
+exponential backoff; with a budget, the pause is the budget's, for every Lambda), 5xx and
 dropped connections - for reads always, for writes only when the caller says the write is idempotent
 (it carries the provider's idempotency key). A 401 refreshes the access token once and retries.
 Anything else comes back to the caller as a `ProviderError` with the provider's status and message.
@@ -8,18 +10,22 @@ Anything else comes back to the caller as a `ProviderError` with the provider's 
 
 import json as jsonlib
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from payedge_connect.observability import logger
+from payedge_connect.providers.errors import CallBudgetSpent, ProviderError, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from payedge_connect.providers.budget import CallerBudget
+
+__all__ = ["CallBudgetSpent", "CallCounter", "ProviderApi", "ProviderError", "ProviderUnavailable", "exact_json"]
 
 _TIMEOUT_SECONDS = (5, 30)  # connect, read
 _MAX_ATTEMPTS = 5
@@ -27,20 +33,6 @@ _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 30.0
 # A Retry-After longer than this is not waited out inside one invocation; the caller reschedules.
 _LONGEST_WAIT_SECONDS = 60.0
-
-
-class ProviderError(Exception):
-    """The provider answered with an error (after retries where retrying made sense)."""
-
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"provider answered {status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-
-class ProviderUnavailable(ProviderError):
-    """No usable answer: timeouts, dropped connections, 5xx or 429 beyond what we may wait out."""
 
 
 @dataclass
@@ -53,37 +45,6 @@ class CallCounter:
     def count(self, route: str) -> None:
         self.total += 1
         self.by_route[route] = self.by_route.get(route, 0) + 1
-
-
-class RateBudget:
-    """A client-side budget of calls per minute to one organisation, kept below the provider's limit so
-    the provider never has to answer 429 (which Xero counts against the day's quota too)."""
-
-    def __init__(
-        self,
-        calls_per_minute: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.calls_per_minute = calls_per_minute
-        self._clock = clock
-        self._sleep = sleep
-        self._sent: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        """Wait until one more call fits in the last 60 seconds, then count it."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._sent and now - self._sent[0] >= 60.0:
-                    self._sent.popleft()
-                if len(self._sent) < self.calls_per_minute:
-                    self._sent.append(now)
-                    return
-                wait = 60.0 - (now - self._sent[0])
-            self._sleep(wait)
 
 
 def exact_json(value: object) -> str:
@@ -128,7 +89,7 @@ class ProviderApi:
         headers: Mapping[str, str] | None = None,
         http: requests.Session | None = None,
         calls: CallCounter | None = None,
-        budget: RateBudget | None = None,
+        budget: "CallerBudget | None" = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -155,8 +116,12 @@ class ProviderApi:
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         accept: str = "application/json",
+        batch_items: int | None = None,
     ) -> requests.Response:
-        """Send a request; returns the 2xx response or raises ProviderError/ProviderUnavailable."""
+        """Send a request; returns the 2xx response or raises ProviderError/ProviderUnavailable.
+
+        `batch_items`: the request is a batch of that many operations (QuickBooks /batch), each counted
+        as a call by the budget. CallBudgetSpent: the budget could not be waited for, nothing was sent."""
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
         if json is not None:
             # Amounts are Decimals: written digit for digit, never through float.
@@ -173,7 +138,7 @@ class ProviderApi:
                 "Authorization": f"Bearer {self._access_token()}",
             }
             if self.budget is not None:
-                self.budget.take()
+                self.budget.take(units=batch_items or 1, batch=batch_items is not None)
             self.calls.count(route_name)
             try:
                 response = self._http.request(
@@ -191,6 +156,8 @@ class ProviderApi:
                 self._back_off(attempt, None, route_name, "no answer")
                 continue
 
+            if self.budget is not None:
+                self.budget.observe(response.headers)
             if response.status_code == 401 and self._refresh_access_token and not refreshed:
                 # An access token can die early (revoked, clock skew): refresh once, then retry.
                 refreshed = True
@@ -199,22 +166,28 @@ class ProviderApi:
             if response.status_code == 429 or response.status_code >= 500:
                 wait = retry_after_seconds(response)
                 retryable = idempotent or response.status_code == 429
+                if response.status_code == 429 and self.budget is not None:
+                    # Every Lambda of the organisation pauses; the budget's next take waits it out.
+                    pause = wait if wait is not None else _backoff_delay(attempt)
+                    self.budget.throttled(pause, response.headers.get("X-Rate-Limit-Problem"))
                 if not retryable or attempt >= _MAX_ATTEMPTS or (wait or 0) > _LONGEST_WAIT_SECONDS:
                     raise ProviderUnavailable(response.status_code, _summary(response), retry_after=wait)
-                self._back_off(attempt, wait, route_name, str(response.status_code))
+                if response.status_code != 429 or self.budget is None:
+                    self._back_off(attempt, wait, route_name, str(response.status_code))
                 continue
             if response.status_code >= 400:
                 raise ProviderError(response.status_code, _summary(response))
             return response
 
     def _back_off(self, attempt: int, retry_after: float | None, route: str, reason: str) -> None:
-        if retry_after is not None:
-            delay = retry_after
-        else:
-            ceiling = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+        delay = retry_after if retry_after is not None else _backoff_delay(attempt)
         logger.warning("Provider call retried", extra={"route": route, "reason": reason, "delay_s": delay})
         self._sleep(delay)
+
+
+def _backoff_delay(attempt: int) -> float:
+    ceiling = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 
 
 def _summary(response: requests.Response) -> str:

@@ -14,6 +14,7 @@ connector could not read is skipped with its reason on the sync run; it never fa
 A stale page never reopens a bill: a change older than what we stored is ignored.
 """
 
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,14 @@ from payedge_connect.providers.base import (
     ProviderBill,
     ProviderVendor,
 )
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.budget import Priority
+from payedge_connect.providers.http import (
+    CallBudgetSpent,
+    CallCounter,
+    ProviderApi,
+    ProviderError,
+    ProviderUnavailable,
+)
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
 from payedge_connect.storage.records import (
@@ -68,6 +76,7 @@ _LEASE_SECONDS = 900.0
 # More errors than this are counted but not listed (a sync run is one DynamoDB item).
 _ERRORS_LISTED = 100
 _CLOSED = PayableStatus.CLOSED.value
+_BACKGROUND_TRIGGERS = frozenset({SyncTrigger.SCHEDULE, SyncTrigger.WEBHOOK})
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,13 @@ def run_sync(
         services=services,
         connection=connection,
         connector=services.connector(connection.provider),
-        api=services.api(connection, calls=calls),
+        api=services.api(
+            connection,
+            calls=calls,
+            # Scheduled and webhook syncs yield to payments and users in the organisation's call budget.
+            priority=Priority.BACKGROUND if run.trigger in _BACKGROUND_TRIGGERS else Priority.INTERACTIVE,
+            time_left=time_left,
+        ),
         documents=documents,
         run=run,
         time_left=time_left,
@@ -288,6 +303,11 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
     """Provider trouble pauses the sync (checkpointed) instead of failing it."""
     try:
         return call()
+    except CallBudgetSpent as error:
+        raise _Pause(
+            min(max(math.ceil(error.retry_after or 60), 1), 900),
+            f"waiting for the organisation's {error.limit} call budget (calls resume in {error.retry_after:.0f} s)",
+        ) from None
     except ProviderUnavailable as error:
         wait = int(error.retry_after or 60)
         raise _Pause(

@@ -15,6 +15,7 @@ bill changed at the provider since the last sync, or the mapping lacks an accoun
 """
 
 import hashlib
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from payedge_connect.models import (
 )
 from payedge_connect.observability import logger, metrics
 from payedge_connect.providers.base import AccountingConnector, FeeToPost, PaymentRejected, PaymentToPost
-from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.http import CallBudgetSpent, ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, publish_outcome
@@ -48,7 +49,12 @@ class WritebackBusy(Exception):
 
 
 class WritebackRetryLater(Exception):
-    """The provider could not be reached or answered with a fault worth retrying."""
+    """The provider could not be reached or answered with a fault worth retrying; `delay_seconds` when
+    the wait is known (the organisation's call budget names it)."""
+
+    def __init__(self, reason: str, *, delay_seconds: int | None = None) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,9 @@ def process_payment(
         raise WritebackBusy(f"another write-back of connection {connection_id} is running")
     try:
         return _post(services, connection, order, bus_name)
+    except CallBudgetSpent as error:
+        # Nothing more was sent: the order waits for the budget without using up an attempt.
+        raise WritebackRetryLater(str(error), delay_seconds=math.ceil(error.retry_after or 60)) from None
     except ReauthorizationRequired:
         current = store.get_payment_order(connection_id, payment_order_number) or order
         refreshed = store.get_connection(connection_id) or connection
@@ -179,6 +188,8 @@ def _post(services: Services, connection: Connection, order: PaymentOrder, bus_n
         _post_transactions(services, connector=connector, api=api, connection=connection, order=order, payable=payable)
     except PaymentRejected as error:
         return _refused(services, _current(services, order), payable, str(error), bus_name)
+    except CallBudgetSpent:
+        raise
     except ProviderError as error:
         if isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500:
             return _retry_or_fail(services, order, f"the accounting software did not answer ({error.status})", bus_name)

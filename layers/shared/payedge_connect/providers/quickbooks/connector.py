@@ -35,7 +35,8 @@ from payedge_connect.providers.base import (
     Tenant,
     rebase,
 )
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable, RateBudget
+from payedge_connect.providers.budget import CallerBudget
+from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.quickbooks import bills, payments, wire
 
 AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -47,9 +48,6 @@ SCOPES = ("com.intuit.quickbooks.accounting",)
 HARD_EXPIRY_HEADER = {"x-include-refresh-token-hard-expires-in": "true"}
 _ACCOUNTS_QUERY = "select * from Account where AccountType in ('Bank', 'Expense') maxresults 1000"
 
-# Intuit allows 500 calls a minute per company (I-THROT); a sync and a payment write-back can run at
-# the same time, each with its own budget, so each keeps to half.
-CALLS_PER_MINUTE = 250
 MAX_RESULTS = 1000  # MAXRESULTS above 1000 is a 4001 "Invalid query"
 CDC_MAX_OBJECTS = 1000  # one CDC answer holds at most 1,000 objects (I-CDC)
 CDC_MAX_AGE = timedelta(days=30)  # CDC looks back at most 30 days (I-CDC)
@@ -64,7 +62,6 @@ _OBJECT_NOT_FOUND = re.compile(r'Object Not Found|"code"\s*:\s*"610"')
 
 class QuickBooksConnector:
     provider = Provider.QUICKBOOKS
-    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -89,14 +86,14 @@ class QuickBooksConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
-        budget: RateBudget | None = None,
+        budget: CallerBudget | None = None,
     ) -> ProviderApi:
         return ProviderApi(
             f"{rebase(API_URL, self._base_url)}/v3/company/{tenant_id}",
             access_token=access_token,
             refresh_access_token=refresh_access_token,
             calls=calls,
-            budget=budget or RateBudget(CALLS_PER_MINUTE),
+            budget=budget,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

@@ -25,7 +25,8 @@ from payedge_connect.providers.base import (
     Tenant,
     rebase,
 )
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, RateBudget
+from payedge_connect.providers.budget import CallerBudget
+from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError
 from payedge_connect.providers.sage import bills, documents, paging, payments, wire
 from payedge_connect.providers.sage.paging import MAX_PAGE_SIZE, Listing
 
@@ -35,9 +36,6 @@ REVOKE_URL = "https://oauth.accounting.sage.com/revoke"
 API_URL = "https://api.accounting.sage.com/v3.1"
 # Sage has only readonly and full_access; writing payments needs full_access.
 SCOPES = ("full_access",)
-# Sage publishes no v3.1 limit (PROVIDERS.md §6.15): v3.0 allowed 200 calls a minute per business, a
-# third party says 100. 60 a minute, 60% of the lower figure, leaves room for a write-back alongside.
-CALLS_PER_MINUTE = 60
 # Contacts are read for name, email and address only: bank details, tax number, notes and contact
 # persons are never requested, so they never reach this service.
 CONTACT_ATTRIBUTES = "name,email,main_address,updated_at,deleted_at"
@@ -59,7 +57,6 @@ def pages(api: ProviderApi, path: str, params: Mapping[str, Any], route: str) ->
 
 class SageConnector:
     provider = Provider.SAGE
-    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -84,7 +81,7 @@ class SageConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
-        budget: RateBudget | None = None,
+        budget: CallerBudget | None = None,
     ) -> ProviderApi:
         # Without X-Business Sage silently uses the user's lead business: always name it.
         return ProviderApi(
@@ -93,7 +90,7 @@ class SageConnector:
             refresh_access_token=refresh_access_token,
             headers={"X-Business": tenant_id},
             calls=calls,
-            budget=budget or RateBudget(CALLS_PER_MINUTE),
+            budget=budget,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

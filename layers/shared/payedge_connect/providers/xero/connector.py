@@ -29,7 +29,8 @@ from payedge_connect.providers.base import (
     Tenant,
     rebase,
 )
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, RateBudget
+from payedge_connect.providers.budget import CallerBudget
+from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError
 from payedge_connect.providers.xero import payments, wire
 from payedge_connect.providers.xero.bills import (
     FIRST_ATTACHMENT,
@@ -64,9 +65,6 @@ BROAD_SCOPES = (
 # Account types a payment fee can be booked to.
 _EXPENSE_TYPES = {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"}
 
-# Xero allows 60 calls a minute per organisation (and 5 at once, 5,000 a day); 45 leaves a quarter
-# for the payment write-back and webhook reads that share the same organisation's minute.
-CALLS_PER_MINUTE = 45
 # Xero clamps pageSize to 1000 (PROVIDERS.md 2.2, a third-party figure: see its section 6).
 MAX_PAGE_SIZE = 1000
 # The IDs filter breaks past about 52 GUIDs (URL length; XeroAPI/Xero-OpenAPI#534).
@@ -92,7 +90,6 @@ def authentication_event_id(access_token: str) -> str | None:
 
 class XeroConnector:
     provider = Provider.XERO
-    calls_per_minute = CALLS_PER_MINUTE
 
     def __init__(self, *, base_url: str | None = None, scope_set: str = "granular") -> None:
         self._base_url = base_url
@@ -117,7 +114,7 @@ class XeroConnector:
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
-        budget: RateBudget | None = None,
+        budget: CallerBudget | None = None,
     ) -> ProviderApi:
         return ProviderApi(
             rebase(API_URL, self._base_url),
@@ -125,7 +122,7 @@ class XeroConnector:
             refresh_access_token=refresh_access_token,
             headers={"xero-tenant-id": tenant_id},
             calls=calls,
-            budget=budget or RateBudget(CALLS_PER_MINUTE),
+            budget=budget,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
