@@ -169,7 +169,7 @@ class LocalStack:
 
     def _start(self) -> None:
         self._exit.enter_context(_quiet_moto())
-        server = _MotoServer(LOOPBACK, self._moto_port)
+        server = MotoServer(LOOPBACK, self._moto_port)
         server.start()
         self._exit.callback(server.stop)
         host, port = server.get_host_and_port()
@@ -536,7 +536,7 @@ class LocalStack:
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class _MotoServer:
+class MotoServer:
     """moto's server, as moto's ThreadedMotoServer runs it, but with DynamoDB requests handled one at a
     time: DynamoDB applies a conditional write atomically, moto checks and writes without a lock, and
     concurrent Lambdas (the token-refresh lease) depend on that atomicity. Other services stay concurrent,

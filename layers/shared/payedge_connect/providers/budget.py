@@ -4,8 +4,9 @@ Every Lambda (sync worker, write-back worker, read APIs) takes from the same bud
 provider call, so together they stay under the provider's limits (providers/limits.py) and the
 provider never has to answer 429 (which Xero also counts against the day).
 
-How it stays cheap: a process takes a small block of calls with one conditional write of the
-organisation's budget item (storage/budgets.py) and spends the block locally. A block is only good
+How it stays cheap: a process takes a small block of calls with one atomic ADD to the organisation's
+budget item (storage/budgets.py), which answers the whole item; if the window went over, the excess
+is given back with a second ADD and the process waits. It spends the block locally. A block is only good
 for TOKEN_VALIDITY seconds, and the windows are counted a little longer than the provider's
 (MINUTE_WINDOW, DAY_WINDOW), so a call made late in its block still falls inside the window that
 counted it. Blocks grow while a process uses them up and shrink when it does not.
@@ -19,7 +20,7 @@ Priorities: scheduled and webhook syncs (BACKGROUND) may use only part of each w
 fewer, so a payment's write-back or a user's request (INTERACTIVE) never waits behind a backfill.
 
 Learning: a 429 pauses the budget for every Lambda until the provider's Retry-After; Xero's remaining
-counts (X-MinLimit-Remaining, X-DayLimit-Remaining, X-AppMinLimit-Remaining) that are lower than ours
+counts (X-MinLimit-Remaining, X-DayLimit-Remaining, X-AppMinLimit-Remaining) that are well below ours
 add the calls we did not see (another client of the same app) to the window.
 
 Deadlines: a caller waits for the budget inside its invocation only while that leaves it time;
@@ -42,7 +43,7 @@ from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.providers.limits import ProviderLimits
 from payedge_connect.storage.budgets import BudgetState, BudgetStore
 
-TOKEN_VALIDITY = 2.0
+TOKEN_VALIDITY = 3.0
 MINUTE_BUCKET = 2
 # 60 s, plus a block's validity, a bucket's width and a second for the call's way to the provider.
 MINUTE_WINDOW = 60.0 + TOKEN_VALIDITY + MINUTE_BUCKET + 1.0
@@ -54,10 +55,11 @@ RESERVE_SHARE = 0.2  # of every window, kept for payments and users
 MAX_BLOCK = 10
 # A caller with no deadline (an HTTP request: API Gateway gives up after 30 s) waits this long at most.
 DEFAULT_LONGEST_WAIT = 10.0
-LONGEST_WAIT = 60.0
+LONGEST_WAIT = 90.0  # a minute window, waited out inside an invocation that has the time
 DEADLINE_MARGIN = 15.0  # stop this long before the Lambda's deadline
 # A 429 without a pause named (by the caller's backoff or Retry-After) pauses every caller this long.
 DEFAULT_PAUSE_SECONDS = 5.0
+CORRECTION_SECONDS = 10.0
 _XERO_PROBLEM_LIMITS = {"minute": "minute", "day": "day", "concurrent": "concurrent", "appminute": "app minute"}
 
 
@@ -101,68 +103,66 @@ def _capacity(limit: int, priority: Priority) -> int:
     return limit
 
 
-def _added(counts: Mapping[int, int], now: float, window: float, bucket: int, units: int) -> dict[int, int]:
-    """The window's live counts with `units` more in the current bucket (aged-out buckets dropped)."""
-    kept = dict(_live(counts, now, window))
-    start = int(now) // bucket * bucket
-    kept[start] = kept.get(start, 0) + units
-    return kept
+def _other_lanes(state: BudgetState, now: float, holder: str) -> list[float]:
+    return [until for name, until in state.lanes.items() if until > now and name != holder]
 
 
-def hold_for(state: BudgetState, limits: ProviderLimits, now: float, *, priority: Priority) -> Hold | None:
-    """What would hold one ordinary call of `priority` back now (None: it may go)."""
-    plan = plan_grant(state, limits, now, holder="", priority=priority, units=1, want=1, batch=False)
-    return plan if isinstance(plan, Hold) else None
+def _lanes_allowed(limits: ProviderLimits, priority: Priority) -> int:
+    concurrent = limits.concurrent or 0
+    return concurrent - 1 if priority is Priority.BACKGROUND and concurrent > 1 else concurrent
 
 
-def plan_grant(
+def hold_for(
     state: BudgetState,
     limits: ProviderLimits,
     now: float,
     *,
-    holder: str,
     priority: Priority,
-    units: int,
-    want: int,
-    batch: bool,
-) -> Hold | tuple[BudgetState, int]:
-    """Either why `units` calls cannot be made now, or the next state with up to `want` calls granted."""
+    holder: str = "",
+    units: int = 1,
+    batch: bool = False,
+    block: int = 1,
+) -> Hold | None:
+    """What holds `units` calls of `priority` back now (None: they may go). A caller held by the minute
+    is told to wait until `block` calls fit: waking for every call that ages out costs a write each."""
     if state.paused_until > now:
         return Hold(state.pause_limit or "minute", state.paused_until)
-    lanes = {name: until for name, until in state.lanes.items() if until > now}
-    if limits.concurrent and holder not in lanes:
-        allowed = (
-            limits.concurrent - 1 if priority is Priority.BACKGROUND and limits.concurrent > 1 else limits.concurrent
-        )
-        if len(lanes) >= allowed:
-            return Hold("concurrent", sorted(lanes.values())[len(lanes) - allowed])
+    if limits.concurrent and holder not in {name for name, until in state.lanes.items() if until > now}:
+        others = sorted(_other_lanes(state, now, holder))
+        allowed = _lanes_allowed(limits, priority)
+        if len(others) >= allowed:
+            return Hold("concurrent", others[len(others) - allowed])
     minute_capacity = _capacity(limits.per_minute, priority)
     at = _fits_at(state.minute, now, MINUTE_WINDOW, minute_capacity, units)
     if at is not None:
-        return Hold("minute", at)
-    grant = min(max(want, units), minute_capacity - _used(state.minute, now, MINUTE_WINDOW))
+        block = min(max(block, units), max(units, minute_capacity // 10))
+        return Hold("minute", _fits_at(state.minute, now, MINUTE_WINDOW, minute_capacity, block) or at)
     if limits.per_day:
-        day_capacity = _capacity(limits.per_day, priority)
-        at = _fits_at(state.day, now, DAY_WINDOW, day_capacity, units)
+        at = _fits_at(state.day, now, DAY_WINDOW, _capacity(limits.per_day, priority), units)
         if at is not None:
             return Hold("day", at)
-        grant = min(grant, day_capacity - _used(state.day, now, DAY_WINDOW))
-    batches = dict(_live(state.batch, now, MINUTE_WINDOW))
     if batch and limits.batch_per_minute:
         at = _fits_at(state.batch, now, MINUTE_WINDOW, _capacity(limits.batch_per_minute, priority), 1)
         if at is not None:
             return Hold("batch", at)
-        batches = _added(state.batch, now, MINUTE_WINDOW, MINUTE_BUCKET, 1)
-    if limits.concurrent:
-        lanes[holder] = now + LANE_SECONDS
-    following = BudgetState(
-        version=state.version,
-        minute=_added(state.minute, now, MINUTE_WINDOW, MINUTE_BUCKET, grant),
-        day=_added(state.day, now, DAY_WINDOW, DAY_BUCKET, grant) if limits.per_day else {},
-        batch=batches,
-        lanes=lanes,
-    )
-    return following, grant
+    return None
+
+
+def available(state: BudgetState, limits: ProviderLimits, now: float, *, priority: Priority) -> int:
+    """Calls of `priority` that fit every window now."""
+    room = _capacity(limits.per_minute, priority) - _used(state.minute, now, MINUTE_WINDOW)
+    if limits.per_day:
+        room = min(room, _capacity(limits.per_day, priority) - _used(state.day, now, DAY_WINDOW))
+    return room
+
+
+def _aged_out(state: BudgetState, now: float) -> list[str]:
+    """Attributes of the item no window counts any more (removed with the next grant)."""
+    names = [f"m{start}" for start in state.minute if start + MINUTE_WINDOW <= now]
+    names += [f"q{start}" for start in state.batch if start + MINUTE_WINDOW <= now]
+    names += [f"d{start}" for start in state.day if start + DAY_WINDOW <= now]
+    names += [f"l{holder}" for holder, until in state.lanes.items() if until + LANE_SECONDS <= now]
+    return names[:20]
 
 
 @dataclass
@@ -198,9 +198,12 @@ class CallBudget:
         self.holder = uuid.uuid4().hex[:16]
         self.waits = 0
         self.waited_seconds = 0.0
+        self.granted = 0
         self._clock = clock
         self._sleep = sleep
         self._state = BudgetState()
+        self._fresh_at = 0.0
+        self._corrected_at: dict[str, float] = {}
         self._blocks: dict[int, _Block] = {}
         self._lock = threading.Lock()
 
@@ -227,6 +230,7 @@ class CallBudget:
 
     def _try_take(self, priority: Priority, units: int, batch: bool) -> Hold | None:
         thread = threading.get_ident()
+        holder = f"{self.holder}-{thread}"
         with self._lock:
             block = self._blocks.setdefault(thread, _Block())
             if not batch and block.left >= units and block.good_until > self._clock():
@@ -237,31 +241,78 @@ class CallBudget:
                 used = block.size - block.left
                 block.next_size = min(MAX_BLOCK, block.next_size * 2) if block.left == 0 else max(1, used)
                 block.size = block.left = 0
-            while True:
-                now = self._clock()
-                plan = plan_grant(
-                    self._state,
-                    self.limits,
-                    now,
-                    holder=f"{self.holder}.{thread}",
-                    priority=priority,
-                    units=units,
-                    want=units if batch else max(units, block.next_size),
-                    batch=batch,
-                )
-                if isinstance(plan, Hold):
-                    return plan
-                following, granted = plan
-                stored = self.store.replace(self.provider, self.scope, following, now=now)
-                if stored is not None:
-                    self._state = stored  # someone else wrote first: plan again from what they wrote
-                    continue
-                self._state = following
-                block.size, block.left, block.good_until = granted, granted - units, now + TOKEN_VALIDITY
+            want = units if batch else max(units, block.next_size)
+            now = self._clock()
+            # What we last saw undercounts (others took since): a hold it shows is real.
+            hold = hold_for(
+                self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, block=want
+            )
+            if hold is not None:
+                return hold
+            granted = max(units, min(want, available(self._state, self.limits, now, priority=priority)))
+            counts = self._counts(now, granted, batch)
+            had_lane = holder in {name for name, until in self._state.lanes.items() if until > now}
+            lane = (holder, now + LANE_SECONDS) if self.limits.concurrent else None
+            self._state = self.store.add(
+                self.provider, self.scope, counts, now=now, lane=lane, aged_out=_aged_out(self._state, now)
+            )
+            self._fresh_at = now
+            over = self._overdraft(self._state, now, holder, priority, granted, had_lane=had_lane, batch=batch)
+            if over == 0:
+                self._keep(block, granted, units, now)
                 return None
+            if over < granted and granted - over >= units:
+                # Part of the block went over: keep what fits, give the rest back.
+                self._state = self.store.add(self.provider, self.scope, self._counts(now, -over, False), now=now)
+                self._keep(block, granted - over, units, now)
+                return None
+            free_lane = holder if lane is not None and not had_lane else None
+            self._state = self.store.add(
+                self.provider, self.scope, self._counts(now, -granted, batch), now=now, free_lane=free_lane
+            )
+            return hold_for(
+                self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, block=want
+            ) or Hold("minute", now)
+
+    def _counts(self, now: float, calls: int, batch: bool) -> dict[str, int]:
+        counts = {f"m{int(now) // MINUTE_BUCKET * MINUTE_BUCKET}": calls}
+        if self.limits.per_day:
+            counts[f"d{int(now) // DAY_BUCKET * DAY_BUCKET}"] = calls
+        if batch and self.limits.batch_per_minute:
+            counts[f"q{int(now) // MINUTE_BUCKET * MINUTE_BUCKET}"] = 1 if calls > 0 else -1
+        return counts
+
+    def _overdraft(
+        self,
+        state: BudgetState,
+        now: float,
+        holder: str,
+        priority: Priority,
+        granted: int,
+        *,
+        had_lane: bool,
+        batch: bool,
+    ) -> int:
+        """How many of the calls just granted went over (all of them: a pause, a lane or a batch too many)."""
+        if state.paused_until > now:
+            return granted
+        if (
+            self.limits.concurrent
+            and not had_lane
+            and len(_other_lanes(state, now, holder)) >= _lanes_allowed(self.limits, priority)
+        ):
+            return granted
+        batches = _used(state.batch, now, MINUTE_WINDOW)
+        if batch and self.limits.batch_per_minute and batches > _capacity(self.limits.batch_per_minute, priority):
+            return granted
+        return max(0, -available(state, self.limits, now, priority=priority))
+
+    def _keep(self, block: _Block, granted: int, units: int, now: float) -> None:
+        self.granted += granted
+        block.size, block.left, block.good_until = granted, granted - units, now + TOKEN_VALIDITY
 
     def _wait(self, hold: Hold, time_left: Callable[[], float] | None) -> None:
-        delay = max(0.0, hold.until - self._clock()) + random.uniform(0.0, 0.25)  # noqa: S311 - jitter
+        delay = max(0.0, hold.until - self._clock()) + random.uniform(0.0, 0.5)  # noqa: S311 - jitter
         longest = DEFAULT_LONGEST_WAIT if time_left is None else min(LONGEST_WAIT, time_left() - DEADLINE_MARGIN)
         if delay > longest:
             raise CallBudgetSpent(hold.limit, delay)
@@ -282,14 +333,15 @@ class CallBudget:
             return
         seconds = retry_after if retry_after is not None else DEFAULT_PAUSE_SECONDS
         logger.warning("The provider throttled us", extra={"limit": limit, "retry_after_s": seconds})
-
-        def paused(state: BudgetState, now: float) -> BudgetState:
-            return replace(state, paused_until=max(state.paused_until, now + seconds), pause_limit=limit)
-
-        self._write(paused)
+        with self._lock:
+            now = self._clock()
+            until = now + seconds
+            self.store.pause(self.provider, self.scope, until=until, limit=limit, now=now)
+            if until > self._state.paused_until:
+                self._state = replace(self._state, paused_until=until, pause_limit=limit)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn from the remaining counts the provider reports (Xero), if lower than ours."""
+        """Learn from the remaining counts the provider reports (Xero), if well below ours."""
         if not self.limits.reports_remaining:
             return
         minute = _header_int(headers, "X-MinLimit-Remaining")
@@ -303,33 +355,26 @@ class CallBudget:
             self.app._correct("minute", app_minute)
 
     def _correct(self, window: str, provider_remaining: int) -> None:
-        def corrected(state: BudgetState, now: float) -> BudgetState | None:
+        with self._lock:
+            now = self._clock()
+            # Only against a state seen this second (others' grants since would look like unseen calls),
+            # and at most every CORRECTION_SECONDS.
+            if now - self._fresh_at > 1.0 or now - self._corrected_at.get(window, 0.0) < CORRECTION_SECONDS:
+                return
             counts, span, bucket, limit = (
-                (state.minute, MINUTE_WINDOW, MINUTE_BUCKET, self.limits.per_minute)
+                (self._state.minute, MINUTE_WINDOW, MINUTE_BUCKET, self.limits.per_minute)
                 if window == "minute"
-                else (state.day, DAY_WINDOW, DAY_BUCKET, self.limits.per_day or 0)
+                else (self._state.day, DAY_WINDOW, DAY_BUCKET, self.limits.per_day or 0)
             )
             unseen = (limit - _used(counts, now, span)) - provider_remaining
-            if unseen <= 1:  # ours counts grants before the calls arrive: never lower than the provider's
-                return None
+            if unseen <= max(2, limit // 10 if window == "minute" else limit // 100):
+                return  # ours counts grants before the calls arrive, and a block or two may be in flight
+            self._corrected_at[window] = now
             logger.info("The provider counts calls we did not", extra={"window": window, "unseen": unseen})
-            added = _added(counts, now, span, bucket, unseen)
-            return replace(state, minute=added) if window == "minute" else replace(state, day=added)
-
-        self._write(corrected)
-
-    def _write(self, change: Callable[[BudgetState, float], BudgetState | None]) -> None:
-        with self._lock:
-            while True:
-                now = self._clock()
-                following = change(self._state, now)
-                if following is None:
-                    return
-                stored = self.store.replace(self.provider, self.scope, following, now=now)
-                if stored is None:
-                    self._state = following
-                    return
-                self._state = stored
+            self._state = self.store.add(
+                self.provider, self.scope, {f"{window[0]}{int(now) // bucket * bucket}": unseen}, now=now
+            )
+            self._fresh_at = now
 
     # ------------------------------------------------------------------ showing
 
@@ -337,8 +382,8 @@ class CallBudget:
         """What holds calls back right now, read fresh from DynamoDB (for the connection's view)."""
         state = self.store.load(self.provider, self.scope)
         with self._lock:
-            self._state = state
-        return hold_for(state, self.limits, self._clock(), priority=priority)
+            self._state, self._fresh_at = state, self._clock()
+        return hold_for(state, self.limits, self._fresh_at, priority=priority)
 
 
 @dataclass(frozen=True)

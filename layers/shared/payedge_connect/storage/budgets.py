@@ -2,17 +2,18 @@
 
 Key design (the rest of the table: storage/records.py):
   budget  PK=BUDGET#<provider>#<organisation id | APP>  SK=BUDGET
-          version      grows with every write (writes are conditional on it: optimistic concurrency)
-          minute       {bucket start (epoch s): calls granted}  the last minute or so, in 2 s buckets
-          day          {bucket start: calls granted}            the last day, in 1 h buckets (Xero)
-          batch        {bucket start: batch requests granted}   the last minute (QuickBooks /batch)
-          lanes        {holder: lane expires at}                 concurrent callers
-          pausedUntil, pauseLimit                                the provider said 429 (or ran out)
+          m<start>     calls granted in the 2-second bucket starting at <start> (epoch seconds)
+          d<start>     calls granted in the hour starting at <start> (Xero's day)
+          q<start>     QuickBooks batch requests granted in the 2-second bucket
+          l<holder>    when the holder's concurrency lane expires (epoch seconds)
+          pausedUntil, pauseLimit   the provider answered 429: nobody calls before then
           expiresAt    TTL: a budget nobody has used for two days disappears
-Every change is one conditional PutItem of the whole (small) item; a refused write returns the stored
-item (ReturnValuesOnConditionCheckFailure), so a conflict costs no extra read.
+A grant is one atomic ADD that answers the whole item as it is after it (ReturnValues ALL_NEW): the
+caller counts the window itself and, when the grant went over, gives the excess back with a second
+ADD. Concurrent callers never conflict; aged-out buckets and lanes are removed as grants go by.
 """
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 
 _UNUSED_FOR_SECONDS = 2 * 24 * 3600
 APP_SCOPE = "APP"
+_PREFIXES = {"m": "minute", "d": "day", "q": "batch"}
 
 
 @dataclass
 class BudgetState:
     """What one budget item holds (see the key design above)."""
 
-    version: int = 0
     minute: dict[int, int] = field(default_factory=dict)
     day: dict[int, int] = field(default_factory=dict)
     batch: dict[int, int] = field(default_factory=dict)
@@ -43,7 +44,7 @@ class BudgetState:
 
 
 class BudgetStore:
-    """Reads and conditional writes of budget items; counts its DynamoDB requests (the budget's own cost)."""
+    """Reads and atomic updates of budget items; counts its DynamoDB requests (the budget's own cost)."""
 
     def __init__(self, table_name: str, *, client: "DynamoDBClient | None" = None) -> None:
         self._table_name = table_name
@@ -64,67 +65,88 @@ class BudgetStore:
         )
         return _state(item) if item else BudgetState()
 
-    def replace(self, provider: Provider, scope: str, state: BudgetState, *, now: float) -> BudgetState | None:
-        """Store `state` as the next version if the stored item is still `state.version`; on a conflict
-        return what is stored instead (None: written)."""
+    def add(
+        self,
+        provider: Provider,
+        scope: str,
+        counts: Mapping[str, int],
+        *,
+        now: float,
+        lane: tuple[str, float] | None = None,
+        free_lane: str | None = None,
+        aged_out: Iterable[str] = (),
+    ) -> BudgetState:
+        """Add `counts` ({attribute: calls}, negative to give back) atomically, set or free a holder's
+        lane, remove the named aged-out attributes; answers the item as it is after."""
+        names: dict[str, str] = {"#ttl": "expiresAt"}
+        values: dict[str, Any] = {":ttl": {"N": str(int(now) + _UNUSED_FOR_SECONDS)}}
+        sets, adds = ["#ttl = :ttl"], []
+        for index, (name, count) in enumerate(counts.items()):
+            names[f"#a{index}"], values[f":a{index}"] = name, {"N": str(count)}
+            adds.append(f"#a{index} :a{index}")
+        if lane is not None:
+            names["#lane"], values[":lane"] = f"l{lane[0]}", {"N": _number(lane[1])}
+            sets.append("#lane = :lane")
+        removed = [name for name in aged_out if name not in counts and name != names.get("#lane")]
+        if free_lane is not None:
+            removed.append(f"l{free_lane}")
+        for index, name in enumerate(removed):
+            names[f"#r{index}"] = name
+        expression = "SET " + ", ".join(sets)
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        if removed:
+            expression += " REMOVE " + ", ".join(f"#r{index}" for index in range(len(removed)))
+        self.requests += 1
+        response = self.client.update_item(
+            TableName=self._table_name,
+            Key=_key(provider, scope),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return _state(response.get("Attributes", {}))
+
+    def pause(self, provider: Provider, scope: str, *, until: float, limit: str, now: float) -> None:
+        """Nobody calls before `until` (a later pause already stored stands)."""
         self.requests += 1
         try:
-            self.client.put_item(
+            self.client.update_item(
                 TableName=self._table_name,
-                Item=_item(provider, scope, state, expires_at=int(now) + _UNUSED_FOR_SECONDS),
-                ConditionExpression="attribute_not_exists(PK) OR version = :expected",
-                ExpressionAttributeValues={":expected": {"N": str(state.version)}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                Key=_key(provider, scope),
+                UpdateExpression="SET pausedUntil = :until, pauseLimit = :limit, expiresAt = :ttl",
+                ConditionExpression="attribute_not_exists(pausedUntil) OR pausedUntil < :until",
+                ExpressionAttributeValues={
+                    ":until": {"N": _number(until)},
+                    ":limit": {"S": limit},
+                    ":ttl": {"N": str(int(now) + _UNUSED_FOR_SECONDS)},
+                },
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            item: Any = error.response.get("Item")
-            return _state(item) if item else BudgetState()
-        state.version += 1
-        return None
 
 
 def _key(provider: Provider, scope: str) -> dict[str, Any]:
     return {"PK": {"S": f"BUDGET#{provider.value}#{scope}"}, "SK": {"S": "BUDGET"}}
 
 
-def _counts(value: dict[int, int]) -> dict[str, Any]:
-    return {"M": {str(start): {"N": str(count)} for start, count in value.items()}}
-
-
-def _item(provider: Provider, scope: str, state: BudgetState, *, expires_at: int) -> dict[str, Any]:
-    item = {
-        **_key(provider, scope),
-        "recordType": {"S": "budget"},
-        "version": {"N": str(state.version + 1)},
-        "minute": _counts(state.minute),
-        "day": _counts(state.day),
-        "batch": _counts(state.batch),
-        "lanes": {"M": {holder: {"N": _number(until)} for holder, until in state.lanes.items()}},
-        "pausedUntil": {"N": _number(state.paused_until)},
-        "expiresAt": {"N": str(expires_at)},
-    }
-    if state.pause_limit:
-        item["pauseLimit"] = {"S": state.pause_limit}
-    return item
-
-
 def _number(value: float) -> str:
     return str(Decimal(str(round(value, 3))))
 
 
-def _read_counts(attribute: dict[str, Any] | None) -> dict[int, int]:
-    return {int(start): int(count["N"]) for start, count in (attribute or {}).get("M", {}).items()}
-
-
 def _state(item: dict[str, Any]) -> BudgetState:
-    return BudgetState(
-        version=int(item["version"]["N"]),
-        minute=_read_counts(item.get("minute")),
-        day=_read_counts(item.get("day")),
-        batch=_read_counts(item.get("batch")),
-        lanes={holder: float(until["N"]) for holder, until in item.get("lanes", {}).get("M", {}).items()},
+    state = BudgetState(
         paused_until=float(item.get("pausedUntil", {}).get("N", "0")),
         pause_limit=item.get("pauseLimit", {}).get("S"),
     )
+    for name, value in item.items():
+        prefix, rest = name[:1], name[1:]
+        if prefix == "l" and "N" in value:
+            state.lanes[rest] = float(value["N"])
+        elif prefix in _PREFIXES and rest.isdigit():
+            count = int(value["N"])
+            if count:
+                getattr(state, _PREFIXES[prefix])[int(rest)] = count
+    return state
