@@ -3,6 +3,7 @@ tests and the benchmarks start from. The connection is made the way a user makes
 (auto-approved), code, organisation discovery through our connectors."""
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,8 +140,12 @@ def connect(
     kms_key_arn: str,
     bucket: str,
     sandbox: Sandbox | None = None,
+    xero_daily_call_limit: int = 5000,
+    simulated_waits: bool = False,
 ) -> Iterator[SyncWorld]:
-    """Connect a business to `sandbox` (default: a new sandbox of `provider`), started here, stopped after."""
+    """Connect a business to `sandbox` (default: a new sandbox of `provider`), started here, stopped after.
+
+    `simulated_waits`: the service's waits for its call budget move the sandbox clock instead of sleeping."""
     if sandbox is None:
         sandbox = new_sandbox(provider)
     redirect_uri = f"{API_BASE_URL}/oauth/{provider.value}/callback"
@@ -161,13 +166,15 @@ def connect(
                 "BUSINESS_ID_CLAIM": "business_id",
                 "PROVIDER_BASE_URLS": json.dumps({provider.value: base_url}),
                 "XERO_SCOPE_SET": "granular",
-                "XERO_DAILY_CALL_LIMIT": "5000",
+                "XERO_DAILY_CALL_LIMIT": str(xero_daily_call_limit),
                 "FUNDING_SOURCES": json.dumps([{"id": "cad-operating", "name": "CAD operating", "currency": "CAD"}]),
                 "SYNC_QUEUE_URL": queue_url,
                 "DOCUMENTS_BUCKET_NAME": bucket,
             }
         )
-        services = Services(settings, clock=sandbox.clock.now)
+        services = Services(
+            settings, clock=sandbox.clock.now, sleep=sandbox.clock.advance if simulated_waits else time.sleep
+        )
         # Connect the way a user does: the consent page (auto-approved), the code, the organisation.
         oauth = services.oauth(provider)
         request = oauth.authorization_request(state="s", redirect_uri=redirect_uri)

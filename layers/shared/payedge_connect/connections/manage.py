@@ -1,16 +1,24 @@
 """What the integrations page and the dashboard show, and disconnecting."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.models import AccountMapping, Connection, ConnectionStatus, Provider, Record, SyncSummary
 from payedge_connect.observability import logger
+from payedge_connect.providers.budget import Hold
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
 from payedge_connect.tokens.oauth import TokenEndpointError
 
 # Warn this long before the provider's hard limit on an authorisation (QuickBooks' 5-year cap).
 AUTHORIZATION_EXPIRY_WARNING = timedelta(days=30)
+
+
+class CallBudgetHold(Record):
+    """The organisation's call budget at the provider is spent: syncs and payments wait until then."""
+
+    limit: str  # day, minute, concurrent, ... (the provider's limit that is spent)
+    resumes_at: datetime
 
 
 class ConnectionView(Record):
@@ -22,6 +30,7 @@ class ConnectionView(Record):
     mapping: AccountMapping | None
     last_sync: SyncSummary | None
     attention: list[str]
+    call_budget: CallBudgetHold | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -31,7 +40,11 @@ class ConnectionList(Record):
     next_cursor: str | None = None
 
 
-def view(connection: Connection, now: datetime) -> ConnectionView:
+# A hold shorter than this is the budget's ordinary pacing, not news for the user.
+_HOLD_WORTH_SHOWING = timedelta(minutes=2)
+
+
+def view(connection: Connection, now: datetime, hold: Hold | None = None) -> ConnectionView:
     attention = list(connection.attention)
     if connection.status is ConnectionStatus.MAPPING_REQUIRED:
         attention.append("Accept the account mapping to start syncing.")
@@ -40,6 +53,13 @@ def view(connection: Connection, now: datetime) -> ConnectionView:
     expires = connection.authorization_expires_at
     if expires and connection.status is ConnectionStatus.CONNECTED and expires - now <= AUTHORIZATION_EXPIRY_WARNING:
         attention.append(f"The authorisation expires on {expires.date().isoformat()}: reconnect before then.")
+    budget = None
+    if hold is not None and datetime.fromtimestamp(hold.until, tz=UTC) - now >= _HOLD_WORTH_SHOWING:
+        budget = CallBudgetHold(limit=hold.limit, resumes_at=datetime.fromtimestamp(hold.until, tz=UTC))
+        attention.append(
+            f"The accounting software's {hold.limit} call limit for this organisation is used up; syncs and "
+            f"payments resume by themselves at {budget.resumes_at.isoformat(timespec='minutes')}."
+        )
     return ConnectionView(
         connection_id=connection.connection_id,
         provider=connection.provider,
@@ -49,6 +69,7 @@ def view(connection: Connection, now: datetime) -> ConnectionView:
         mapping=connection.mapping,
         last_sync=connection.last_sync,
         attention=attention,
+        call_budget=budget,
         created_at=connection.created_at,
         updated_at=connection.updated_at,
     )
@@ -57,11 +78,21 @@ def view(connection: Connection, now: datetime) -> ConnectionView:
 def list_connections(services: Services, *, business_id: str, limit: int, cursor: str | None) -> ConnectionList:
     page = services.store.list_connections(business_id, limit=limit, cursor=cursor)
     now = services.clock()
-    return ConnectionList(connections=[view(c, now) for c in page.items], next_cursor=page.next_cursor)
+    return ConnectionList(
+        connections=[view(c, now, _budget_hold(services, c)) for c in page.items], next_cursor=page.next_cursor
+    )
 
 
 def show_connection(services: Services, *, business_id: str, connection_id: str) -> ConnectionView:
-    return view(owned_connection(services.store, business_id, connection_id), services.clock())
+    connection = owned_connection(services.store, business_id, connection_id)
+    return view(connection, services.clock(), _budget_hold(services, connection))
+
+
+def _budget_hold(services: Services, connection: Connection) -> Hold | None:
+    """What holds a payment of this connection back at its provider now (one read of the budget item)."""
+    if connection.status is not ConnectionStatus.CONNECTED or connection.tenant_id is None:
+        return None
+    return services.call_budget(connection.provider, connection.tenant_id).hold()
 
 
 def disconnect(services: Services, *, business_id: str, connection_id: str) -> ConnectionView:
