@@ -118,8 +118,10 @@ class CorsConfiguration:
     @classmethod
     def from_extension(cls, config: Mapping[str, Any]) -> "CorsConfiguration":
         def strings(name: str) -> tuple[str, ...]:
+            # A list, or a CommaDelimitedList parameter the SAM translator substituted as its string.
             value = config.get(name) or []
-            return tuple(str(item) for item in ([value] if isinstance(value, str) else value))
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(item).strip() for item in items)
 
         cors = cls(
             allow_origins=strings("allowOrigins"),
