@@ -208,10 +208,10 @@ function syncControl(connection, onFinished) {
               badge(run.outcome),
               ` ${run.mode} sync finished ${when(run.finishedAt)}: ${syncCounts(run)}`,
             ),
-            run.detail ? el("p.muted", {}, run.detail) : null,
+            run.detail ? el("p.muted", {}, run.detail) : "",
             run.errors.length
               ? el("ul.attention", {}, run.errors.map((item) => el("li", {}, `Skipped ${item.entity} ${item.providerId}: ${item.reason}`)))
-              : null,
+              : "",
           );
           if (onFinished) onFinished(run);
         } catch (error) {
@@ -521,7 +521,7 @@ async function mappingPage(connectionId) {
             fundingSources,
             feeAccountId: data.get("feeAccountId") || null,
           });
-          flashNext(`${connection.accountingSoftware} is ${STATUS_LABELS[accepted.status].toLowerCase()}: ${connection.organisationName}.`);
+          flashNext(`${connection.accountingSoftware} is ${STATUS_LABELS[accepted.status].toLowerCase()}: ${connection.organisationName}`);
           location.hash = "#/integrations";
         });
       },
