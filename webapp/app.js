@@ -188,17 +188,20 @@ function syncControl(connection, onFinished) {
         button.disabled = true;
         output.replaceChildren(el("span", {}, "Starting sync…"));
         try {
+          const showProgress = (current) =>
+            output.replaceChildren(
+              el("progress", {}),
+              el("div", { "data-sync-progress": true }, `Sync running (${current.mode || "starting"}): ${syncCounts(current)}`),
+            );
+          // 202 with the run (a second request while one runs gets that one)
           const started = await api("POST", `/connections/${connection.connectionId}/sync`);
+          showProgress(started);
           const run = await poll(
-            async () => {
-              const current = await api("GET", started.statusUrl || `/connections/${connection.connectionId}/sync-runs/${started.syncRunId}`);
-              output.replaceChildren(
-                el("progress", {}),
-                el("div", { "data-sync-progress": true }, `Sync running (${current.mode || "starting"}): ${syncCounts(current)}`),
-              );
-              return current;
+            () => api("GET", started.statusUrl),
+            (current) => {
+              if (current.outcome === "running") showProgress(current);
+              return current.outcome !== "running";
             },
-            (current) => current.outcome !== "running",
           );
           output.replaceChildren(
             el(

@@ -110,3 +110,9 @@ def test_the_oauth_callback_still_redirects_the_browser_to_the_web_app(stack: Lo
 def test_the_wildcard_origin_with_credentials_is_refused_as_api_gateway_refuses_it() -> None:
     with pytest.raises(ValueError, match="allowCredentials"):
         CorsConfiguration.from_extension({"allowOrigins": ["*"], "allowCredentials": True})
+
+
+def test_a_comma_delimited_origin_list_substituted_as_one_string_is_read_as_its_origins() -> None:
+    # SAM's translator substitutes a CommaDelimitedList parameter's value as its string
+    cors = CorsConfiguration.from_extension({"allowOrigins": "http://127.0.0.1:8080,http://localhost:8080"})
+    assert cors.allow_origins == ("http://127.0.0.1:8080", "http://localhost:8080")

@@ -103,10 +103,20 @@ def _sync_from_the_dashboard(page: Page, screenshots: Path) -> None:
     _ready(page, "dashboardPage")
     card = page.locator("[data-dashboard-card]")
     expect(card).to_have_count(1)
+    # The run's progress shows only while it runs: note every time it appears
+    page.evaluate("""() => {
+        window.syncProgressSeen = [];
+        new MutationObserver(() => {
+            const shown = document.querySelector("[data-sync-progress]");
+            if (shown) window.syncProgressSeen.push(shown.textContent);
+        }).observe(document.body, {subtree: true, childList: true});
+    }""")
     card.locator("[data-action=sync]").click()
     outcome = card.locator("[data-sync-outcome]")
     expect(outcome).to_be_visible(timeout=60_000)
     expect(outcome).to_have_attribute("data-sync-outcome", "succeeded")
+    progress = page.evaluate("window.syncProgressSeen")
+    assert progress and progress[0].startswith("Sync running"), progress
     expect(outcome).to_contain_text("calls to the accounting software")
     _shot(page, screenshots, "07-dashboard-sync")
     # The card's last sync, as the API now reports it
