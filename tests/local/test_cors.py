@@ -6,8 +6,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
-from local.gateway import CorsConfiguration
+from local.functions import FunctionRuntime
+from local.gateway import CorsConfiguration, HttpApiDefinition, JwtAuthorizer, LocalGateway, Route
 from local.stack import LocalStack
 from tests.local.test_gateway import _template_routes
 
@@ -116,3 +119,23 @@ def test_a_comma_delimited_origin_list_substituted_as_one_string_is_read_as_its_
     # SAM's translator substitutes a CommaDelimitedList parameter's value as its string
     cors = CorsConfiguration.from_extension({"allowOrigins": "http://127.0.0.1:8080,http://localhost:8080"})
     assert cors.allow_origins == ("http://127.0.0.1:8080", "http://localhost:8080")
+
+
+def test_an_options_request_a_route_matches_goes_to_that_route_not_to_the_automatic_preflight() -> None:
+    # An ANY route behind the JWT authorizer catches OPTIONS too (http-api-cors): the authorizer refuses
+    # the browser's preflight, which carries no token - the documented trap of ANY and $default routes.
+    api = HttpApiDefinition(
+        logical_id="Api",
+        routes=(Route("ANY", "/items", "ItemsFunction", authorizer="Jwt"),),
+        authorizers={"Jwt": JwtAuthorizer("Jwt", "$request.header.Authorization", "https://issuer", ("aud",))},
+        cors=CorsConfiguration.from_extension({"allowOrigins": ["http://app"], "allowMethods": ["GET"]}),
+    )
+    gateway = LocalGateway(runtime=FunctionRuntime({}, region="us-east-1"), keys=dict, account_id="1", api=api)
+    preflight = {"Origin": "http://app", "Access-Control-Request-Method": "GET"}
+
+    caught = gateway.handle(Request(EnvironBuilder(path="/items", method="OPTIONS", headers=preflight).get_environ()))
+    assert caught.status_code == 401
+
+    answered = gateway.handle(Request(EnvironBuilder(path="/other", method="OPTIONS", headers=preflight).get_environ()))
+    assert answered.status_code == 204
+    assert answered.headers["access-control-allow-origin"] == "http://app"
