@@ -266,3 +266,20 @@ def test_a_page_on_another_origin_cannot_call_the_api_from_the_browser(running: 
     # And from the web app's origin the same call answers
     page.goto(running.web_app.url + "#/signin")
     assert page.evaluate(script, [f"{running.stack.api_url}/providers", token]) == "answered 200"
+
+
+def test_a_consent_the_user_cancels_comes_back_as_the_callbacks_failure(
+    running: Running, page: Page, screenshots: Path
+) -> None:
+    page.goto(running.web_app.url + "#/integrations/add")
+    page.wait_for_selector("body[data-ready]:not([data-ready=''])")
+    if page.locator("body[data-ready=signInPage]").count():
+        page.click("[data-action=dev-login]")
+    _ready(page, "addConnectionPage")
+    page.locator("label.choice[data-provider=sage] input").check()
+    page.click("[data-action=continue]")
+    page.wait_for_url(re.compile(re.escape(running.fleet.base_urls["sage"]) + ".*"))
+    page.get_by_role("button", name="Cancel").click()
+    _ready(page, "integrationsPage")
+    expect(page.locator("#flash [role=alert]")).to_contain_text("did not grant access")
+    _shot(page, screenshots, "16-consent-cancelled")
