@@ -13,12 +13,13 @@ REGION := $(AWS_DEFAULT_REGION)
 
 SOURCES := functions layers/shared local tests scripts bench
 
-.PHONY: help venv demo dev test lint format typecheck unit validate build check-arch bench deploy clean openapi
+.PHONY: help venv browser demo dev test lint format typecheck unit validate build check-arch bench deploy clean openapi screenshots
 
 help:
 	@echo "make demo      - create the venv, start the local stack and run the main job end to end"
 	@echo "make test      - lint, type check, tests, template validation, build and arm64 check"
-	@echo "make dev       - run the local stack and the provider sandboxes until Ctrl-C"
+	@echo "make dev       - run the local stack, the provider sandboxes and the web app (:8080) until Ctrl-C"
+	@echo "make screenshots - run the browser tests and copy their screenshots of the web app to docs/screenshots"
 	@echo "make bench     - benchmarks under bench/ (figures in bench/results/)"
 	@echo "make deploy    - sam build && sam deploy (CONFIG_ENV=prod for the prod environment)"
 
@@ -31,6 +32,16 @@ $(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# The browser tests drive Debian's chromium (Playwright only speaks to it: no browser download). Fonts for
+# the vendors' names in every script the sandboxes generate (CJK, emoji).
+BROWSER_PACKAGES := chromium fonts-liberation fonts-droid-fallback fonts-noto-color-emoji
+browser:
+	@missing="$$(for package in $(BROWSER_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then echo "missing: apt-get install $$missing (as root)"; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi
 
 demo: venv
 	$(PY) -m local.demo
@@ -51,8 +62,14 @@ format: venv
 typecheck: venv
 	$(VENV)/bin/mypy functions layers/shared/payedge_connect local scripts bench
 
-unit: venv
+unit: venv browser
 	$(PY) -m pytest
+
+SCREENSHOTS := docs/screenshots
+screenshots: venv browser
+	PAYEDGE_SCREENSHOTS=$(CURDIR)/.screenshots $(PY) -m pytest tests/webapp -q
+	mkdir -p $(SCREENSHOTS)
+	cp .screenshots/[0-9]*.png $(SCREENSHOTS)/
 
 validate: venv
 	$(VENV)/bin/sam validate --lint --region $(REGION)

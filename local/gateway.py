@@ -23,6 +23,8 @@ deploy. What the gateway does with a request follows API Gateway's documented be
   documented). The function's result maps back as documented: `statusCode`/`headers`/`cookies`/
   `body`/`isBase64Encoded`, or any other value as a 200 JSON body. A function error or malformed
   result is 500 `{"message":"Internal Server Error"}`.
+- CORS (http-api-cors), when the API has a CORS configuration (`x-amazon-apigateway-cors` in the
+  body, SAM's `CorsConfiguration`): see `CorsConfiguration` below.
 """
 
 import base64
@@ -93,10 +95,108 @@ class Route:
 
 
 @dataclass(frozen=True)
+class CorsConfiguration:
+    """An HTTP API's CORS configuration and what API Gateway does with it.
+
+    Documented (http-api-cors): API Gateway answers preflight OPTIONS requests itself, even without an
+    OPTIONS route; a preflight is an OPTIONS request with `Origin` and `Access-Control-Request-Method`;
+    an OPTIONS request a route matches (an OPTIONS, ANY or `$default` route) goes to that route instead;
+    the configured headers are added to the responses of CORS requests, and CORS headers returned by
+    the integration are ignored. Observed, not published: the preflight answer is 204 with no body;
+    for an origin, method or request header the configuration does not allow it carries no
+    `access-control-*` header at all, so the browser refuses the call; allowed lists are returned as
+    configured, comma-joined; gateway-made answers (401, 404) carry the CORS headers too.
+    """
+
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+
+    @classmethod
+    def from_extension(cls, config: Mapping[str, Any]) -> "CorsConfiguration":
+        def strings(name: str) -> tuple[str, ...]:
+            # A list, or a CommaDelimitedList parameter the SAM translator substituted as its string.
+            value = config.get(name) or []
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(item).strip() for item in items)
+
+        cors = cls(
+            allow_origins=strings("allowOrigins"),
+            allow_methods=tuple(method.upper() for method in strings("allowMethods")),
+            allow_headers=tuple(header.lower() for header in strings("allowHeaders")),
+            expose_headers=tuple(header.lower() for header in strings("exposeHeaders")),
+            max_age=int(config["maxAge"]) if config.get("maxAge") is not None else None,
+            allow_credentials=bool(config.get("allowCredentials", False)),
+        )
+        if cors.allow_credentials and "*" in cors.allow_origins:
+            # API Gateway (and SAM's translator before it) refuses this combination.
+            raise ValueError("CORS allowCredentials cannot be true with the wildcard origin '*'")
+        return cors
+
+    @staticmethod
+    def is_preflight(request: Request) -> bool:
+        return (
+            request.method == "OPTIONS"
+            and "Origin" in request.headers
+            and "Access-Control-Request-Method" in request.headers
+        )
+
+    def _allowed_origin(self, origin: str | None) -> str | None:
+        """The access-control-allow-origin value for `origin`, or None when it is not allowed."""
+        if origin is None:
+            return None
+        if "*" in self.allow_origins:
+            return "*"
+        return origin if origin in self.allow_origins else None
+
+    def preflight(self, request: Request) -> Response:
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+        origin = self._allowed_origin(request.headers.get("Origin"))
+        method = request.headers.get("Access-Control-Request-Method", "").strip().upper()
+        requested = [
+            name.strip().lower()
+            for name in request.headers.get("Access-Control-Request-Headers", "").split(",")
+            if name.strip()
+        ]
+        method_allowed = "*" in self.allow_methods or method in self.allow_methods
+        headers_allowed = "*" in self.allow_headers or all(name in self.allow_headers for name in requested)
+        if origin is None or not method_allowed or not headers_allowed:
+            return response
+        response.headers["access-control-allow-origin"] = origin
+        if self.allow_credentials:
+            response.headers["access-control-allow-credentials"] = "true"
+        if self.allow_methods:
+            response.headers["access-control-allow-methods"] = ",".join(self.allow_methods)
+        if self.allow_headers:
+            response.headers["access-control-allow-headers"] = ",".join(self.allow_headers)
+        if self.max_age is not None:
+            response.headers["access-control-max-age"] = str(self.max_age)
+        return response
+
+    def apply(self, request: Request, response: Response) -> Response:
+        """The configured CORS headers on an actual response, replacing any the integration set."""
+        for name in {name for name, _ in response.headers.items() if name.lower().startswith("access-control-")}:
+            del response.headers[name]
+        origin = self._allowed_origin(request.headers.get("Origin"))
+        if origin is not None:
+            response.headers["access-control-allow-origin"] = origin
+            if self.allow_credentials:
+                response.headers["access-control-allow-credentials"] = "true"
+            if self.expose_headers:
+                response.headers["access-control-expose-headers"] = ",".join(self.expose_headers)
+        return response
+
+
+@dataclass(frozen=True)
 class HttpApiDefinition:
     logical_id: str
     routes: tuple[Route, ...]
     authorizers: Mapping[str, JwtAuthorizer]
+    cors: CorsConfiguration | None = None
 
     @classmethod
     def from_template(
@@ -136,7 +236,9 @@ class HttpApiDefinition:
                     raise ValueError(f"{method} {path}: only Lambda proxy integrations (payload 2.0) run")
                 authorizer, scopes = _route_security(operation.get("security", default_security))
                 routes.append(Route(method, path, function, authorizer, scopes))
-        return cls(logical_id=logical_id, routes=tuple(routes), authorizers=authorizers)
+        cors_extension = resolve_parameters(body.get("x-amazon-apigateway-cors"), parameters)
+        cors = CorsConfiguration.from_extension(cors_extension) if cors_extension else None
+        return cls(logical_id=logical_id, routes=tuple(routes), authorizers=authorizers, cors=cors)
 
 
 def _route_security(security: Sequence[Mapping[str, Sequence[str]]] | None) -> tuple[str | None, tuple[str, ...]]:
@@ -489,7 +591,15 @@ class LocalGateway:
         path = str(raw_uri).partition("?")[0]
         if self.api is None:
             return _gateway_response(503, "Service Unavailable")
+        cors = self.api.cors
         selected = select_route(self.api.routes, request.method, path)
+        if cors is None:
+            return self._route(request, selected)
+        if selected is None and cors.is_preflight(request):
+            return cors.preflight(request)
+        return cors.apply(request, self._route(request, selected))
+
+    def _route(self, request: Request, selected: tuple[Route, dict[str, str]] | None) -> Response:
         if selected is None:
             return _gateway_response(404, "Not Found")
         route, path_parameters = selected

@@ -583,6 +583,7 @@ def local_parameters(api_url: str) -> dict[str, str]:
         "ApiBaseUrl": api_url,
         # No web app runs locally; the callback's redirect to it is observed, not followed.
         "WebAppUrl": "http://web-app.payedge.localhost/settings/integrations",
+        "WebAppOrigins": "http://web-app.payedge.localhost",
         "FundingSources": json.dumps(
             [
                 {"id": "cad-operating", "name": "CAD operating account", "currency": "CAD"},
