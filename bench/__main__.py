@@ -1,13 +1,14 @@
-"""`python -m bench [sync] [writeback] [--payments N] [--providers quickbooks,xero,sage]`: no scenario runs all."""
+"""`python -m bench [sync] [writeback] [contention] [--payments N] [--duration S] [--providers ...]`: no
+scenario runs all."""
 
 import argparse
 import time
 
-from bench import sync, writeback
+from bench import contention, sync, writeback
 from bench.harness import PROVIDERS, use_fake_aws
 from payedge_connect.models import Provider
 
-SCENARIOS = {"sync": sync, "writeback": writeback}
+SCENARIOS = {"sync": sync, "writeback": writeback, "contention": contention}
 
 
 def main() -> None:
@@ -18,6 +19,12 @@ def main() -> None:
         type=int,
         default=writeback.PAYMENTS,
         help=f"payments per provider in the writeback scenario (default {writeback.PAYMENTS:,})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=contention.DURATION_S,
+        help=f"seconds the contention scenario's Lambdas run per provider (default {contention.DURATION_S:.0f})",
     )
     parser.add_argument(
         "--providers",
@@ -36,6 +43,8 @@ def main() -> None:
         started = time.perf_counter()
         if name == "sync":
             sync.run(providers)
+        elif name == "contention":
+            contention.run(providers, duration_s=args.duration)
         else:
             writeback.run(providers, payments=args.payments)
         print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)
