@@ -13,12 +13,12 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from payedge_connect.api.http import HttpApi, IdentifierPath
 from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers
 from payedge_connect.connections import authorization, mapping
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.models import ConnectionStatus, Provider, Record, TenantChoice
@@ -27,8 +27,7 @@ from payedge_connect.services import Services
 from payedge_connect.settings import CallbackSettings, load_settings
 from payedge_connect.writeback.queue import resume_waiting_payments
 
-app = APIGatewayHttpResolver(enable_validation=True)
-install_problem_handlers(app)
+app = HttpApi()
 
 
 @cache
@@ -67,7 +66,7 @@ def oauth_callback(provider: Provider) -> Response[str]:
 
 
 @app.get("/connections/<connection_id>/tenants")
-def list_tenants(connection_id: str) -> dict[str, Any]:
+def list_tenants(connection_id: IdentifierPath) -> dict[str, Any]:
     connection = owned_connection(services().store, caller(), connection_id)
     return TenantList(connection_id=connection_id, tenants=connection.tenant_choices).model_dump(
         mode="json", by_alias=True
@@ -75,7 +74,7 @@ def list_tenants(connection_id: str) -> dict[str, Any]:
 
 
 @app.put("/connections/<connection_id>/tenant")
-def choose_tenant(connection_id: str, selection: TenantSelection) -> dict[str, Any]:
+def choose_tenant(connection_id: IdentifierPath, selection: TenantSelection) -> dict[str, Any]:
     connection = authorization.choose_tenant(
         services(), business_id=caller(), connection_id=connection_id, tenant_id=selection.tenant_id
     )
@@ -83,7 +82,7 @@ def choose_tenant(connection_id: str, selection: TenantSelection) -> dict[str, A
 
 
 @app.get("/connections/<connection_id>/mapping")
-def propose_mapping(connection_id: str) -> dict[str, Any]:
+def propose_mapping(connection_id: IdentifierPath) -> dict[str, Any]:
     proposal = mapping.propose_mapping(
         services(),
         business_id=caller(),
@@ -94,7 +93,7 @@ def propose_mapping(connection_id: str) -> dict[str, Any]:
 
 
 @app.put("/connections/<connection_id>/mapping")
-def accept_mapping(connection_id: str, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
+def accept_mapping(connection_id: IdentifierPath, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
     connection = mapping.accept_mapping(
         services(),
         business_id=caller(),

@@ -15,6 +15,13 @@ from pydantic.alias_generators import to_camel
 Amount = Annotated[Decimal, PlainSerializer(str, return_type=str, when_used="json")]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
+# Every identifier the API accepts (connection, bill, vendor, sync run ids, payment order numbers): RFC 3986
+# unreserved characters only, so it never needs percent-encoding in a path and a status URL always resolves.
+# Provider ids fit: QuickBooks' are digits, Xero's GUIDs, Sage's 32 hex characters.
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+IDENTIFIER_MAX_LENGTH = 64
+Identifier = Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)]
+
 
 class Record(BaseModel):
     """Base of every canonical record: camelCase on the wire, strict about unknown fields."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from pydantic.alias_generators import to_camel
 
 from payedge_connect.errors import PayEdgeError
 from payedge_connect.observability import logger
@@ -36,7 +37,11 @@ def _field_of(error: Any) -> str:
     if error.get("type") == "json_invalid":
         # Its location is ("body", <character offset>): the offset is no field the caller can fix.
         return "body"
-    return ".".join(str(part) for part in error["loc"]) or "body"
+    location = [str(part) for part in error["loc"]]
+    if len(location) == 2 and location[0] in ("path", "query"):
+        # Powertools names path and query parameters by their Python names; the caller knows them in camelCase.
+        location[1] = to_camel(location[1])
+    return ".".join(location) or "body"
 
 
 def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
