@@ -16,6 +16,8 @@ Key design (one table):
   sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (incremental watermark, last full reconciliation)
   tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
   payment     PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>
+  number      PK=BUSINESS#<businessId>  SK=PAYMENT#<paymentOrderNumber>  (the one connection it was sent to)
+  webhook     PK=WEBHOOK#<provider>  SK=EVENT#<sha256 of the event's identity>  (seen once, TTL)
               GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<paymentOrderNumber>
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
 Pages are returned with an opaque cursor bound to the partition it was read from.
@@ -569,7 +571,28 @@ class RecordsStore:
     # ------------------------------------------------------------------ payment orders
 
     def create_payment_order(self, order: PaymentOrder) -> PaymentOrder | None:
-        """Record a new payment order; returns the one already recorded under that number instead, if any."""
+        """Record a new payment order; returns the one already recorded under that number instead, if any.
+
+        A payment order number belongs to one connection of its business: the number is claimed for the
+        business first (idempotent for the same connection), so another connection's claim is a conflict.
+        """
+        try:
+            self.table.put_item(
+                Item={
+                    "PK": f"BUSINESS#{order.business_id}",
+                    "SK": f"PAYMENT#{order.payment_order_number}",
+                    "recordType": "paymentOrderNumber",
+                    "connectionId": order.connection_id,
+                },
+                ConditionExpression=Attr("PK").not_exists() | Attr("connectionId").eq(order.connection_id),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise ConflictError(
+                    f"payment order {order.payment_order_number} was already sent to another connection",
+                    field="body.paymentOrderNumber",
+                ) from None
+            raise
         try:
             self.table.put_item(Item=self._payment_item(order), ConditionExpression=Attr("PK").not_exists())
         except ClientError as error:
@@ -615,6 +638,34 @@ class RecordsStore:
             "recordType": "paymentOrder",
             **_dump(order),
         }
+
+    # ------------------------------------------------------------------ webhook events
+
+    def claim_webhook_events(self, provider: Provider, event_keys: Iterable[str], *, until: datetime) -> list[str]:
+        """The keys never seen before (now recorded until `until`); a key seen before is a replay."""
+        fresh: list[str] = []
+        for key in event_keys:
+            try:
+                self.table.put_item(
+                    Item={
+                        "PK": f"WEBHOOK#{provider.value}",
+                        "SK": f"EVENT#{key}",
+                        "recordType": "webhookEvent",
+                        "expiresAt": int(until.timestamp()),
+                    },
+                    ConditionExpression=Attr("PK").not_exists(),
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue
+            fresh.append(key)
+        return fresh
+
+    def release_webhook_events(self, provider: Provider, event_keys: Iterable[str]) -> None:
+        """Forget claimed events whose syncs could not be queued, so the provider's retry is not a replay."""
+        for key in event_keys:
+            self.table.delete_item(Key={"PK": f"WEBHOOK#{provider.value}", "SK": f"EVENT#{key}"})
 
     # ------------------------------------------------------------------ reading helpers
 

@@ -35,7 +35,7 @@ from payedge_connect.providers.base import AccountingConnector, FeeToPost, Payme
 from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
-from payedge_connect.writeback.events import PaymentDetails, publish_outcome
+from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
@@ -71,6 +71,7 @@ def submit_payment(
     if connection is None or connection.business_id != business_id:
         raise NotFoundError(f"no connection {connection_id}")
     now = services.clock()
+    check_payment_date(details.payment_date, now.date())
     order = PaymentOrder(
         **details.model_dump(),
         connection_id=connection_id,
