@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from payedge_connect.api.http import HttpApi, IdentifierPath
-from payedge_connect.api.identity import business_id_of
+from payedge_connect.api.identity import business_id_of, user_id_of
 from payedge_connect.connections import authorization, manage
 from payedge_connect.errors import NotFoundError
 from payedge_connect.models import ConnectionStatus, Provider, Record
@@ -72,6 +72,7 @@ def create_connection(request: NewConnection) -> Response[dict[str, Any]]:
     started = authorization.start_connection(
         services(),
         business_id=caller(),
+        user_id=user_id_of(app.current_event),
         provider=request.provider,
         api_base_url=load_settings(ConnectSettings).api_base_url,
     )
@@ -98,6 +99,7 @@ def reconnect(connection_id: IdentifierPath) -> dict[str, Any]:
     started = authorization.start_reconnection(
         services(),
         business_id=caller(),
+        user_id=user_id_of(app.current_event),
         connection_id=connection_id,
         api_base_url=load_settings(ConnectSettings).api_base_url,
     )

@@ -95,14 +95,36 @@ class Connection(Record):
 
 
 class OAuthState(Record):
-    """One pending authorisation: single-use, short-lived, bound to a business and a provider."""
+    """One pending authorisation: single-use, short-lived, bound to a business, its user and a provider."""
 
     state_hash: str
     business_id: str
+    # The signed-in user (the JWT's `sub`) who started it: only they can complete it.
+    user_id: str | None = None
     provider: Provider
     connection_id: str
     redirect_uri: str
     code_verifier: str | None = None
+    created_at: datetime
+    expires_at: datetime
+
+
+class OAuthCompletion(Record):
+    """A consent the provider sent back, waiting for the web app of the user who started it to redeem it.
+
+    Single-use and short-lived (the provider's code expires within minutes anyway); the code is exchanged
+    only when the business's JWT redeems it, so a consent approved in another browser never becomes a grant.
+    """
+
+    completion_hash: str
+    business_id: str
+    user_id: str | None = None
+    provider: Provider
+    connection_id: str
+    redirect_uri: str
+    code_verifier: str | None = None
+    # The provider's callback parameters but the state: the code, QuickBooks' realmId.
+    callback_params: dict[str, str]
     created_at: datetime
     expires_at: datetime
 

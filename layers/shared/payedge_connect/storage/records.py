@@ -6,6 +6,7 @@ Key design (one table):
               GSI2PK=CONNECTIONS#<status>   GSI2SK=CONNECTION#<id>               (connections in a state)
   lease       PK=CONNECTION#<id>  SK=LEASE#<name>                                      (one holder at a time)
   oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                          (single use, TTL)
+  completion  PK=OAUTH_COMPLETION#<sha256(code)>  SK=OAUTH_COMPLETION                 (single use, TTL)
   payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>
               GSI2PK=CONNECTION#<id>#PAYABLE#<status>  GSI2SK=<dueDate>#<billId> (payables by status)
   vendor      PK=CONNECTION#<id>  SK=VENDOR#<vendorId>
@@ -42,6 +43,7 @@ from payedge_connect.errors import ConflictError, InvalidInputError
 from payedge_connect.models import (
     Connection,
     ConnectionStatus,
+    OAuthCompletion,
     OAuthState,
     Payable,
     PayableStatus,
@@ -259,27 +261,47 @@ class RecordsStore:
     # ------------------------------------------------------------------ OAuth states
 
     def put_oauth_state(self, state: OAuthState) -> None:
+        self._put_single_use(f"OAUTH_STATE#{state.state_hash}", "OAUTH_STATE", "oauthState", state, state.expires_at)
+
+    def consume_oauth_state(self, state_hash: str) -> OAuthState | None:
+        """Remove and return a pending state; None if it never existed or was already used."""
+        item = self._consume_single_use(f"OAUTH_STATE#{state_hash}", "OAUTH_STATE")
+        return OAuthState.model_validate(item) if item else None
+
+    def put_oauth_completion(self, completion: OAuthCompletion) -> None:
+        self._put_single_use(
+            f"OAUTH_COMPLETION#{completion.completion_hash}",
+            "OAUTH_COMPLETION",
+            "oauthCompletion",
+            completion,
+            completion.expires_at,
+        )
+
+    def consume_oauth_completion(self, completion_hash: str) -> OAuthCompletion | None:
+        """Remove and return a consent waiting to be redeemed; None if unknown or already redeemed."""
+        item = self._consume_single_use(f"OAUTH_COMPLETION#{completion_hash}", "OAUTH_COMPLETION")
+        return OAuthCompletion.model_validate(item) if item else None
+
+    def _put_single_use(self, pk: str, sk: str, record_type: str, record: BaseModel, expires_at: datetime) -> None:
         self.table.put_item(
             Item={
-                "PK": f"OAUTH_STATE#{state.state_hash}",
-                "SK": "OAUTH_STATE",
-                "recordType": "oauthState",
-                **_dump(state),
+                "PK": pk,
+                "SK": sk,
+                "recordType": record_type,
+                **_dump(record),
                 # The record's expiresAt is also the table's TTL attribute, which must be a Number of
                 # epoch seconds (an ISO string is never expired): written last so it wins over the dump.
-                # TTL removes abandoned states; consume_oauth_state checks expiry itself (TTL is lazy).
-                "expiresAt": int(state.expires_at.timestamp()),
+                # TTL removes abandoned items; the consumer checks expiry itself (TTL is lazy).
+                "expiresAt": int(expires_at.timestamp()),
             },
             ConditionExpression=Attr("PK").not_exists(),
         )
 
-    def consume_oauth_state(self, state_hash: str) -> OAuthState | None:
-        """Remove and return a pending state; None if it never existed or was already used."""
+    def _consume_single_use(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """Delete the item and return its fields (expiresAt as a datetime); None if it was not there."""
         try:
             response = self.table.delete_item(
-                Key={"PK": f"OAUTH_STATE#{state_hash}", "SK": "OAUTH_STATE"},
-                ConditionExpression=Attr("PK").exists(),
-                ReturnValues="ALL_OLD",
+                Key={"PK": pk, "SK": sk}, ConditionExpression=Attr("PK").exists(), ReturnValues="ALL_OLD"
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -287,7 +309,7 @@ class RecordsStore:
             raise
         item = response["Attributes"]
         expires_at = datetime.fromtimestamp(int(str(item["expiresAt"])), tz=UTC)
-        return OAuthState.model_validate({**_fields(item), "expiresAt": expires_at})
+        return {**_fields(item), "expiresAt": expires_at}
 
     # ------------------------------------------------------------------ leases
 
