@@ -61,7 +61,7 @@ class AuthorizationResult(Record):
     outcome: str
 
 
-@app.get("/oauth/<provider>/callback")
+@app.get("/oauth/<provider>/callback", status_code=302)
 def oauth_callback(provider: Provider) -> Response[str]:
     """Where the provider sends the browser back; ends with a redirect to the web app, success or not.
 

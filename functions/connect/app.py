@@ -66,7 +66,7 @@ def list_providers() -> dict[str, Any]:
     return ProviderList(providers=list(SUPPORTED_PROVIDERS)).model_dump(mode="json", by_alias=True)
 
 
-@app.post("/connections")
+@app.post("/connections", status_code=201)
 def create_connection(request: NewConnection) -> Response[dict[str, Any]]:
     """Add a connection: returns its id and the provider's consent page to send the browser to."""
     started = authorization.start_connection(

@@ -102,7 +102,7 @@ def _view(run: SyncRun) -> SyncRunView:
 # ---------------------------------------------------------------------------------------------- syncs
 
 
-@app.post("/connections/<connection_id>/sync")
+@app.post("/connections/<connection_id>/sync", status_code=202)
 def start_sync(connection_id: IdentifierPath) -> Response[SyncStarted]:
     """Sync now: 202 with the sync run; a sync already queued or running is returned instead of a new one."""
     connection = owned_connection(services().store, caller(), connection_id)

@@ -82,7 +82,7 @@ def _accepted(order: PaymentOrder) -> PaymentAccepted:
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
-@app.post("/connections/<connection_id>/payments")
+@app.post("/connections/<connection_id>/payments", status_code=202)
 def submit(connection_id: IdentifierPath, payment: PaymentDetails) -> Response[PaymentAccepted]:
     """The web app reports a bill paid through the platform: recorded now, posted by the worker."""
     business_id = caller()
@@ -105,7 +105,7 @@ def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) ->
     return _view(order)
 
 
-@app.post("/connections/<connection_id>/payments/<payment_order_number>/retry")
+@app.post("/connections/<connection_id>/payments/<payment_order_number>/retry", status_code=202)
 def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> Response[PaymentAccepted]:
     """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
