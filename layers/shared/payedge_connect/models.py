@@ -83,6 +83,8 @@ class Connection(Record):
     # Filled while status is choosing_tenant; emptied once the user chose.
     tenant_choices: list[TenantChoice] = Field(default_factory=list)
     mapping: AccountMapping | None = None
+    # The organisation's home currency, read when the mapping is accepted (None: mapped before it was kept).
+    home_currency: CurrencyCode | None = None
     # When the provider will refuse to refresh no matter what (QuickBooks' 5-year cap).
     authorization_expires_at: datetime | None = None
     last_sync: SyncSummary | None = None

@@ -320,6 +320,19 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
         return Outcome(
             rejected, "currency_mismatch", f"The payment is in {order.currency} but the bill is in {payable.currency}."
         )
+    home = connection.home_currency
+    if home is not None and order.currency != home and order.exchange_rate is None:
+        return Outcome(
+            rejected,
+            "exchange_rate_required",
+            f"The payment is in {order.currency}, not the home currency {home}: it needs an exchange rate.",
+        )
+    if home is not None and order.currency == home and order.exchange_rate not in (None, 1):
+        return Outcome(
+            rejected,
+            "exchange_rate_not_allowed",
+            f"The payment is in the home currency {home}: its exchange rate can only be 1.",
+        )
     if order.amount > payable.amount_due:
         return Outcome(
             rejected,
