@@ -12,6 +12,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -343,7 +344,7 @@ def pay_two_bills_per_provider(demo: Demo) -> None:
                 "remittanceNote": "Paid through PayEdge",
                 "invoiceNumber": payable["invoiceNumber"],
                 "paymentStatus": "completed",
-                "paymentDate": "2026-11-24",
+                "paymentDate": datetime.now(UTC).date().isoformat(),
                 "feeAmount": fee,
                 "fundingSource": f"{payable['currency'].lower()}-operating",
                 "exchangeRate": rate,

@@ -1,7 +1,7 @@
 """Bills paid through the platform become payments in the accounting software - exactly once."""
 
 import threading
-from datetime import date
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -79,7 +79,7 @@ def details(payable: Payable, number: str, **changes: Any) -> PaymentDetails:
         "remittance_note": "Paid by PayEdge",
         "invoice_number": payable.invoice_number,
         "payment_status": "completed",
-        "payment_date": date(2026, 11, 24),
+        "payment_date": datetime.now(UTC).date(),
         "fee_amount": None,
         "funding_source": f"{payable.currency.lower()}-operating",
         "exchange_rate": None,
