@@ -12,6 +12,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -137,10 +138,17 @@ def _connect(demo: Demo, provider: ProviderName) -> None:
     expect(consent.status_code in (302, 303), f"the consent page answered {consent.status_code}")
     print(f"  consent page {_short(authorization_url).split('?')[0]} -> approved (headless)")
     callback = requests.get(consent.headers["Location"], allow_redirects=False, timeout=10)
-    back = dict(parse_qsl(urlsplit(callback.headers.get("Location", "")).query))
+    web_app = urlsplit(callback.headers.get("Location", ""))
+    back = dict(parse_qsl(web_app.query))
     print(f"  redirect to {_short(consent.headers['Location'])} (no JWT)")
     print(f"    -> {callback.status_code} to the web app, outcome={back.get('outcome')}")
     expect(back.get("connectionId") == connection_id, f"the callback ended with {back}")
+    # The web app redeems the completion code (the redirect's fragment) with its user's JWT.
+    code = dict(parse_qsl(web_app.fragment)).get("completionCode", "")
+    redeemed = _api(stack, "POST", f"/connections/{connection_id}/authorization", {"completionCode": code})
+    expect(redeemed.status_code == 200, f"redeeming the authorization answered {redeemed.status_code}: {redeemed.text}")
+    back = redeemed.json()
+    print(f"  POST /connections/…/authorization (the web app, with the JWT) -> outcome={back['outcome']}")
 
     if back.get("outcome") == "choosing_tenant":
         tenants = _api(stack, "GET", f"/connections/{connection_id}/tenants").json()["tenants"]
@@ -336,7 +344,7 @@ def pay_two_bills_per_provider(demo: Demo) -> None:
                 "remittanceNote": "Paid through PayEdge",
                 "invoiceNumber": payable["invoiceNumber"],
                 "paymentStatus": "completed",
-                "paymentDate": "2026-11-24",
+                "paymentDate": datetime.now(UTC).date().isoformat(),
                 "feeAmount": fee,
                 "fundingSource": f"{payable['currency'].lower()}-operating",
                 "exchangeRate": rate,

@@ -95,8 +95,12 @@ PayEdge Connect local stack is running (Ctrl-C to stop).
   User token (12 h, {claim}={LOCAL_BUSINESS}), for example:
     export TOKEN={token}
     curl -H "Authorization: Bearer $TOKEN" {stack.api_url}/providers
-    curl -H "Authorization: Bearer $TOKEN" -d '{{"provider": "xero"}}' {stack.api_url}/connections
-      -> open the authorizationUrl in a browser, approve, and the callback connects
+    curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\
+      -d '{{"provider": "xero"}}' {stack.api_url}/connections
+      -> open the authorizationUrl in a browser and approve; the callback sends the browser to the web
+         app with #completionCode=... in the URL; redeem it with the same token:
+    curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\
+      -d '{{"completionCode": "..."}}' {stack.api_url}/connections/<connectionId>/authorization
 
   AWS CLI against the stack:
     aws --endpoint-url {stack.endpoint_url} dynamodb scan --table-name {stack.outputs.get("RecordsTableName", "")}

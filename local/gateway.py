@@ -31,6 +31,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import secrets
 import string
 import threading
@@ -527,9 +528,25 @@ def _gateway_response(status: int, message: str, headers: Mapping[str, str] | No
 # --------------------------------------------------------------------------------------------------
 
 
+# Query parameters whose values are credentials: OAuth's code and state reach the callback in the URL.
+_SECRET_QUERY_PARAMETERS = frozenset({"code", "state"})
+_QUERY_VALUE = re.compile(r"(?P<sep>[?&])(?P<name>[^=&\s]+)=(?P<value>[^&\s\"]*)")
+
+
+def redacted(request_line: str) -> str:
+    """The access log's request line with the values of credential-bearing query parameters hidden."""
+
+    def hide(match: re.Match[str]) -> str:
+        if unquote(match["name"]).lower() not in _SECRET_QUERY_PARAMETERS:
+            return match[0]
+        return f"{match['sep']}{match['name']}=[redacted]"
+
+    return _QUERY_VALUE.sub(hide, request_line)
+
+
 class _AccessLogHandler(WSGIRequestHandler):
     def log(self, type: str, message: str, *args: Any) -> None:
-        logger.info("%s %s", self.address_string(), message % args)
+        logger.info("%s %s", self.address_string(), redacted(message % args))
 
 
 @dataclass

@@ -124,10 +124,19 @@ def consent(authorization_url: str) -> dict[str, str]:
 
 def reconnect(world: "SyncWorld") -> None:
     """The user reconnects: consent again, and the callback pipeline stores the new tokens."""
+    connection_id = world.connection.connection_id
     started = authorization.start_reconnection(
-        world.services, business_id="biz-1", connection_id=world.connection.connection_id, api_base_url=API_BASE_URL
+        world.services, business_id="biz-1", user_id="user-1", connection_id=connection_id, api_base_url=API_BASE_URL
     )
-    outcome = authorization.complete_authorization(world.services, world.provider, consent(started.authorization_url))
+    received = authorization.receive_callback(world.services, world.provider, consent(started.authorization_url))
+    assert received.completion_code is not None, received
+    outcome = authorization.complete_authorization(
+        world.services,
+        business_id="biz-1",
+        user_id="user-1",
+        connection_id=connection_id,
+        completion_code=received.completion_code,
+    )
     assert outcome.outcome == ConnectionStatus.CONNECTED.value, outcome
 
 

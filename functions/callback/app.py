@@ -2,6 +2,7 @@
 
 Routes:
   GET /oauth/{provider}/callback      (no JWT: guarded by the single-use state) -> 302 to the web app
+  POST /connections/{id}/authorization   the web app redeems the callback's completion code with its JWT
   GET /connections/{id}/tenants       organisations to choose from
   PUT /connections/{id}/tenant        the user's choice
   GET /connections/{id}/mapping       proposed account mapping from the provider's live accounts
@@ -13,22 +14,22 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
 
-from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers
+from payedge_connect.api.http import HttpApi, IdentifierPath
+from payedge_connect.api.identity import business_id_of, user_id_of
 from payedge_connect.connections import authorization, mapping
 from payedge_connect.connections.access import owned_connection
-from payedge_connect.models import ConnectionStatus, Provider, Record, TenantChoice
+from payedge_connect.models import ConnectionStatus, Identifier, Provider, Record, TenantChoice
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import CallbackSettings, load_settings
 from payedge_connect.writeback.queue import resume_waiting_payments
 
-app = APIGatewayHttpResolver(enable_validation=True)
-install_problem_handlers(app)
+app = HttpApi()
 
 
 @cache
@@ -46,28 +47,59 @@ class TenantList(Record):
 
 
 class TenantSelection(Record):
-    tenant_id: str
+    tenant_id: Identifier
 
 
-@app.get("/oauth/<provider>/callback")
+class AuthorizationRedemption(Record):
+    completion_code: str = Field(min_length=1, max_length=128)
+
+
+class AuthorizationResult(Record):
+    """The connection's new status (mapping_required, choosing_tenant, connected) or the failure's name."""
+
+    connection_id: str
+    outcome: str
+
+
+@app.get("/oauth/<provider>/callback", status_code=302)
 def oauth_callback(provider: Provider) -> Response[str]:
-    """Where the provider sends the browser back; ends with a redirect to the web app, success or not."""
+    """Where the provider sends the browser back; ends with a redirect to the web app, success or not.
+
+    Nothing is connected here (any browser can arrive): an approved consent gives the web app a
+    completion code, in the redirect's fragment (never sent to a server or in a Referer), to redeem
+    with its user's JWT.
+    """
     params = app.current_event.query_string_parameters or {}
-    outcome = authorization.complete_authorization(services(), provider, params)
+    outcome = authorization.receive_callback(services(), provider, params)
     logger.info("OAuth callback", extra={"provider": provider.value, "outcome": outcome.outcome})
-    if outcome.outcome == ConnectionStatus.CONNECTED.value and outcome.connection_id:
-        # A reconnect: payments held while the connection needed reauthorising go out now.
-        resumed = resume_waiting_payments(
-            services().store, outcome.connection_id, load_settings(CallbackSettings).writeback_queue_url
-        )
-        logger.info("Held payments resumed", extra={"connection_id": outcome.connection_id, "payments": resumed})
     query = {"outcome": outcome.outcome, **({"connectionId": outcome.connection_id} if outcome.connection_id else {})}
-    target = f"{load_settings(CallbackSettings).web_app_url}?{urlencode(query)}"
+    fragment = f"#{urlencode({'completionCode': outcome.completion_code})}" if outcome.completion_code else ""
+    target = f"{load_settings(CallbackSettings).web_app_url}?{urlencode(query)}{fragment}"
     return Response(status_code=302, headers={"Location": target, "Cache-Control": "no-store"}, body="")
 
 
+@app.post("/connections/<connection_id>/authorization")
+def redeem_authorization(connection_id: IdentifierPath, redemption: AuthorizationRedemption) -> AuthorizationResult:
+    """The web app completes the consent its user approved: 404 unless this business and user started it."""
+    outcome = authorization.complete_authorization(
+        services(),
+        business_id=caller(),
+        user_id=user_id_of(app.current_event),
+        connection_id=connection_id,
+        completion_code=redemption.completion_code,
+    )
+    logger.info("OAuth completed", extra={"outcome": outcome.outcome})
+    if outcome.outcome == ConnectionStatus.CONNECTED.value:
+        # A reconnect: payments held while the connection needed reauthorising go out now.
+        resumed = resume_waiting_payments(
+            services().store, connection_id, load_settings(CallbackSettings).writeback_queue_url
+        )
+        logger.info("Held payments resumed", extra={"connection_id": connection_id, "payments": resumed})
+    return AuthorizationResult(connection_id=connection_id, outcome=outcome.outcome)
+
+
 @app.get("/connections/<connection_id>/tenants")
-def list_tenants(connection_id: str) -> dict[str, Any]:
+def list_tenants(connection_id: IdentifierPath) -> dict[str, Any]:
     connection = owned_connection(services().store, caller(), connection_id)
     return TenantList(connection_id=connection_id, tenants=connection.tenant_choices).model_dump(
         mode="json", by_alias=True
@@ -75,7 +107,7 @@ def list_tenants(connection_id: str) -> dict[str, Any]:
 
 
 @app.put("/connections/<connection_id>/tenant")
-def choose_tenant(connection_id: str, selection: TenantSelection) -> dict[str, Any]:
+def choose_tenant(connection_id: IdentifierPath, selection: TenantSelection) -> dict[str, Any]:
     connection = authorization.choose_tenant(
         services(), business_id=caller(), connection_id=connection_id, tenant_id=selection.tenant_id
     )
@@ -83,7 +115,7 @@ def choose_tenant(connection_id: str, selection: TenantSelection) -> dict[str, A
 
 
 @app.get("/connections/<connection_id>/mapping")
-def propose_mapping(connection_id: str) -> dict[str, Any]:
+def propose_mapping(connection_id: IdentifierPath) -> dict[str, Any]:
     proposal = mapping.propose_mapping(
         services(),
         business_id=caller(),
@@ -94,7 +126,7 @@ def propose_mapping(connection_id: str) -> dict[str, Any]:
 
 
 @app.put("/connections/<connection_id>/mapping")
-def accept_mapping(connection_id: str, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
+def accept_mapping(connection_id: IdentifierPath, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
     connection = mapping.accept_mapping(
         services(),
         business_id=caller(),

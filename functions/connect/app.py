@@ -10,14 +10,14 @@ Console events (AWS console "Test"):
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers
+from payedge_connect.api.http import HttpApi, IdentifierPath
+from payedge_connect.api.identity import business_id_of, user_id_of
 from payedge_connect.connections import authorization, manage
 from payedge_connect.errors import NotFoundError
 from payedge_connect.models import ConnectionStatus, Provider, Record
@@ -26,8 +26,7 @@ from payedge_connect.providers.registry import SUPPORTED_PROVIDERS, ProviderInfo
 from payedge_connect.services import Services
 from payedge_connect.settings import ConnectSettings, load_settings
 
-app = APIGatewayHttpResolver(enable_validation=True)
-install_problem_handlers(app)
+app = HttpApi()
 
 
 @cache
@@ -67,12 +66,13 @@ def list_providers() -> dict[str, Any]:
     return ProviderList(providers=list(SUPPORTED_PROVIDERS)).model_dump(mode="json", by_alias=True)
 
 
-@app.post("/connections")
+@app.post("/connections", status_code=201)
 def create_connection(request: NewConnection) -> Response[dict[str, Any]]:
     """Add a connection: returns its id and the provider's consent page to send the browser to."""
     started = authorization.start_connection(
         services(),
         business_id=caller(),
+        user_id=user_id_of(app.current_event),
         provider=request.provider,
         api_base_url=load_settings(ConnectSettings).api_base_url,
     )
@@ -88,17 +88,18 @@ def list_connections(
 
 
 @app.get("/connections/<connection_id>")
-def show_connection(connection_id: str) -> dict[str, Any]:
+def show_connection(connection_id: IdentifierPath) -> dict[str, Any]:
     shown = manage.show_connection(services(), business_id=caller(), connection_id=connection_id)
     return shown.model_dump(mode="json", by_alias=True)
 
 
 @app.post("/connections/<connection_id>/reconnect")
-def reconnect(connection_id: str) -> dict[str, Any]:
+def reconnect(connection_id: IdentifierPath) -> dict[str, Any]:
     """Authorise an existing connection again (after a revoked grant); it must be the same organisation."""
     started = authorization.start_reconnection(
         services(),
         business_id=caller(),
+        user_id=user_id_of(app.current_event),
         connection_id=connection_id,
         api_base_url=load_settings(ConnectSettings).api_base_url,
     )
@@ -106,7 +107,7 @@ def reconnect(connection_id: str) -> dict[str, Any]:
 
 
 @app.delete("/connections/<connection_id>")
-def disconnect(connection_id: str) -> dict[str, Any]:
+def disconnect(connection_id: IdentifierPath) -> dict[str, Any]:
     shown = manage.disconnect(services(), business_id=caller(), connection_id=connection_id)
     return shown.model_dump(mode="json", by_alias=True)
 

@@ -12,7 +12,7 @@ Events:
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -20,8 +20,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from payedge_connect.api.http import HttpApi, IdentifierPath
 from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers, problem_response
+from payedge_connect.api.problems import problem_response
+from payedge_connect.api.requests import MAX_WEBHOOK_BYTES, body_bytes
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import (
@@ -43,8 +45,7 @@ from payedge_connect.sync.engine import run_sync
 from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
 from payedge_connect.sync.webhooks import InvalidSignature, handle_webhook
 
-app = APIGatewayHttpResolver(enable_validation=True)
-install_problem_handlers(app)
+app = HttpApi()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -101,8 +102,8 @@ def _view(run: SyncRun) -> SyncRunView:
 # ---------------------------------------------------------------------------------------------- syncs
 
 
-@app.post("/connections/<connection_id>/sync")
-def start_sync(connection_id: str) -> Response[SyncStarted]:
+@app.post("/connections/<connection_id>/sync", status_code=202)
+def start_sync(connection_id: IdentifierPath) -> Response[SyncStarted]:
     """Sync now: 202 with the sync run; a sync already queued or running is returned instead of a new one."""
     connection = owned_connection(services().store, caller(), connection_id)
     if connection.status is not ConnectionStatus.CONNECTED:
@@ -118,7 +119,9 @@ def start_sync(connection_id: str) -> Response[SyncStarted]:
 
 @app.get("/connections/<connection_id>/sync-runs")
 def list_sync_runs(
-    connection_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query()] = None
+    connection_id: IdentifierPath,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query()] = None,
 ) -> SyncRunList:
     owned_connection(services().store, caller(), connection_id)
     page = services().store.list_sync_runs(connection_id, limit=limit, cursor=cursor)
@@ -126,7 +129,7 @@ def list_sync_runs(
 
 
 @app.get("/connections/<connection_id>/sync-runs/<sync_run_id>")
-def show_sync_run(connection_id: str, sync_run_id: str) -> SyncRunView:
+def show_sync_run(connection_id: IdentifierPath, sync_run_id: IdentifierPath) -> SyncRunView:
     owned_connection(services().store, caller(), connection_id)
     run = services().store.get_sync_run(connection_id, sync_run_id)
     if run is None:
@@ -139,7 +142,7 @@ def show_sync_run(connection_id: str, sync_run_id: str) -> SyncRunView:
 
 @app.get("/connections/<connection_id>/payables")
 def list_payables(
-    connection_id: str,
+    connection_id: IdentifierPath,
     status: Annotated[PayableStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query()] = None,
@@ -151,7 +154,7 @@ def list_payables(
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>")
-def show_payable(connection_id: str, bill_id: str) -> Payable:
+def show_payable(connection_id: IdentifierPath, bill_id: IdentifierPath) -> Payable:
     owned_connection(services().store, caller(), connection_id)
     payable = services().store.get_payable(connection_id, bill_id)
     if payable is None:
@@ -160,7 +163,7 @@ def show_payable(connection_id: str, bill_id: str) -> Payable:
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>/document")
-def payable_document(connection_id: str, bill_id: str) -> DocumentLink:
+def payable_document(connection_id: IdentifierPath, bill_id: IdentifierPath) -> DocumentLink:
     """A short-lived link to the invoice document (fetched from the provider on first request)."""
     connection = owned_connection(services().store, caller(), connection_id)
     payable = services().store.get_payable(connection_id, bill_id)
@@ -180,7 +183,7 @@ def payable_document(connection_id: str, bill_id: str) -> DocumentLink:
 
 @app.get("/connections/<connection_id>/vendors")
 def list_vendors(
-    connection_id: str,
+    connection_id: IdentifierPath,
     attention_required: Annotated[bool | None, Query(alias="attentionRequired")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query()] = None,
@@ -194,7 +197,7 @@ def list_vendors(
 
 
 @app.post("/connections/<connection_id>/vendors/<vendor_id>/acknowledgement")
-def acknowledge_vendor(connection_id: str, vendor_id: str) -> Vendor:
+def acknowledge_vendor(connection_id: IdentifierPath, vendor_id: IdentifierPath) -> Vendor:
     """The platform has seen the vendor's details: it leaves the attention tab until they change."""
     owned_connection(services().store, caller(), connection_id)
     vendor = services().store.get_vendors(connection_id, [vendor_id]).get(vendor_id)
@@ -210,13 +213,32 @@ def acknowledge_vendor(connection_id: str, vendor_id: str) -> Vendor:
 
 def _webhook(provider: Provider, signature_header: str) -> Response[str]:
     event = app.current_event
-    raw = event.decoded_body.encode("utf-8") if event.decoded_body else b""
+    # The gateway's resolver refused an oversized body already; the signature is over these exact bytes.
+    raw = body_bytes(event.raw_event, MAX_WEBHOOK_BYTES)
     try:
-        messages = handle_webhook(services(), provider, raw, event.headers.get(signature_header))
+        outcome = handle_webhook(services(), provider, raw, event.headers.get(signature_header))
     except InvalidSignature:
         return problem_response(401, "Unauthorized", "signature does not match")
-    send_sync_messages(load_settings(SyncSettings).sync_queue_url, messages)
-    logger.info("Webhook accepted", extra={"provider": provider.value, "syncs_queued": len(messages)})
+    try:
+        send_sync_messages(load_settings(SyncSettings).sync_queue_url, outcome.messages)
+    except Exception:
+        # Nothing queued: forget the events so the provider's retry of this delivery is not taken for a replay.
+        services().store.release_webhook_events(provider, outcome.claimed)
+        raise
+    logger.info(
+        "Webhook accepted",
+        extra={
+            "provider": provider.value,
+            "events": outcome.events,
+            "replays": outcome.replays,
+            "ignored": outcome.ignored[:10],
+            "syncs_queued": len(outcome.messages),
+        },
+    )
+    if outcome.ignored:
+        metrics.add_metric(name="WebhookPartsIgnored", unit="Count", value=len(outcome.ignored))
+    if outcome.replays:
+        metrics.add_metric(name="WebhookReplaysIgnored", unit="Count", value=outcome.replays)
     # Xero wants an empty 200 body.
     return Response(status_code=200, body="", content_type="text/plain")
 

@@ -13,18 +13,19 @@ Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
 import json
 from functools import cache
 from typing import Any
+from urllib.parse import quote
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field, ValidationError
 
+from payedge_connect.api.http import HttpApi, IdentifierPath
 from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers
 from payedge_connect.connections.access import owned_connection
-from payedge_connect.errors import NotFoundError
+from payedge_connect.errors import ConflictError, InvalidInputError, NotFoundError
 from payedge_connect.models import PaymentOrder, PaymentOrderStatus
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
@@ -39,8 +40,7 @@ from payedge_connect.writeback.service import (
     submit_payment,
 )
 
-app = APIGatewayHttpResolver(enable_validation=True)
-install_problem_handlers(app)
+app = HttpApi()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -72,15 +72,18 @@ def _view(order: PaymentOrder) -> PaymentOrderView:
 
 
 def _accepted(order: PaymentOrder) -> PaymentAccepted:
-    status_url = f"/connections/{order.connection_id}/payments/{order.payment_order_number}"
+    # Identifiers never need encoding (models.IDENTIFIER_PATTERN); quote() keeps the URL safe regardless.
+    status_url = (
+        f"/connections/{quote(order.connection_id, safe='')}/payments/{quote(order.payment_order_number, safe='')}"
+    )
     return PaymentAccepted.model_validate({**order.model_dump(), "status_url": status_url})
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
-@app.post("/connections/<connection_id>/payments")
-def submit(connection_id: str, payment: PaymentDetails) -> Response[PaymentAccepted]:
+@app.post("/connections/<connection_id>/payments", status_code=202)
+def submit(connection_id: IdentifierPath, payment: PaymentDetails) -> Response[PaymentAccepted]:
     """The web app reports a bill paid through the platform: recorded now, posted by the worker."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
@@ -94,7 +97,7 @@ def submit(connection_id: str, payment: PaymentDetails) -> Response[PaymentAccep
 
 
 @app.get("/connections/<connection_id>/payments/<payment_order_number>")
-def show(connection_id: str, payment_order_number: str) -> PaymentOrderView:
+def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> PaymentOrderView:
     owned_connection(services().store, caller(), connection_id)
     order = services().store.get_payment_order(connection_id, payment_order_number)
     if order is None:
@@ -102,8 +105,8 @@ def show(connection_id: str, payment_order_number: str) -> PaymentOrderView:
     return _view(order)
 
 
-@app.post("/connections/<connection_id>/payments/<payment_order_number>/retry")
-def retry(connection_id: str, payment_order_number: str) -> Response[PaymentAccepted]:
+@app.post("/connections/<connection_id>/payments/<payment_order_number>/retry", status_code=202)
+def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> Response[PaymentAccepted]:
     """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
@@ -180,6 +183,11 @@ def payment_worker(record: SQSRecord) -> None:
             "unknown_connection",
             "The connection does not exist or belongs to another business.",
         )
+        return
+    except (InvalidInputError, ConflictError) as error:
+        # A date outside the window, a number already sent to another connection: never becomes valid.
+        code = "invalid_event" if isinstance(error, InvalidInputError) else "duplicate_payment_order_number"
+        publish_rejected_event(settings().platform_event_bus_name, body.get("detail"), code, error.detail)
         return
     _process(order.connection_id, order.payment_order_number)
 

@@ -214,9 +214,10 @@ def test_adding_a_connection_with_a_bad_body_names_the_field(
 
 
 def test_a_body_that_is_not_json_is_refused_with_a_problem_document(world: ConnectWorld) -> None:
+    # A body that cannot be parsed is a malformed request (400); one that parses but is wrong is 422.
     response = world.call("POST", "/connections", data="provider=xero")
-    assert response.status_code == 422
-    assert response.json()["status"] == 422
+    assert response.status_code == 400
+    assert response.json()["status"] == 400
     assert problem_fields(response.json()) == ["body"]
 
 

@@ -92,7 +92,7 @@ def every_flow_that_handles_tokens(world: ConnectWorld) -> list[str]:
     world.call("POST", "/connections", business, json={"provider": "freshbooks"})
     world.call("PUT", f"/connections/{ids['sage']}/mapping", business, json={"accepted": True, "fundingSources": {}})
     started = world.start("quickbooks", business)
-    world.callback(world.consent(started.authorization_url).replace("code=", "code=x"))
+    world.callback(world.consent(started.authorization_url).replace("code=", "code=x"), business)
 
     # A revoked grant, a reconnect to the wrong organisation, then to the right one
     xero_tenant = world.connection(ids["xero"]).tenant_id or ""

@@ -35,6 +35,7 @@ BUSINESS_B = "biz-birch"
 class Started:
     connection_id: str
     authorization_url: str
+    business_id: str = BUSINESS_A
 
     @property
     def state(self) -> str:
@@ -88,12 +89,12 @@ class ConnectWorld:
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["status"] == "authorizing"
-        return Started(body["connectionId"], body["authorizationUrl"])
+        return Started(body["connectionId"], body["authorizationUrl"], business_id)
 
     def reconnect(self, connection_id: str, business_id: str = BUSINESS_A) -> Started:
         response = self.call("POST", f"/connections/{connection_id}/reconnect", business_id)
         assert response.status_code == 200, response.text
-        return Started(response.json()["connectionId"], response.json()["authorizationUrl"])
+        return Started(response.json()["connectionId"], response.json()["authorizationUrl"], business_id)
 
     # ------------------------------------------------------------------ the browser
 
@@ -105,15 +106,36 @@ class ConnectWorld:
         assert location.startswith(f"{self.stack.api_url}/oauth/"), location
         return location
 
-    def callback(self, redirect_url: str) -> CallbackResult:
-        """Follow the provider's redirect to the gateway's callback route, without a JWT."""
+    def callback(self, redirect_url: str, business_id: str = BUSINESS_A, user: str | None = None) -> CallbackResult:
+        """Follow the provider's redirect to the gateway's callback route, without a JWT; then, as the web app
+        the browser lands on (signed in as `business_id`), redeem the completion code it was given."""
         response = requests.get(redirect_url, allow_redirects=False, timeout=TIMEOUT)
         location = response.headers.get("Location", "")
         query = dict(parse_qsl(urlsplit(location).query))
-        return CallbackResult(response.status_code, location, query.get("outcome"), query.get("connectionId"))
+        result = CallbackResult(response.status_code, location, query.get("outcome"), query.get("connectionId"))
+        code = dict(parse_qsl(urlsplit(location).fragment)).get("completionCode")
+        if code is None:
+            return result
+        assert result.outcome == "authorized", location
+        redeemed = self.redeem(str(result.connection_id), code, business_id, user)
+        assert redeemed.status_code == 200, redeemed.text
+        return CallbackResult(result.status, location, redeemed.json()["outcome"], redeemed.json()["connectionId"])
+
+    def redeem(
+        self, connection_id: str, completion_code: str, business_id: str = BUSINESS_A, user: str | None = None
+    ) -> requests.Response:
+        """The web app's redemption of a completion code, with the signed-in user's JWT."""
+        claims = {self.stack.parameters["BusinessIdClaim"]: business_id, **({"sub": user} if user else {})}
+        token = self.stack.issue_token(claims)
+        return requests.post(
+            f"{self.stack.api_url}/connections/{connection_id}/authorization",
+            json={"completionCode": completion_code},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=TIMEOUT,
+        )
 
     def authorize(self, started: Started) -> CallbackResult:
-        return self.callback(self.consent(started.authorization_url))
+        return self.callback(self.consent(started.authorization_url), started.business_id)
 
     # ------------------------------------------------------------------ whole flows
 

@@ -92,7 +92,7 @@ def test_a_provider_webhook_syncs_just_the_bill_it_names(world: SyncWorld, recei
     messages = [
         message
         for raw, headers in receiver.deliveries
-        for message in handle_webhook(world.services, world.provider, raw, headers.get(signature_header))
+        for message in handle_webhook(world.services, world.provider, raw, headers.get(signature_header)).messages
     ]
     # Then exactly that bill is synced and closed, with a handful of provider calls
     named = [message for message in messages if bill_id in message.bill_ids]

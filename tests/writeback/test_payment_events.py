@@ -4,6 +4,7 @@ and the outcome event back on the bus - against the local stack built from templ
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -100,7 +101,7 @@ def a_payment(world: ConnectWorld, connection_id: str, number: str) -> dict[str,
         "remittanceNote": "Paid through PayEdge",
         "invoiceNumber": payable["invoiceNumber"],
         "paymentStatus": "completed",
-        "paymentDate": "2026-11-24",
+        "paymentDate": datetime.now(UTC).date().isoformat(),
         "feeAmount": "1.25",
         "fundingSource": "cad-operating",
         "exchangeRate": None,
@@ -152,3 +153,17 @@ def test_an_event_for_another_business_connection_is_rejected_and_nothing_is_pos
     assert (outcome["status"], outcome["reasonCode"]) == ("rejected", "unknown_connection")
     assert len(connect.fleet.quickbooks.bill_payments(realm)) == before
     assert connect.call("GET", f"/connections/{connection_id}/payments/PO-EVT-3").status_code == 404
+
+
+def test_an_event_dated_outside_the_window_is_rejected_naming_the_date_and_nothing_is_recorded(
+    world: tuple[ConnectWorld, str, Outcomes],
+) -> None:
+    connect, connection_id, outcomes = world
+    realm = connect.fleet.tenant_ids["quickbooks"][0]
+    before = len(connect.fleet.quickbooks.bill_payments(realm))
+    publish(connect, {**a_payment(connect, connection_id, "PO-EVT-4"), "paymentDate": "9999-12-31"})
+    outcome = wait_for("the rejection", lambda: outcomes.for_order("PO-EVT-4"))
+    assert (outcome["status"], outcome["reasonCode"]) == ("rejected", "invalid_event")
+    assert "paymentDate" in outcome["reason"]
+    assert len(connect.fleet.quickbooks.bill_payments(realm)) == before
+    assert connect.call("GET", f"/connections/{connection_id}/payments/PO-EVT-4").status_code == 404

@@ -1,7 +1,7 @@
 """Bills paid through the platform become payments in the accounting software - exactly once."""
 
 import threading
-from datetime import date
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +32,11 @@ def paying(world: SyncWorld) -> SyncWorld:
         fee_account_id=fees[0],
         accepted_at=world.sandbox.clock.now(),
     )
-    world.connection = world.services.store.save_connection(connection.model_copy(update={"mapping": mapping}))
+    # As accepting the mapping does: the organisation's home currency, read from the provider.
+    home_currency = connector.home_currency(world.services.api(world.connection))
+    assert home_currency == world.ledger.base_currency
+    update = {"mapping": mapping, "home_currency": home_currency}
+    world.connection = world.services.store.save_connection(connection.model_copy(update=update))
     return world
 
 
@@ -75,7 +79,7 @@ def details(payable: Payable, number: str, **changes: Any) -> PaymentDetails:
         "remittance_note": "Paid by PayEdge",
         "invoice_number": payable.invoice_number,
         "payment_status": "completed",
-        "payment_date": date(2026, 11, 24),
+        "payment_date": datetime.now(UTC).date(),
         "fee_amount": None,
         "funding_source": f"{payable.currency.lower()}-operating",
         "exchange_rate": None,
@@ -142,6 +146,18 @@ def test_a_foreign_currency_bill_is_paid_with_the_events_exchange_rate(paying: S
     connector = paying.services.connector(paying.provider)
     [bill] = connector.bills_by_id(paying.services.api(paying.connection), [payable.bill_id]).bills
     assert not bill.is_open
+
+
+def test_a_foreign_currency_payment_without_an_exchange_rate_is_stopped_before_the_provider(paying: SyncWorld) -> None:
+    foreign, home = a_payable(paying, base=False), a_payable(paying)
+    before = len(provider_payments(paying))
+    missing = pay(paying, details(foreign, "PO-1010"))
+    assert (missing.status, missing.reason_code) == (PaymentOrderStatus.REJECTED, "exchange_rate_required")
+    assert paying.ledger.base_currency in (missing.reason or "")
+    wrong = pay(paying, details(home, "PO-1011", exchange_rate=Decimal("1.25")))
+    assert (wrong.status, wrong.reason_code) == (PaymentOrderStatus.REJECTED, "exchange_rate_not_allowed")
+    assert len(provider_payments(paying)) == before
+    assert missing.attempts == wrong.attempts == 0
 
 
 def test_the_same_payment_delivered_five_times_concurrently_and_days_apart_posts_once(paying: SyncWorld) -> None:

@@ -15,6 +15,13 @@ from pydantic.alias_generators import to_camel
 Amount = Annotated[Decimal, PlainSerializer(str, return_type=str, when_used="json")]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
+# Every identifier the API accepts (connection, bill, vendor, sync run ids, payment order numbers): RFC 3986
+# unreserved characters only, so it never needs percent-encoding in a path and a status URL always resolves.
+# Provider ids fit: QuickBooks' are digits, Xero's GUIDs, Sage's 32 hex characters.
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+IDENTIFIER_MAX_LENGTH = 64
+Identifier = Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)]
+
 
 class Record(BaseModel):
     """Base of every canonical record: camelCase on the wire, strict about unknown fields."""
@@ -76,6 +83,8 @@ class Connection(Record):
     # Filled while status is choosing_tenant; emptied once the user chose.
     tenant_choices: list[TenantChoice] = Field(default_factory=list)
     mapping: AccountMapping | None = None
+    # The organisation's home currency, read when the mapping is accepted (None: mapped before it was kept).
+    home_currency: CurrencyCode | None = None
     # When the provider will refuse to refresh no matter what (QuickBooks' 5-year cap).
     authorization_expires_at: datetime | None = None
     last_sync: SyncSummary | None = None
@@ -88,14 +97,36 @@ class Connection(Record):
 
 
 class OAuthState(Record):
-    """One pending authorisation: single-use, short-lived, bound to a business and a provider."""
+    """One pending authorisation: single-use, short-lived, bound to a business, its user and a provider."""
 
     state_hash: str
     business_id: str
+    # The signed-in user (the JWT's `sub`) who started it: only they can complete it.
+    user_id: str | None = None
     provider: Provider
     connection_id: str
     redirect_uri: str
     code_verifier: str | None = None
+    created_at: datetime
+    expires_at: datetime
+
+
+class OAuthCompletion(Record):
+    """A consent the provider sent back, waiting for the web app of the user who started it to redeem it.
+
+    Single-use and short-lived (the provider's code expires within minutes anyway); the code is exchanged
+    only when the business's JWT redeems it, so a consent approved in another browser never becomes a grant.
+    """
+
+    completion_hash: str
+    business_id: str
+    user_id: str | None = None
+    provider: Provider
+    connection_id: str
+    redirect_uri: str
+    code_verifier: str | None = None
+    # The provider's callback parameters but the state: the code, QuickBooks' realmId.
+    callback_params: dict[str, str]
     created_at: datetime
     expires_at: datetime
 

@@ -80,7 +80,9 @@ FILE_LINK_SECONDS = 15 * 60
 WEBHOOK_ENTITIES = ("Bill", "Vendor", "BillPayment", "Purchase")
 REQUEST_ID_MAX = 50
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
-API_ENDPOINTS = frozenset({"query", "cdc", "read_entity", "download", "create_billpayment", "create_purchase", "batch"})
+API_ENDPOINTS = frozenset(
+    {"query", "cdc", "read_entity", "download", "create_billpayment", "create_purchase", "batch", "preferences"}
+)
 OAUTH_ENDPOINTS = frozenset({"authorize", "consent", "token", "revoke"})
 # URL segment → entity type for reads by Id.
 ENTITY_PATHS = {
@@ -415,6 +417,7 @@ class QuickBooksSandbox(ProviderSandbox):
             Rule(f"{company}/purchase", methods=["POST"], endpoint="create_purchase"),
             Rule(f"{company}/download/<attachable_id>", methods=["GET"], endpoint="download"),
             Rule(f"{company}/companyinfo/<company_id>", methods=["GET"], endpoint="company_info"),
+            Rule(f"{company}/preferences", methods=["GET"], endpoint="preferences"),
             Rule(f"{company}/<any({entity_names}):entity>/<entity_id>", methods=["GET"], endpoint="read_entity"),
             Rule("/_files/<token>", methods=["GET"], endpoint="download_file"),
         ]
@@ -790,6 +793,15 @@ class QuickBooksSandbox(ProviderSandbox):
                 }
             }
         )
+
+    def preferences(self, request: Request, realm_id: str) -> Response:
+        """`GET preferences`: the company's settings; CurrencyPrefs names the home currency [I-XSD]."""
+        authenticated = self._authenticate(request, realm_id)
+        if isinstance(authenticated, Response):
+            return authenticated
+        realm, _ = authenticated
+        currency = {"MultiCurrencyEnabled": True, "HomeCurrency": {"value": realm.home_currency}}
+        return self._ok({"Preferences": {"Id": "1", "SyncToken": "0", "CurrencyPrefs": currency}})
 
     def cdc(self, request: Request, realm_id: str) -> Response:
         authenticated = self._authenticate(request, realm_id)

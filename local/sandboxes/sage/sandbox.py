@@ -378,6 +378,7 @@ class SageSandbox(ProviderSandbox):
             Rule(f"{api}/contacts", methods=["GET"], endpoint="list_contacts"),
             Rule(f"{api}/contacts/<key>", methods=["GET"], endpoint="get_contact"),
             Rule(f"{api}/bank_accounts", methods=["GET"], endpoint="list_bank_accounts"),
+            Rule(f"{api}/financial_settings", methods=["GET"], endpoint="get_financial_settings"),
             Rule(f"{api}/bank_accounts/<key>", methods=["GET"], endpoint="get_bank_account"),
             Rule(f"{api}/ledger_accounts", methods=["GET"], endpoint="list_ledger_accounts"),
             Rule(f"{api}/ledger_accounts/<key>", methods=["GET"], endpoint="get_ledger_account"),
@@ -795,6 +796,15 @@ class SageSandbox(ProviderSandbox):
                 raise _not_found()
             balance = context.business.contact_balances().get(contact.id, ZERO)
             return self._single(request, wire.contact_json(contact, balance))
+
+        return self._serve(request, action)
+
+    def get_financial_settings(self, request: Request) -> Response:
+        """`GET /financial_settings`: the business's base currency among them [S-SW FinancialSettings]."""
+
+        def action(context: ApiContext) -> Response:
+            currency = context.business.base_currency
+            return self._single(request, {"base_currency": {"id": currency, "displayed_as": currency}})
 
         return self._serve(request, action)
 

@@ -13,3 +13,10 @@ def business_id_of(event: APIGatewayProxyEventV2, claim: str) -> str:
     if not isinstance(value, str) or not value:
         raise UnauthorizedError(f"the token carries no '{claim}' claim")
     return value
+
+
+def user_id_of(event: APIGatewayProxyEventV2) -> str | None:
+    """The signed-in user (the JWT's `sub`), which an OAuth flow is bound to; None when the token has none."""
+    authorizer = event.request_context.authorizer
+    value = ((authorizer.jwt_claim if authorizer else None) or {}).get("sub")
+    return value if isinstance(value, str) and value else None

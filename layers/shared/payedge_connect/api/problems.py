@@ -6,15 +6,20 @@ Content-Type application/problem+json. `field` is a dotted path into the request
 """
 
 import json
+import math
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from pydantic.alias_generators import to_camel
 
 from payedge_connect.errors import PayEdgeError
 from payedge_connect.observability import logger
+from payedge_connect.providers.http import ProviderError, ProviderUnavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# When a throttled provider named no wait of its own.
+DEFAULT_RETRY_AFTER_SECONDS = 30
 _TYPE_BASE = "https://payedge.dev/problems/"
 
 
@@ -36,7 +41,11 @@ def _field_of(error: Any) -> str:
     if error.get("type") == "json_invalid":
         # Its location is ("body", <character offset>): the offset is no field the caller can fix.
         return "body"
-    return ".".join(str(part) for part in error["loc"]) or "body"
+    location = [str(part) for part in error["loc"]]
+    if len(location) == 2 and location[0] in ("path", "query"):
+        # Powertools names path and query parameters by their Python names; the caller knows them in camelCase.
+        location[1] = to_camel(location[1])
+    return ".".join(location) or "body"
 
 
 def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
@@ -52,6 +61,19 @@ def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
     def domain_error(error: PayEdgeError) -> Response[str]:
         errors = [{"field": error.field, "message": error.detail}] if error.field else None
         return problem_response(error.status, error.title, error.detail, errors)
+
+    @app.exception_handler(ProviderError)
+    def provider_trouble(error: ProviderError) -> Response[str]:
+        if isinstance(error, ProviderUnavailable) or error.status == 429:
+            # Throttled (or down) beyond what a request may wait: the caller retries after the provider's wait.
+            wait = max(1, math.ceil(error.retry_after)) if error.retry_after else DEFAULT_RETRY_AFTER_SECONDS
+            response = problem_response(
+                503, "Accounting software unavailable", f"the accounting software is busy; retry in {wait} s"
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        logger.warning("Provider refused a read", extra={"status": error.status})
+        return problem_response(502, "Accounting software error", f"the accounting software answered {error.status}")
 
     @app.not_found
     def no_such_route(_: Exception) -> Response[str]:

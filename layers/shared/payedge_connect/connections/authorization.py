@@ -1,8 +1,18 @@
-"""Authorising a connection: the consent-page URL, the OAuth callback, and the organisation choice.
+"""Authorising a connection: the consent-page URL, the OAuth callback, its redemption, the organisation choice.
 
-The callback is a straight pipeline; each failure has a name the web app shows the user:
-provider_error, invalid_state, missing_code, invalid_code, tenant_mismatch, storage_error.
-Nothing is stored until every step before it succeeded, and a failed reconnect changes nothing.
+Bound to the browser and the user that started it (login CSRF): the callback, which any browser can
+reach without our JWT, only checks the single-use state and hands the browser a single-use completion
+code, in the fragment of its redirect to the web app. The web app redeems it with the signed-in user's
+JWT (POST /connections/{id}/authorization), and only then is the provider's code exchanged. The code
+must come back from the same business *and* user (JWT `sub`) that started the flow.
+Attack stopped: a business sends its consent link to someone at another company who approves it; their
+browser lands on *their* web app session, whose JWT is another business's, so the redemption is refused,
+the grant it would have created is revoked, and neither connection changes. (A state cookie on an API
+start URL would not stop this: the attacker sends the start URL instead.)
+
+The pipeline's failures each have a name the web app shows the user: provider_error, invalid_state,
+missing_code, invalid_code, tenant_mismatch, storage_error. Nothing is stored until every step before
+it succeeded, and a failed reconnect changes nothing.
 """
 
 import hashlib
@@ -16,8 +26,8 @@ from enum import StrEnum
 from botocore.exceptions import BotoCoreError, ClientError
 
 from payedge_connect.connections.access import owned_connection
-from payedge_connect.errors import ConflictError, InvalidInputError
-from payedge_connect.models import Connection, ConnectionStatus, OAuthState, Provider, TenantChoice
+from payedge_connect.errors import ConflictError, InvalidInputError, NotFoundError
+from payedge_connect.models import Connection, ConnectionStatus, OAuthCompletion, OAuthState, Provider, TenantChoice
 from payedge_connect.observability import logger
 from payedge_connect.providers.base import Tenant
 from payedge_connect.providers.http import ProviderError
@@ -26,6 +36,9 @@ from payedge_connect.tokens.oauth import GrantRevoked, TokenEndpointError
 from payedge_connect.tokens.vault import TokenSet
 
 STATE_LIFETIME = timedelta(minutes=10)
+# Authorization codes are short-lived at every provider; the web app redeems at once, right after the redirect.
+COMPLETION_LIFETIME = timedelta(minutes=5)
+AUTHORIZED = "authorized"
 
 
 class CallbackFailure(StrEnum):
@@ -49,6 +62,8 @@ class CallbackOutcome:
 
     outcome: str
     connection_id: str | None = None
+    # Set when the outcome is `authorized`: what the web app redeems with the user's JWT.
+    completion_code: str | None = None
 
 
 def hash_state(state: str) -> str:
@@ -61,7 +76,7 @@ def redirect_uri(api_base_url: str, provider: Provider) -> str:
 
 
 def start_connection(
-    services: Services, *, business_id: str, provider: Provider, api_base_url: str
+    services: Services, *, business_id: str, user_id: str | None, provider: Provider, api_base_url: str
 ) -> AuthorizationStarted:
     """A new connection in `authorizing`, and the provider's consent-page URL for it."""
     now = services.clock()
@@ -74,20 +89,22 @@ def start_connection(
         updated_at=now,
     )
     services.store.create_connection(connection)
-    return _authorization(services, connection, api_base_url)
+    return _authorization(services, connection, user_id, api_base_url)
 
 
 def start_reconnection(
-    services: Services, *, business_id: str, connection_id: str, api_base_url: str
+    services: Services, *, business_id: str, user_id: str | None, connection_id: str, api_base_url: str
 ) -> AuthorizationStarted:
     """The consent-page URL to authorise an existing connection again (same organisation required)."""
     connection = owned_connection(services.store, business_id, connection_id)
     if connection.status is ConnectionStatus.DISCONNECTED:
         raise ConflictError("a disconnected connection cannot be reconnected; add a new connection")
-    return _authorization(services, connection, api_base_url)
+    return _authorization(services, connection, user_id, api_base_url)
 
 
-def _authorization(services: Services, connection: Connection, api_base_url: str) -> AuthorizationStarted:
+def _authorization(
+    services: Services, connection: Connection, user_id: str | None, api_base_url: str
+) -> AuthorizationStarted:
     state = secrets.token_urlsafe(32)
     uri = redirect_uri(api_base_url, connection.provider)
     request = services.oauth(connection.provider).authorization_request(state=state, redirect_uri=uri)
@@ -96,6 +113,7 @@ def _authorization(services: Services, connection: Connection, api_base_url: str
         OAuthState(
             state_hash=hash_state(state),
             business_id=connection.business_id,
+            user_id=user_id,
             provider=connection.provider,
             connection_id=connection.connection_id,
             redirect_uri=uri,
@@ -107,10 +125,8 @@ def _authorization(services: Services, connection: Connection, api_base_url: str
     return AuthorizationStarted(connection=connection, authorization_url=request.url)
 
 
-def complete_authorization(  # noqa: PLR0911 - one named exit per pipeline step
-    services: Services, provider: Provider, params: Mapping[str, str]
-) -> CallbackOutcome:
-    """The OAuth callback: consume the state, exchange the code, find the organisation, store tokens."""
+def receive_callback(services: Services, provider: Provider, params: Mapping[str, str]) -> CallbackOutcome:
+    """The OAuth callback, in whichever browser: consume the state, keep the code for the redemption."""
     # 1. The state: single use (consumed whatever happens next), unexpired, for this provider.
     state_value = params.get("state")
     pending = services.store.consume_oauth_state(hash_state(state_value)) if state_value else None
@@ -122,34 +138,80 @@ def complete_authorization(  # noqa: PLR0911 - one named exit per pipeline step
     if params.get("error"):
         logger.info("Consent refused at the provider", extra={"error": params["error"][:100]})
         return CallbackOutcome(CallbackFailure.PROVIDER_ERROR, connection_id)
-    code = params.get("code")
-    if not code:
+    if not params.get("code"):
         return CallbackOutcome(CallbackFailure.MISSING_CODE, connection_id)
 
-    # 3. The code for tokens.
+    # 3. Kept for the browser's web app to redeem with its user's JWT.
+    completion_code = secrets.token_urlsafe(32)
+    now = services.clock()
+    services.store.put_oauth_completion(
+        OAuthCompletion(
+            completion_hash=hash_state(completion_code),
+            business_id=pending.business_id,
+            user_id=pending.user_id,
+            provider=provider,
+            connection_id=connection_id,
+            redirect_uri=pending.redirect_uri,
+            code_verifier=pending.code_verifier,
+            callback_params={name: value for name, value in params.items() if name != "state"},
+            created_at=now,
+            expires_at=now + COMPLETION_LIFETIME,
+        )
+    )
+    return CallbackOutcome(AUTHORIZED, connection_id, completion_code)
+
+
+def complete_authorization(
+    services: Services, *, business_id: str, user_id: str | None, connection_id: str, completion_code: str
+) -> CallbackOutcome:
+    """The web app's redemption: the same business and user as the start, then code, organisation, tokens."""
+    completion = services.store.consume_oauth_completion(hash_state(completion_code))
+    if completion is None or completion.expires_at <= services.clock():
+        raise NotFoundError("no authorization is waiting under that completion code", field="body.completionCode")
+    provider = completion.provider
+    params = completion.callback_params
     oauth = services.oauth(provider)
+
+    # 4. Only the business and user that started the flow complete it; anyone else's consent is given back.
+    if (completion.business_id, completion.user_id, completion.connection_id) != (business_id, user_id, connection_id):
+        logger.warning("Authorization redeemed by someone other than its starter", extra={"provider": provider.value})
+        try:
+            tokens = oauth.exchange_code(
+                code=params.get("code", ""),
+                redirect_uri=completion.redirect_uri,
+                code_verifier=completion.code_verifier,
+            )
+        except (GrantRevoked, TokenEndpointError):
+            tokens = None
+        if tokens is not None:
+            _revoke_quietly(services, provider, tokens)
+        raise NotFoundError("no authorization is waiting under that completion code", field="body.completionCode")
+
+    # 5. The code for tokens.
     try:
-        tokens = oauth.exchange_code(code=code, redirect_uri=pending.redirect_uri, code_verifier=pending.code_verifier)
+        tokens = oauth.exchange_code(
+            code=params.get("code", ""), redirect_uri=completion.redirect_uri, code_verifier=completion.code_verifier
+        )
     except (GrantRevoked, TokenEndpointError) as error:
         logger.info("Code exchange failed", extra={"reason": str(error)})
         return CallbackOutcome(CallbackFailure.INVALID_CODE, connection_id)
 
-    # 4. The organisations this grant reaches.
+    # 6. The organisations this grant reaches.
     try:
         tenants = services.connector(provider).tenants(tokens.access_token.get_secret_value(), params)
     except ProviderError as error:
         logger.warning("Organisation discovery failed", extra={"status": error.status})
         return CallbackOutcome(CallbackFailure.PROVIDER_ERROR, connection_id)
     connection = services.store.get_connection(connection_id)
-    if connection is None or connection.business_id != pending.business_id or not tenants:
+    if connection is None or connection.business_id != business_id or not tenants:
         return CallbackOutcome(CallbackFailure.PROVIDER_ERROR, connection_id)
 
-    # 5. A reconnect must land on the same organisation, or nothing changes.
+    # 7. A reconnect must land on the same organisation, or nothing changes.
     if connection.tenant_id is not None and connection.tenant_id not in {t.tenant_id for t in tenants}:
         _revoke_quietly(services, provider, tokens)
         return CallbackOutcome(CallbackFailure.TENANT_MISMATCH, connection_id)
 
-    # 6. Store the tokens, then the connection's new state.
+    # 8. Store the tokens, then the connection's new state.
     try:
         services.vault.store(connection_id, tokens)
         saved = services.store.save_connection(_authorised(connection, tenants, tokens, services))

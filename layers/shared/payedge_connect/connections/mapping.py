@@ -120,7 +120,8 @@ def accept_mapping(
         if source_id not in known:
             raise InvalidInputError(f"unknown funding source {source_id!r}", field=f"body.fundingSources.{source_id}")
     connection = _mappable(services, business_id, connection_id)
-    accounts = {a.account_id: a for a in services.connector(connection.provider).accounts(services.api(connection))}
+    connector, api = services.connector(connection.provider), services.api(connection)
+    accounts = {a.account_id: a for a in connector.accounts(api)}
 
     for source_id, account_id in acceptance.funding_sources.items():
         field = f"body.fundingSources.{source_id}"
@@ -153,6 +154,8 @@ def accept_mapping(
                     fee_account_id=acceptance.fee_account_id,
                     accepted_at=now,
                 ),
+                # Read with the mapping: the write-back's foreign-currency check needs it before posting.
+                "home_currency": connector.home_currency(api),
                 "status": ConnectionStatus.CONNECTED,
                 "updated_at": now,
             }

@@ -219,6 +219,10 @@ class AccountingConnector(Protocol):
         """Bank accounts (funding sources) and expense accounts (fees) of the organisation."""
         ...
 
+    def home_currency(self, api: ProviderApi) -> str:
+        """The organisation's home (base) currency: a payment in any other needs an exchange rate."""
+        ...
+
     # ------------------------------------------------------------------ sync
 
     def open_bills(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:

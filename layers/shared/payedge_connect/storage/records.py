@@ -6,6 +6,7 @@ Key design (one table):
               GSI2PK=CONNECTIONS#<status>   GSI2SK=CONNECTION#<id>               (connections in a state)
   lease       PK=CONNECTION#<id>  SK=LEASE#<name>                                      (one holder at a time)
   oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                          (single use, TTL)
+  completion  PK=OAUTH_COMPLETION#<sha256(code)>  SK=OAUTH_COMPLETION                 (single use, TTL)
   payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>
               GSI2PK=CONNECTION#<id>#PAYABLE#<status>  GSI2SK=<dueDate>#<billId> (payables by status)
   vendor      PK=CONNECTION#<id>  SK=VENDOR#<vendorId>
@@ -16,6 +17,8 @@ Key design (one table):
   sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (incremental watermark, last full reconciliation)
   tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
   payment     PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>
+  number      PK=BUSINESS#<businessId>  SK=PAYMENT#<paymentOrderNumber>  (the one connection it was sent to)
+  webhook     PK=WEBHOOK#<provider>  SK=EVENT#<sha256 of the event's identity>  (seen once, TTL)
               GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<paymentOrderNumber>
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
 Pages are returned with an opaque cursor bound to the partition it was read from.
@@ -40,6 +43,7 @@ from payedge_connect.errors import ConflictError, InvalidInputError
 from payedge_connect.models import (
     Connection,
     ConnectionStatus,
+    OAuthCompletion,
     OAuthState,
     Payable,
     PayableStatus,
@@ -257,27 +261,47 @@ class RecordsStore:
     # ------------------------------------------------------------------ OAuth states
 
     def put_oauth_state(self, state: OAuthState) -> None:
+        self._put_single_use(f"OAUTH_STATE#{state.state_hash}", "OAUTH_STATE", "oauthState", state, state.expires_at)
+
+    def consume_oauth_state(self, state_hash: str) -> OAuthState | None:
+        """Remove and return a pending state; None if it never existed or was already used."""
+        item = self._consume_single_use(f"OAUTH_STATE#{state_hash}", "OAUTH_STATE")
+        return OAuthState.model_validate(item) if item else None
+
+    def put_oauth_completion(self, completion: OAuthCompletion) -> None:
+        self._put_single_use(
+            f"OAUTH_COMPLETION#{completion.completion_hash}",
+            "OAUTH_COMPLETION",
+            "oauthCompletion",
+            completion,
+            completion.expires_at,
+        )
+
+    def consume_oauth_completion(self, completion_hash: str) -> OAuthCompletion | None:
+        """Remove and return a consent waiting to be redeemed; None if unknown or already redeemed."""
+        item = self._consume_single_use(f"OAUTH_COMPLETION#{completion_hash}", "OAUTH_COMPLETION")
+        return OAuthCompletion.model_validate(item) if item else None
+
+    def _put_single_use(self, pk: str, sk: str, record_type: str, record: BaseModel, expires_at: datetime) -> None:
         self.table.put_item(
             Item={
-                "PK": f"OAUTH_STATE#{state.state_hash}",
-                "SK": "OAUTH_STATE",
-                "recordType": "oauthState",
-                **_dump(state),
+                "PK": pk,
+                "SK": sk,
+                "recordType": record_type,
+                **_dump(record),
                 # The record's expiresAt is also the table's TTL attribute, which must be a Number of
                 # epoch seconds (an ISO string is never expired): written last so it wins over the dump.
-                # TTL removes abandoned states; consume_oauth_state checks expiry itself (TTL is lazy).
-                "expiresAt": int(state.expires_at.timestamp()),
+                # TTL removes abandoned items; the consumer checks expiry itself (TTL is lazy).
+                "expiresAt": int(expires_at.timestamp()),
             },
             ConditionExpression=Attr("PK").not_exists(),
         )
 
-    def consume_oauth_state(self, state_hash: str) -> OAuthState | None:
-        """Remove and return a pending state; None if it never existed or was already used."""
+    def _consume_single_use(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """Delete the item and return its fields (expiresAt as a datetime); None if it was not there."""
         try:
             response = self.table.delete_item(
-                Key={"PK": f"OAUTH_STATE#{state_hash}", "SK": "OAUTH_STATE"},
-                ConditionExpression=Attr("PK").exists(),
-                ReturnValues="ALL_OLD",
+                Key={"PK": pk, "SK": sk}, ConditionExpression=Attr("PK").exists(), ReturnValues="ALL_OLD"
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -285,7 +309,7 @@ class RecordsStore:
             raise
         item = response["Attributes"]
         expires_at = datetime.fromtimestamp(int(str(item["expiresAt"])), tz=UTC)
-        return OAuthState.model_validate({**_fields(item), "expiresAt": expires_at})
+        return {**_fields(item), "expiresAt": expires_at}
 
     # ------------------------------------------------------------------ leases
 
@@ -569,7 +593,28 @@ class RecordsStore:
     # ------------------------------------------------------------------ payment orders
 
     def create_payment_order(self, order: PaymentOrder) -> PaymentOrder | None:
-        """Record a new payment order; returns the one already recorded under that number instead, if any."""
+        """Record a new payment order; returns the one already recorded under that number instead, if any.
+
+        A payment order number belongs to one connection of its business: the number is claimed for the
+        business first (idempotent for the same connection), so another connection's claim is a conflict.
+        """
+        try:
+            self.table.put_item(
+                Item={
+                    "PK": f"BUSINESS#{order.business_id}",
+                    "SK": f"PAYMENT#{order.payment_order_number}",
+                    "recordType": "paymentOrderNumber",
+                    "connectionId": order.connection_id,
+                },
+                ConditionExpression=Attr("PK").not_exists() | Attr("connectionId").eq(order.connection_id),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise ConflictError(
+                    f"payment order {order.payment_order_number} was already sent to another connection",
+                    field="body.paymentOrderNumber",
+                ) from None
+            raise
         try:
             self.table.put_item(Item=self._payment_item(order), ConditionExpression=Attr("PK").not_exists())
         except ClientError as error:
@@ -615,6 +660,34 @@ class RecordsStore:
             "recordType": "paymentOrder",
             **_dump(order),
         }
+
+    # ------------------------------------------------------------------ webhook events
+
+    def claim_webhook_events(self, provider: Provider, event_keys: Iterable[str], *, until: datetime) -> list[str]:
+        """The keys never seen before (now recorded until `until`); a key seen before is a replay."""
+        fresh: list[str] = []
+        for key in event_keys:
+            try:
+                self.table.put_item(
+                    Item={
+                        "PK": f"WEBHOOK#{provider.value}",
+                        "SK": f"EVENT#{key}",
+                        "recordType": "webhookEvent",
+                        "expiresAt": int(until.timestamp()),
+                    },
+                    ConditionExpression=Attr("PK").not_exists(),
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue
+            fresh.append(key)
+        return fresh
+
+    def release_webhook_events(self, provider: Provider, event_keys: Iterable[str]) -> None:
+        """Forget claimed events whose syncs could not be queued, so the provider's retry is not a replay."""
+        for key in event_keys:
+            self.table.delete_item(Key={"PK": f"WEBHOOK#{provider.value}", "SK": f"EVENT#{key}"})
 
     # ------------------------------------------------------------------ reading helpers
 

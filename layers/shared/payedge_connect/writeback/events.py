@@ -7,14 +7,15 @@ Amounts are strings or numbers with at most two decimals; dates are ISO 8601.
 """
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import boto3
 from pydantic import Field
 
-from payedge_connect.models import CurrencyCode, PaymentOrder, Record
+from payedge_connect.errors import InvalidInputError
+from payedge_connect.models import CurrencyCode, Identifier, PaymentOrder, Record
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -24,31 +25,53 @@ PAYMENT_COMPLETED = "PaymentCompleted"
 OUTCOME_SOURCE = "payedge.connect"
 OUTCOME_DETAIL_TYPE = "PaymentWriteBackUpdated"
 
+# Amounts: at most 12 digits before the point and 2 after (every provider's money fields hold that).
 PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+# Home-currency units per unit of the payment's currency (providers/base.py): 6 places, as Xero keeps its
+# CurrencyRate, and at most 12 digits in all.
+ExchangeRate = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=6)]
 
 
 class PaymentDetails(Record):
     """What the platform tells us about a completed payment (the HTTP API takes the same body)."""
 
-    payment_order_number: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-    bill_id: str = Field(min_length=1)
-    vendor_name: str = Field(min_length=1)
+    # Unique per business (across its connections): one platform payment is written back once, to one book.
+    payment_order_number: Identifier
+    bill_id: Identifier
+    vendor_name: str = Field(min_length=1, max_length=500)
     currency: CurrencyCode
     amount: PositiveAmount
     remittance_note: str | None = Field(default=None, max_length=4000)
-    invoice_number: str | None = None
+    invoice_number: str | None = Field(default=None, max_length=255)
     payment_status: str = Field(min_length=1, max_length=40)
     payment_date: date
     fee_amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
-    funding_source: str = Field(min_length=1)
-    exchange_rate: Annotated[Decimal, Field(gt=0)] | None = None
+    funding_source: str = Field(min_length=1, max_length=64)
+    # Required when the payment's currency is not the organisation's home currency (checked before posting).
+    exchange_rate: ExchangeRate | None = None
+
+
+# The payment dates accepted: a completed payment is dated at most a year back (a late event, a correction)
+# and at most a day ahead of UTC's today (the platform's day may already have begun in the business's zone).
+PAYMENT_DATE_DAYS_BACK = 366
+PAYMENT_DATE_DAYS_AHEAD = 1
+
+
+def check_payment_date(payment_date: date, today: date) -> None:
+    """Refuse a payment date outside the window, naming the field."""
+    earliest = today - timedelta(days=PAYMENT_DATE_DAYS_BACK)
+    latest = today + timedelta(days=PAYMENT_DATE_DAYS_AHEAD)
+    if not earliest <= payment_date <= latest:
+        raise InvalidInputError(
+            f"paymentDate must be between {earliest.isoformat()} and {latest.isoformat()}", field="body.paymentDate"
+        )
 
 
 class PaymentCompleted(PaymentDetails):
     """The event's detail: the payment plus whose connection it belongs to."""
 
-    business_id: str = Field(min_length=1)
-    connection_id: str = Field(min_length=1)
+    business_id: str = Field(min_length=1, max_length=128)
+    connection_id: Identifier
 
 
 def publish_outcome(bus_name: str, order: PaymentOrder, *, events: "EventBridgeClient | None" = None) -> None:

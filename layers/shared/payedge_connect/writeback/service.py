@@ -36,7 +36,7 @@ from payedge_connect.providers.base import AccountingConnector, FeeToPost, Payme
 from payedge_connect.providers.http import CallBudgetSpent, ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
-from payedge_connect.writeback.events import PaymentDetails, publish_outcome
+from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
@@ -77,6 +77,7 @@ def submit_payment(
     if connection is None or connection.business_id != business_id:
         raise NotFoundError(f"no connection {connection_id}")
     now = services.clock()
+    check_payment_date(details.payment_date, now.date())
     order = PaymentOrder(
         **details.model_dump(),
         connection_id=connection_id,
@@ -329,6 +330,19 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
     if order.currency != payable.currency:
         return Outcome(
             rejected, "currency_mismatch", f"The payment is in {order.currency} but the bill is in {payable.currency}."
+        )
+    home = connection.home_currency
+    if home is not None and order.currency != home and order.exchange_rate is None:
+        return Outcome(
+            rejected,
+            "exchange_rate_required",
+            f"The payment is in {order.currency}, not the home currency {home}: it needs an exchange rate.",
+        )
+    if home is not None and order.currency == home and order.exchange_rate not in (None, 1):
+        return Outcome(
+            rejected,
+            "exchange_rate_not_allowed",
+            f"The payment is in the home currency {home}: its exchange rate can only be 1.",
         )
     if order.amount > payable.amount_due:
         return Outcome(

@@ -120,6 +120,11 @@ class QuickBooksConnector:
             for item in items
         ]
 
+    def home_currency(self, api: ProviderApi) -> str:
+        # Preferences.CurrencyPrefs.HomeCurrency, a ReferenceType [I-XSD Finance.xsd CurrencyPrefs]
+        response = api.get("preferences", route="GET preferences").json()
+        return str(response["Preferences"]["CurrencyPrefs"]["HomeCurrency"]["value"])
+
     # ------------------------------------------------------------------------------------------ sync
 
     def open_bills(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:

@@ -100,6 +100,10 @@ class SageConnector:
         items: list[dict[str, Any]] = body if isinstance(body, list) else body.get("$items", [])
         return [Tenant(tenant_id=item["id"], name=item.get("name") or item["displayed_as"]) for item in items]
 
+    def home_currency(self, api: ProviderApi) -> str:
+        # financial_settings.base_currency.id [S-SW getFinancialSettings]
+        return str(api.get("financial_settings", route="GET /financial_settings").json()["base_currency"]["id"])
+
     def accounts(self, api: ProviderApi) -> list[LedgerAccount]:
         accounts = [
             LedgerAccount(

@@ -162,6 +162,11 @@ class XeroConnector:
             )
         return accounts
 
+    def home_currency(self, api: ProviderApi) -> str:
+        # Organisation.BaseCurrency [X-OAS xero_accounting.yaml Organisation]
+        response = api.get("Organisation", route="GET /Organisation").json()
+        return str(response["Organisations"][0]["BaseCurrency"])
+
     # ------------------------------------------------------------------------------------------ sync
 
     def open_bills(self, api: ProviderApi, *, resume: str | None) -> Iterator[ChangesPage]:
