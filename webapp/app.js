@@ -901,12 +901,27 @@ async function render() {
   location.hash = "#/integrations";
 }
 
-/** The OAuth callback brings the browser back here with ?outcome=&connectionId=: continue where it says. */
-function followCallback() {
+/** The OAuth callback brings the browser back here with ?outcome=&connectionId=: continue where it says.
+ * An approved consent comes back as `authorized` with a single-use completion code in the fragment: this
+ * signed-in user redeems it (only the user who started the connection can), which completes it. */
+async function followCallback() {
   const query = new URLSearchParams(location.search);
-  const outcome = query.get("outcome");
+  let outcome = query.get("outcome");
   if (!outcome) return;
   const id = query.get("connectionId");
+  const completionCode = new URLSearchParams(location.hash.slice(1)).get("completionCode");
+  // The code must not linger in the address bar or the history.
+  history.replaceState(null, "", `${location.pathname}#/integrations`);
+  if (outcome === "authorized") {
+    try {
+      const redeemed = await api("POST", `/connections/${encodeURIComponent(id)}/authorization`, { completionCode });
+      outcome = redeemed.outcome;
+    } catch (error) {
+      const detail = error instanceof ApiError ? error.body?.detail || error.message : String(error);
+      flashNext(`The connection could not be completed: ${detail}`, "problem");
+      return;
+    }
+  }
   let next = "#/integrations";
   if (outcome === "choosing_tenant") next = `#/connections/${id}/organisation`;
   else if (outcome === "mapping_required") next = `#/connections/${id}/mapping`;
@@ -917,7 +932,7 @@ function followCallback() {
 
 async function start() {
   state.config = await (await fetch("/config.json")).json();
-  followCallback();
+  await followCallback();
   const gear = document.getElementById("gear");
   gear.addEventListener("click", () => {
     const menu = document.getElementById("gear-menu");
