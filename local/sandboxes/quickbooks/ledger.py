@@ -310,7 +310,8 @@ class Realm:
 
     def _txn_date(self, body: Mapping[str, Any], now: datetime) -> str:
         raw = body.get("TxnDate")
-        if raw is None:
+        # Absent or empty: the company's today (QBO takes "TxnDate": "" on a Purchase as today).
+        if raw is None or raw == "":
             return company_today(now).isoformat()
         try:
             return date.fromisoformat(str(raw)).isoformat()
