@@ -757,7 +757,7 @@ def load_realm(realm_id: str, ledger: Ledger, company_name: str) -> Realm:
 
     vendor_ids: dict[str, str] = {}
     for vendor_record in ledger.vendors:
-        vendor = _vendor_json(realm, vendor_record, earliest)
+        vendor = _vendor_json(realm, vendor_record, vendor_record.updated_at)
         realm.entities["Vendor"][vendor["Id"]] = vendor
         vendor_ids[vendor_record.key] = vendor["Id"]
         realm.ids_by_key[vendor_record.key] = vendor["Id"]
