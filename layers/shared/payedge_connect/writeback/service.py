@@ -46,7 +46,9 @@ from payedge_connect.writeback.events import PaymentDetails, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
-_LEASE_SECONDS = 120.0
+# Longer than the write-back function's Timeout (template.yaml), so no other run of the connection can
+# start while this one may still be posting.
+_LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
