@@ -20,7 +20,9 @@ Where the payment order's facts go in Sage:
 - fee: an other payment with one line to the fee account; the line's `details` carries its description.
 
 Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (each list read is one page of 200
-unless the vendor or bank account has more payments than that within three days).
+unless the vendor or bank account has more payments than that within three days). A payment run posts
+each payment on its own (Sage has no batch path); its look-ups read the payments of the run's dates
+once, 200 a page.
 """
 
 import hashlib

@@ -5,6 +5,11 @@ Calls: a payment is one `PUT /Payments`; a fee adds `GET /Accounts` (the fee acc
 bank account's currency, in one call) and `PUT /BankTransactions`. After an uncertain outcome the
 write-back service asks `find_payment` / `find_fee` first: one `GET` each.
 
+A payment run posts up to 50 payments in one `PUT /Payments?summarizeErrors=false` under one
+Idempotency-Key (it covers the whole array), and their fees in one `GET /Accounts` and one
+`PUT /BankTransactions`; Xero saves the valid elements and answers each refused one with its
+ValidationErrors, in the order sent. Look-ups of many: one `GET` per 25, a `where` of ORs.
+
 Where the payment order's facts go in Xero:
 - payment order number: first in `Payment.Reference`, whole (and the fee's `Reference`);
 - remittance note: after it in `Payment.Reference`, cut to the field's limit. A Xero payment has no
