@@ -210,12 +210,20 @@ def test_the_same_run_delivered_five_times_concurrently_and_days_apart_posts_onc
     assert len(provider_payments(paying)) == before + 3
 
 
-def test_a_revoked_grant_holds_the_whole_run_and_it_posts_once_after_reconnecting(paying: SyncWorld) -> None:
+@pytest.mark.parametrize("when", ["before_the_run", "mid_run"])
+def test_a_revoked_grant_holds_the_whole_run_and_it_posts_once_after_reconnecting(
+    paying: SyncWorld, when: str
+) -> None:
     if paying.provider is Provider.SAGE:
         paying.sandbox.revoke_grant(client_id=CLIENT_ID)
     else:
         paying.sandbox.revoke_grant(paying.tenant_id)
-    paying.sandbox.clock.advance(3600)
+    if when == "before_the_run":
+        paying.sandbox.clock.advance(3600)  # the access token expired too: the first call finds out
+    else:
+        # The access token still works for the staleness check; the posting is refused with 401, and
+        # the refresh that follows finds the grant revoked.
+        paying.sandbox.faults.fail(POST_ENDPOINT[paying.provider], 401, count=1)
     payables = open_payables(paying, 3)
     numbers = submit(paying, [details(payable, f"PO-REVOKED-{index}") for index, payable in enumerate(payables)])
     before = len(provider_payments(paying))

@@ -289,7 +289,9 @@ class _Group:
             self._post(_FEES, owing_fee)
         except TokenRefreshUnavailable as error:
             for order in pending:
-                self._retry_or_fail(_current(self.services, order), str(error))
+                current = _current(self.services, order)
+                if current.status not in _FINAL:
+                    self._retry_or_fail(current, str(error))
         for order in alive:
             current = _current(self.services, order)
             if current.payment_order_number in self.run.retry_later or current.status in _FINAL:
@@ -314,9 +316,16 @@ class _Group:
             return []
         state = self.store.get_sync_state(self.connection.connection_id)
         since = state.watermark - _SYNC_CLOCK_MARGIN if state.watermark else None
-        check = self.connector.check_bills(
-            self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
-        )
+        try:
+            check = self.connector.check_bills(
+                self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
+            )
+        except ProviderError as error:
+            if not _retryable(error):
+                raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
+            for order in passing:
+                self._retry_or_fail(order, f"the staleness check got no answer ({error.status})")
+            return []
         current = []
         for order in passing:
             problem = _staleness(order, self.payables[order.bill_id], check)
@@ -376,7 +385,7 @@ class _Group:
         try:
             outcomes = self._send(kind, chunk, key)
         except ProviderError as error:
-            if isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500:
+            if _retryable(error):
                 return self._resolve(
                     kind, chunk, f"the accounting software did not answer ({error.status})", resolutions
                 )
@@ -510,6 +519,11 @@ class _Group:
     def _conclude(self, order: PaymentOrder, outcome: Outcome) -> None:
         self.run.retry_later.pop(order.payment_order_number, None)
         self.run.orders[order.payment_order_number] = _conclude(self.services, order, outcome, self.bus_name)
+
+
+def _retryable(error: ProviderError) -> bool:
+    """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
+    return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
 
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
