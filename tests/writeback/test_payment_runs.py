@@ -211,9 +211,7 @@ def test_the_same_run_delivered_five_times_concurrently_and_days_apart_posts_onc
 
 
 @pytest.mark.parametrize("when", ["before_the_run", "mid_run"])
-def test_a_revoked_grant_holds_the_whole_run_and_it_posts_once_after_reconnecting(
-    paying: SyncWorld, when: str
-) -> None:
+def test_a_revoked_grant_holds_the_whole_run_and_it_posts_once_after_reconnecting(paying: SyncWorld, when: str) -> None:
     if paying.provider is Provider.SAGE:
         paying.sandbox.revoke_grant(client_id=CLIENT_ID)
     else:
@@ -268,3 +266,21 @@ def test_the_run_posts_what_it_has_time_for_and_hands_back_the_rest(paying: Sync
     assert {order.attempts for order in result.orders.values()} == {0}
     posted = run(paying, result.not_reached)
     assert set(statuses(posted, numbers).values()) == {PaymentOrderStatus.POSTED}
+
+
+def test_a_staleness_check_without_an_answer_posts_nothing_and_the_run_is_retried(paying: SyncWorld) -> None:
+    # Given the provider does not answer the run's staleness check (every retry of it too)
+    paying.sandbox.faults.fail(CHECK_ENDPOINT[paying.provider], 503, count=5)
+    payables = open_payables(paying, 3)
+    numbers = submit(paying, [details(payable, f"PO-UNCHECKED-{i}") for i, payable in enumerate(payables)])
+    before = len(provider_payments(paying))
+    # When the run is written back
+    result = run(paying, numbers)
+    # Then nothing is posted unchecked: every order is handed back to be retried
+    assert sorted(result.retry_later) == sorted(numbers)
+    assert len(provider_payments(paying)) == before
+    # And once the provider answers, the run posts
+    paying.sandbox.faults.clear()
+    again = run(paying, numbers)
+    assert set(statuses(again, numbers).values()) == {PaymentOrderStatus.POSTED}
+    assert len(provider_payments(paying)) == before + 3
