@@ -195,6 +195,10 @@ def process_payments(
     if lease is None:
         run.busy = True
         return run
+    # Read again under the lease: the run that held it before may have moved these orders on.
+    pending = [_current(services, order) for order in pending]
+    run.orders.update({order.payment_order_number: order for order in pending})
+    pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
     group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
     try:
         group.process(pending)
