@@ -284,3 +284,39 @@ def test_a_staleness_check_without_an_answer_posts_nothing_and_the_run_is_retrie
     again = run(paying, numbers)
     assert set(statuses(again, numbers).values()) == {PaymentOrderStatus.POSTED}
     assert len(provider_payments(paying)) == before + 3
+
+
+LOOKUP_ENDPOINT = {
+    Provider.QUICKBOOKS: "query",
+    Provider.XERO: "get_payments",
+    Provider.SAGE: "list_contact_payments",
+}
+
+
+def test_a_lost_answer_whose_look_up_also_fails_is_retried_and_never_posted_twice(paying: SyncWorld) -> None:
+    if paying.provider is Provider.QUICKBOOKS:
+        pytest.skip("QuickBooks' look-up and staleness check are both `query`: a sandbox fault hits both")
+    # Given the batch is committed and its answer lost, and the look-up that follows gets no answer either
+    payables = open_payables(paying, 2)
+    numbers = submit(paying, [details(payable, f"PO-BLIND-{i}") for i, payable in enumerate(payables)])
+    before = len(provider_payments(paying))
+    paying.sandbox.faults.drop_response_after_commit(POST_ENDPOINT[paying.provider], count=5)
+    paying.sandbox.faults.fail(LOOKUP_ENDPOINT[paying.provider], 503, count=5)
+    first = run(paying, numbers)
+    # Then the orders of the lost batch (Sage: the lost payment) are handed back, not posted again blind
+    assert first.retry_later and set(first.retry_later) <= set(numbers), first.orders
+    committed = len(provider_payments(paying)) - before
+    assert committed >= 1
+    # And delivered again while the look-up still gets no answer, they are handed back again
+    paying.sandbox.faults.clear()
+    paying.sandbox.faults.fail(LOOKUP_ENDPOINT[paying.provider], 503, count=5)
+    again = run(paying, list(first.retry_later))
+    assert sorted(again.retry_later) == sorted(first.retry_later)
+    assert len(provider_payments(paying)) - before == committed
+    # And when the look-up answers, it finds what was committed: nothing twice
+    paying.sandbox.faults.clear()
+    run(paying, list(again.retry_later))
+    for number in numbers:
+        order = paying.services.store.get_payment_order(paying.connection.connection_id, number)
+        assert order is not None and order.status is PaymentOrderStatus.POSTED, order
+    assert len(provider_payments(paying)) == before + 2

@@ -348,12 +348,18 @@ class _Group:
         them); only what is not found is posted."""
         posted: list[PaymentOrder] = []
         maybe = [o for o in orders if getattr(o, kind.attempts_field) > 0]
-        if maybe:
-            posted += self._record_found(kind, maybe)
-        found = {o.payment_order_number for o in posted}
+        try:
+            posted += self._record_found(kind, maybe) if maybe else []
+        except ProviderError as error:
+            if not _retryable(error):
+                raise
+            # Not looked up, so not posted: an earlier attempt may be there already.
+            for order in maybe:
+                self._retry_or_fail(_current(self.services, order), f"the look-up got no answer ({error.status})")
+        done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
         waiting = []
         for order in orders:
-            if order.payment_order_number in found:
+            if order.payment_order_number in done:
                 continue
             current = _current(self.services, order)
             if getattr(current, kind.attempts_field) >= MAX_ATTEMPTS:
