@@ -12,6 +12,7 @@ Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
 """
 
 import json
+import math
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -145,7 +146,8 @@ def _run(connection_id: str, numbers: list[str], time_left: Callable[[], float] 
     for number, reason in run.retry_later.items():
         order = run.orders.get(number)
         attempts = max(order.attempts, order.fee_attempts) if order else 0
-        delay = min(900, 30 * 2**attempts)
+        # The provider's Retry-After where it named one, else a delay growing with the attempts.
+        delay = min(900, math.ceil(run.wait_s.get(number) or 30 * 2**attempts))
         logger.info("Payment retried later", extra={"order": number, "delay_s": delay, "reason": reason})
         by_delay.setdefault(delay, []).append(number)
     for delay, delayed in sorted(by_delay.items()):

@@ -320,3 +320,16 @@ def test_a_lost_answer_whose_look_up_also_fails_is_retried_and_never_posted_twic
         order = paying.services.store.get_payment_order(paying.connection.connection_id, number)
         assert order is not None and order.status is PaymentOrderStatus.POSTED, order
     assert len(provider_payments(paying)) == before + 2
+
+
+def test_a_run_throttled_past_its_retries_waits_as_long_as_the_provider_asked(paying: SyncWorld) -> None:
+    if paying.provider is Provider.QUICKBOOKS:
+        pytest.skip("QuickBooks documents no Retry-After on its 429 (PROVIDERS.md 6.5)")
+    # Given the provider answers the run's staleness check 429 with Retry-After, every retry too
+    paying.sandbox.faults.throttle(CHECK_ENDPOINT[paying.provider], count=5)
+    payables = open_payables(paying, 3)
+    numbers = submit(paying, [details(payable, f"PO-WAIT-{i}") for i, payable in enumerate(payables)])
+    result = run(paying, numbers)
+    # Then every order is handed back with the provider's wait, nothing posted
+    assert sorted(result.retry_later) == sorted(numbers)
+    assert set(result.wait_s) == set(numbers) and all(wait > 0 for wait in result.wait_s.values())

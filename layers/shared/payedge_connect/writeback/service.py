@@ -150,13 +150,15 @@ class PaymentRun:
 
     `orders`: every order as it stands now. `busy`: another write-back holds the connection's lease and
     nothing was done. `retry_later`: orders the provider could not take now (number -> why), to be
-    queued again with a delay; `not_reached`: orders the invocation had no time left for, to be queued
-    again at once."""
+    queued again with a delay (`wait_s` where the provider named one); `not_reached`: orders the
+    invocation had no time left for, to be queued again at once."""
 
     orders: dict[str, PaymentOrder] = field(default_factory=dict)
     busy: bool = False
     retry_later: dict[str, str] = field(default_factory=dict)
     not_reached: list[str] = field(default_factory=list)
+    # Seconds the provider asked us to wait (Retry-After) before an order handed back is tried again.
+    wait_s: dict[str, float] = field(default_factory=dict)
 
 
 def process_payments(
@@ -328,7 +330,9 @@ class _Group:
             if not _retryable(error):
                 raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
             for order in passing:
-                self._retry_or_fail(order, f"the staleness check got no answer ({error.status})")
+                self._retry_or_fail(
+                    order, f"the staleness check got no answer ({error.status})", wait_s=error.retry_after
+                )
             return []
         current = []
         for order in passing:
@@ -355,7 +359,8 @@ class _Group:
                 raise
             # Not looked up, so not posted: an earlier attempt may be there already.
             for order in maybe:
-                self._retry_or_fail(_current(self.services, order), f"the look-up got no answer ({error.status})")
+                reason = f"the look-up got no answer ({error.status})"
+                self._retry_or_fail(_current(self.services, order), reason, wait_s=error.retry_after)
         done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
         waiting = []
         for order in orders:
@@ -432,7 +437,8 @@ class _Group:
             posted = self._record_found(kind, orders)
         except ProviderError as error:
             for order in orders:
-                self._retry_or_fail(_current(self.services, order), f"{reason}; the look-up failed ({error.status})")
+                why = f"{reason}; the look-up failed ({error.status})"
+                self._retry_or_fail(_current(self.services, order), why, wait_s=error.retry_after)
             return []
         found = {o.payment_order_number for o in posted}
         missing = [_current(self.services, o) for o in orders if o.payment_order_number not in found]
@@ -514,13 +520,15 @@ class _Group:
             return
         self._conclude(current, Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", message))
 
-    def _retry_or_fail(self, order: PaymentOrder, reason: str) -> None:
+    def _retry_or_fail(self, order: PaymentOrder, reason: str, *, wait_s: float | None = None) -> None:
         attempts = max(order.attempts, order.fee_attempts)
         if attempts >= MAX_ATTEMPTS:
             self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason))
             return
         self.run.orders[order.payment_order_number] = order
         self.run.retry_later[order.payment_order_number] = reason
+        if wait_s:
+            self.run.wait_s[order.payment_order_number] = wait_s
 
     def _mark_paid(self, order: PaymentOrder) -> None:
         payable = self.payables[order.bill_id]
