@@ -14,6 +14,7 @@ from moto.core.botocore_stubber import BotocoreStubber
 
 from local.sandboxes.generator import generate_ledger
 from local.worlds import ALL_PROVIDERS, SyncWorld, connect, create_records_table
+from payedge_connect.observability import metrics
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 REGION = "us-east-1"
@@ -74,6 +75,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "FUNDING_SOURCES",
         }:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def metrics_of_one_invocation() -> Iterator[None]:
+    """Each test is one invocation for Powertools metrics, which a Lambda flushes at its end: without
+    this the values of every test pile up, and the 100th flushes (and raises) with no namespace set."""
+    yield
+    metrics.clear_metrics()
 
 
 @pytest.fixture(autouse=True)

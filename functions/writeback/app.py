@@ -2,7 +2,8 @@
 
 Events:
 - SQS (the write-back queue): the platform's PaymentCompleted events (EventBridge rule on its bus) and
-  our own {"connectionId", "paymentOrderNumber"} messages (API submissions, retries, reconnects).
+  our own {"connectionId", "paymentOrderNumber"} messages (API submissions, retries, reconnects), up
+  to BatchSize a time: grouped per connection, each group written back as one payment run.
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
   POST .../payments/{paymentOrderNumber}/retry.
 - Console: {"action": "process_payment", "connectionId": "...", "paymentOrderNumber": "..."} processes now;
@@ -11,6 +12,8 @@ Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
 """
 
 import json
+import math
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 from urllib.parse import quote
@@ -31,14 +34,8 @@ from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings, load_settings
 from payedge_connect.writeback.events import PAYMENT_COMPLETED, PaymentCompleted, PaymentDetails, publish_rejected_event
-from payedge_connect.writeback.queue import PaymentMessage, queue_payment
-from payedge_connect.writeback.service import (
-    WritebackBusy,
-    WritebackRetryLater,
-    process_payment,
-    retry_payment,
-    submit_payment,
-)
+from payedge_connect.writeback.queue import PaymentMessage, queue_payment, queue_payments
+from payedge_connect.writeback.service import PaymentRun, process_payments, retry_payment, submit_payment
 
 app = HttpApi()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -121,42 +118,59 @@ def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -
 
 
 # ---------------------------------------------------------------------------------------------- worker
+# An invocation takes up to BatchSize messages (template.yaml): each is read on its own (a bad one fails
+# alone), then the payment orders are grouped per connection and each group is one payment run.
 
 
 def _process(connection_id: str, payment_order_number: str) -> PaymentOrder:
-    """Process one order; provider trouble re-queues it with a growing delay instead of blocking the queue."""
-    try:
-        order = process_payment(
-            services(), connection_id, payment_order_number, bus_name=settings().platform_event_bus_name
-        )
-    except (WritebackBusy, WritebackRetryLater) as error:
-        current = services().store.get_payment_order(connection_id, payment_order_number)
-        attempts = current.attempts if current else 0
-        delay = 5 if isinstance(error, WritebackBusy) else min(900, error.delay_seconds or 30 * 2**attempts)
-        logger.info(
-            "Payment retried later", extra={"order": payment_order_number, "delay_s": delay, "reason": str(error)}
-        )
-        queue_payment(
-            settings().writeback_queue_url,
-            PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
-            delay_seconds=delay,
-        )
-        return current  # type: ignore[return-value]
-    if order.status is PaymentOrderStatus.FAILED:
-        # Parked where the operator's alarm sees it; the API's retry brings it back.
-        queue_payment(
-            settings().writeback_dead_letter_queue_url,
-            PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
-        )
+    """Process one order now (the console); provider trouble re-queues it like the queue's runs do."""
+    run = _run(connection_id, [payment_order_number], time_left=None)
+    order = run.orders.get(payment_order_number) or services().store.get_payment_order(
+        connection_id, payment_order_number
+    )
+    if order is None:
+        raise NotFoundError(f"no payment order {payment_order_number}")
     return order
 
 
-def payment_worker(record: SQSRecord) -> None:
+def _run(connection_id: str, numbers: list[str], time_left: Callable[[], float] | None) -> PaymentRun:
+    """One payment run; what it could not finish goes back on the queue: busy (another run holds the
+    lease) after 5 s, provider trouble after a delay growing with the attempts, orders it had no time for
+    at once. Orders that failed for good are parked on the dead-letter queue for the operator's alarm."""
+    run = process_payments(
+        services(), connection_id, numbers, bus_name=settings().platform_event_bus_name, time_left=time_left
+    )
+    queue_url = settings().writeback_queue_url
+    if run.busy:
+        logger.info("Payment run retried later: connection busy", extra={"orders": len(numbers), "delay_s": 5})
+        queue_payments(queue_url, connection_id, numbers, delay_seconds=5)
+        return run
+    by_delay: dict[int, list[str]] = {}
+    for number, reason in run.retry_later.items():
+        order = run.orders.get(number)
+        attempts = max(order.attempts, order.fee_attempts) if order else 0
+        # The provider's Retry-After where it named one, else a delay growing with the attempts.
+        delay = min(900, math.ceil(run.wait_s.get(number) or 30 * 2**attempts))
+        logger.info("Payment retried later", extra={"order": number, "delay_s": delay, "reason": reason})
+        by_delay.setdefault(delay, []).append(number)
+    for delay, delayed in sorted(by_delay.items()):
+        queue_payments(queue_url, connection_id, delayed, delay_seconds=delay)
+    if run.not_reached:
+        queue_payments(queue_url, connection_id, run.not_reached)
+    failed = [n for n, order in run.orders.items() if order.status is PaymentOrderStatus.FAILED and n in numbers]
+    if failed:
+        # Parked where the operator's alarm sees it; the API's retry brings it back.
+        queue_payments(settings().writeback_dead_letter_queue_url, connection_id, failed)
+    return run
+
+
+def read_message(record: SQSRecord) -> PaymentMessage | None:
+    """A queue message as the payment order it is about: our own message names one; a platform event is
+    recorded as one first. A malformed event, or one for a connection of another business, is named back
+    to the platform (None: nothing to process)."""
     body = json.loads(record.body)
     if body.get("detail-type") != PAYMENT_COMPLETED:
-        message = PaymentMessage.model_validate(body)
-        _process(message.connection_id, message.payment_order_number)
-        return
+        return PaymentMessage.model_validate(body)
     try:
         event = PaymentCompleted.model_validate(body.get("detail"))
     except ValidationError as error:
@@ -168,7 +182,7 @@ def payment_worker(record: SQSRecord) -> None:
             "invalid_event",
             f"Invalid fields: {', '.join(fields)}",
         )
-        return
+        return None
     try:
         order = submit_payment(
             services(),
@@ -183,13 +197,35 @@ def payment_worker(record: SQSRecord) -> None:
             "unknown_connection",
             "The connection does not exist or belongs to another business.",
         )
-        return
+        return None
     except (InvalidInputError, ConflictError) as error:
         # A date outside the window, a number already sent to another connection: never becomes valid.
         code = "invalid_event" if isinstance(error, InvalidInputError) else "duplicate_payment_order_number"
         publish_rejected_event(settings().platform_event_bus_name, body.get("detail"), code, error.detail)
-        return
-    _process(order.connection_id, order.payment_order_number)
+        return None
+    return PaymentMessage(connection_id=order.connection_id, payment_order_number=order.payment_order_number)
+
+
+def handle_queue(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Read every record (partial failures per record), then one payment run per connection. A run that
+    raises fails only its own records, which SQS delivers again."""
+    runs: dict[str, dict[str, list[str]]] = {}
+
+    def read(record: SQSRecord) -> None:
+        message = read_message(record)
+        if message is not None:
+            numbers = runs.setdefault(message.connection_id, {})
+            numbers.setdefault(message.payment_order_number, []).append(record.message_id)
+
+    response = process_partial_response(event=event, record_handler=read, processor=processor, context=context)
+    failures = list(response.get("batchItemFailures", []))
+    for connection_id, numbers in runs.items():
+        try:
+            _run(connection_id, list(numbers), time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+        except Exception:
+            logger.exception("Payment run failed", extra={"connection_id": connection_id, "orders": len(numbers)})
+            failures += [{"itemIdentifier": message_id} for ids in numbers.values() for message_id in ids]
+    return {"batchItemFailures": failures}
 
 
 def handle_console(event: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +248,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if "requestContext" in event:
         return app.resolve(event, context)
     if event.get("Records"):
-        return dict(
-            process_partial_response(event=event, record_handler=payment_worker, processor=processor, context=context)
-        )
+        return handle_queue(event, context)
     return handle_console(event)

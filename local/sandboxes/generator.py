@@ -8,6 +8,7 @@ shared invoice number), so even a ledger of a handful of bills exercises them.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 import zlib
@@ -71,6 +72,8 @@ class VendorRecord:
     notes: str
     contact_person: str
     active: bool
+    # When the vendor was last changed: spread over the year before `as_of`, never one instant for all.
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -302,7 +305,7 @@ def generate_ledger(
     rng = random.Random(seed)
     name = company_name if company_name is not None else f"{rng.choice(_NAME_PREFIXES)} Holdings Inc."
     accounts = _accounts(base_currency)
-    vendor_records = _vendors(rng, vendor_count, base_currency)
+    vendor_records = _vendors(rng, vendor_count, base_currency, as_of=moment.astimezone(UTC))
     bill_records = _bills(
         rng,
         count=bills,
@@ -352,7 +355,7 @@ def _accounts(base_currency: str) -> list[AccountRecord]:
     return accounts
 
 
-def _vendors(rng: random.Random, count: int, base_currency: str) -> list[VendorRecord]:
+def _vendors(rng: random.Random, count: int, base_currency: str, *, as_of: datetime) -> list[VendorRecord]:
     taken: set[str] = set()
     records: list[VendorRecord] = []
     for index in range(count):
@@ -376,9 +379,17 @@ def _vendors(rng: random.Random, count: int, base_currency: str) -> list[VendorR
                 has_email=has_email,
                 has_address=has_address,
                 active=active,
+                updated_at=as_of - _vendor_age(index),
             )
         )
     return records
+
+
+def _vendor_age(index: int) -> timedelta:
+    """How long before `as_of` a vendor last changed: up to a year, spread by a hash of its index (not
+    drawn from the ledger's random stream, so every other generated value stays as it was)."""
+    digest = hashlib.sha256(f"vendor-{index}".encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:8], "big") % (365 * 24 * 3600))
 
 
 def _unique_vendor_name(rng: random.Random, taken: set[str]) -> str:
@@ -402,6 +413,7 @@ def _vendor(
     has_email: bool,
     has_address: bool,
     active: bool,
+    updated_at: datetime,
 ) -> VendorRecord:
     key = f"vendor-{index + 1:05d}"
     country = _COUNTRY_OF[currency]
@@ -433,6 +445,7 @@ def _vendor(
         notes=rng.choice(_NOTE_TEMPLATES).format(person=person),
         contact_person=person,
         active=active,
+        updated_at=updated_at,
     )
 
 

@@ -6,7 +6,7 @@ import re
 import struct
 import zlib
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,6 +20,8 @@ from local.sandboxes.generator import (
     generate_ledger,
     sensitive_values,
 )
+from local.sandboxes.quickbooks import QuickBooksSandbox
+from local.sandboxes.xero import XeroSandbox
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +148,26 @@ def test_dates_and_timestamps_are_in_order(ledger: Ledger) -> None:
         assert bill.updated_at <= DEFAULT_AS_OF
         assert bill.issue_date <= bill.updated_at.date()
         assert bill.due_date is None or bill.due_date >= bill.issue_date
+
+
+def test_vendors_were_last_changed_at_many_moments_before_as_of(ledger: Ledger) -> None:
+    # Bookmarks (If-Modified-Since, updated_or_created_since) need vendors on both sides of a boundary.
+    moments = [vendor.updated_at for vendor in ledger.vendors]
+    assert all(moment <= DEFAULT_AS_OF and moment.tzinfo is UTC for moment in moments)
+    assert len(set(moments)) > len(moments) * 0.9
+    assert max(moments) - min(moments) > timedelta(days=100)
+
+
+def test_every_sandbox_shows_the_vendors_own_timestamps() -> None:
+    small = generate_ledger(seed=4, bills=12, vendors=6)
+    xero = XeroSandbox()
+    tenant = xero.add_tenant(small)
+    contact_times = {contact["UpdatedDateUTC"] for contact in xero.contacts(tenant)}
+    assert len(contact_times) == len({vendor.updated_at for vendor in small.vendors})
+    quickbooks = QuickBooksSandbox()
+    realm = quickbooks.add_tenant(small)
+    vendor_times = {vendor["MetaData"]["LastUpdatedTime"] for vendor in quickbooks.vendors(realm)}
+    assert len(vendor_times) == len({vendor.updated_at for vendor in small.vendors})
 
 
 def test_as_of_moves_every_date() -> None:

@@ -12,6 +12,7 @@ import requests
 
 from local.sandboxes.generator import generate_ledger
 from local.sandboxes.quickbooks import QuickBooksSandbox
+from local.sandboxes.quickbooks.ledger import company_today
 
 CLIENT_ID = "payments-app"
 
@@ -329,6 +330,42 @@ def test_batch_answers_each_item_and_a_failed_item_is_a_fault_inside_http_200(co
 def test_batch_over_thirty_items_is_refused(company: Company) -> None:
     items = [{"bId": str(n), "Query": "select count(*) from Bill"} for n in range(31)]
     assert error_of(company.post("batch", {"BatchItemRequest": items}))["code"] == "1040"
+
+
+def test_the_41st_batch_in_a_minute_is_throttled_and_each_item_is_metered(company: Company) -> None:
+    # Given a company that already sent 40 batch requests this minute, each of two query items
+    items = [{"bId": str(n), "Query": "select count(*) from Bill"} for n in range(2)]
+    reads_before = company.sandbox.metered(company.realm_id)
+    for _ in range(40):
+        assert company.post("batch", {"BatchItemRequest": items}).status_code == 200
+    # Then each item was metered as the read it stands for
+    assert company.sandbox.metered(company.realm_id) - reads_before == 80
+    # And the 41st batch is refused with Intuit's ThrottleExceeded, while plain calls still go through
+    throttled = company.post("batch", {"BatchItemRequest": items})
+    assert throttled.status_code == 429 and "ThrottleExceeded" in throttled.text
+    assert requests.get(company.url("query"), params={"query": "select count(*) from Bill"},
+                        headers=company.headers, timeout=10).status_code == 200  # fmt: skip
+    # And a minute later batches are taken again
+    company.sandbox.clock.advance(61)
+    assert company.post("batch", {"BatchItemRequest": items}).status_code == 200
+
+
+def test_writes_are_metered_apart_from_reads(company: Company) -> None:
+    bill, bank = company.open_bill(), company.account("Bank")
+    reads, writes = company.sandbox.metered(company.realm_id), company.sandbox.metered(company.realm_id, "Core")
+    items = [{"bId": "1", "operation": "create", "BillPayment": payment(bill, bank, Decimal("1.00"))}]
+    assert company.post("batch", {"BatchItemRequest": items}).status_code == 200
+    assert company.sandbox.metered(company.realm_id, "Core") == writes + 1
+    assert company.sandbox.metered(company.realm_id) == reads
+
+
+def test_a_purchase_with_an_empty_txn_date_is_dated_today(company: Company) -> None:
+    bank = company.account("Bank")
+    expense = company.account("Expense")
+    body = {**fee_body(bank, expense, 2.5), "TxnDate": ""}
+    response = company.post("purchase", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["Purchase"]["TxnDate"] == company_today(company.sandbox.clock.now()).isoformat()
 
 
 # ---- controls --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -421,3 +422,47 @@ def test_controls_work_over_the_admin_surface(org: Org) -> None:
     assert paid.status_code == 200
     assert paid.json()["payment_id"] in {p["PaymentID"] for p in listed}
     assert refused.status_code == 400
+
+
+# ---- fidelity: XML by default, currencies, the daily rate ------------------------------------
+
+
+def test_the_accounting_api_answers_xml_unless_json_is_asked_for(org: Org) -> None:
+    key = open_bill(org)
+    plain = {name: value for name, value in org.headers.items() if name != "Accept"}
+    response = requests.get(org.url(f"Invoices/{org.invoice_id(key)}"), headers=plain, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/xml")
+    root = ElementTree.fromstring(response.content)
+    assert root.tag == "Response" and root.findtext("Status") == "OK"
+    invoices = root.find("Invoices")
+    assert invoices is not None
+    (invoice,) = list(invoices)
+    assert invoice.tag == "Invoice" and invoice.findtext("InvoiceID") == org.invoice_id(key)
+    # A refusal comes back as XML too
+    refused = requests.put(
+        org.url("Payments"), json={"Payments": [payment(org, key, "0.00")]}, headers=plain, timeout=10
+    )
+    assert refused.status_code == 400 and ElementTree.fromstring(refused.content).tag == "ApiException"
+    # And with Accept: application/json, JSON
+    assert org.get(f"Invoices/{org.invoice_id(key)}").headers["Content-Type"].startswith("application/json")
+
+
+def test_currencies_lists_the_base_currency_first(org: Org) -> None:
+    response = org.get("Currencies")
+    assert response.status_code == 200
+    codes = [currency["Code"] for currency in response.json()["Currencies"]]
+    assert codes[0] == "CAD" and {"USD", "EUR"} <= set(codes)
+
+
+def test_a_foreign_payment_without_currency_rate_converts_at_the_payment_dates_rate(org: Org) -> None:
+    # Given a EUR bill, paid from the CAD account on two different days without a CurrencyRate
+    key = open_bill(org, "EUR")
+    bill_rate = Decimal(str(org.bill(key)["CurrencyRate"]))
+    first = payment(org, key, "1.00", Date="2026-11-02")
+    second = payment(org, key, "1.00", Date="2026-11-16")
+    (one,) = org.put("Payments", {"Payments": [first]}).json()["Payments"]
+    (other,) = org.put("Payments", {"Payments": [second]}).json()["Payments"]
+    # Then each takes its own day's rate, and neither is simply the bill's
+    rates = {Decimal(str(one["CurrencyRate"])), Decimal(str(other["CurrencyRate"]))}
+    assert len(rates) == 2 and bill_rate not in rates

@@ -5,6 +5,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -167,3 +168,40 @@ def test_an_event_dated_outside_the_window_is_rejected_naming_the_date_and_nothi
     assert "paymentDate" in outcome["reason"]
     assert len(connect.fleet.quickbooks.bill_payments(realm)) == before
     assert connect.call("GET", f"/connections/{connection_id}/payments/PO-EVT-4").status_code == 404
+
+
+def test_a_burst_of_payments_is_written_back_as_runs_and_a_bad_event_fails_alone(
+    world: tuple[ConnectWorld, str, Outcomes],
+) -> None:
+    connect, connection_id, outcomes = world
+    realm = connect.fleet.tenant_ids["quickbooks"][0]
+    before = len(connect.fleet.quickbooks.bill_payments(realm))
+    payables = connect.call("GET", f"/connections/{connection_id}/payables?status=open").json()["payables"]
+    cad = [p for p in payables if p["currency"] == "CAD"][:2]
+    assert len(cad) == 2, payables
+    details = [
+        {
+            **a_payment(connect, connection_id, f"PO-BURST-{index}"),
+            "billId": payable["billId"],
+            "vendorName": payable["vendorName"],
+            "amount": payable["amountDue"],
+            "invoiceNumber": payable["invoiceNumber"],
+        }
+        for index, payable in enumerate(cad)
+    ]
+    malformed = {**details[0], "paymentOrderNumber": "PO-BURST-BAD", "currency": "not-a-currency"}
+    # When the platform publishes them together (one PutEvents call)
+    entries = [
+        {"Source": "payedge.payments", "DetailType": "PaymentCompleted", "Detail": json.dumps(detail)}
+        for detail in [*details, malformed]
+    ]
+    connect.stack.client("events").put_events(Entries=[{**entry, "EventBusName": "default"} for entry in entries])
+    # Then each valid one is posted once and the malformed one alone is rejected, naming its field
+    for index in range(2):
+        number = f"PO-BURST-{index}"
+        outcome = wait_for(number, partial(outcomes.for_order, number))
+        assert outcome["status"] == "posted", outcome
+    rejected = wait_for("the rejection", lambda: outcomes.for_order("PO-BURST-BAD"))
+    assert (rejected["status"], rejected["reasonCode"]) == ("rejected", "invalid_event")
+    assert "currency" in rejected["reason"]
+    assert len(connect.fleet.quickbooks.bill_payments(realm)) == before + 2

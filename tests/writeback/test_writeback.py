@@ -188,7 +188,7 @@ def test_the_same_payment_delivered_five_times_concurrently_and_days_apart_posts
 def test_a_payment_committed_whose_response_was_lost_is_found_not_duplicated(paying: SyncWorld) -> None:
     # Given the provider commits the payment and the response never arrives
     endpoint = {
-        Provider.QUICKBOOKS: "create_billpayment",
+        Provider.QUICKBOOKS: "batch",  # payments go through /batch, even one
         Provider.XERO: "create_payments",
         Provider.SAGE: "create_contact_payment",
     }

@@ -236,8 +236,10 @@ class PaymentOrder(Record):
     reason: str | None = None
     provider_payment_id: str | None = None
     provider_fee_id: str | None = None
-    # Provider calls that may have reached the provider (each one is looked up before another is made).
+    # Provider calls that may have reached the provider (each one is looked up before another is made):
+    # for the payment, and for its fee.
     attempts: int = 0
+    fee_attempts: int = 0
     created_at: datetime
     updated_at: datetime
     version: int = 0

@@ -310,7 +310,8 @@ class Realm:
 
     def _txn_date(self, body: Mapping[str, Any], now: datetime) -> str:
         raw = body.get("TxnDate")
-        if raw is None:
+        # Absent or empty: the company's today (QBO takes "TxnDate": "" on a Purchase as today).
+        if raw is None or raw == "":
             return company_today(now).isoformat()
         try:
             return date.fromisoformat(str(raw)).isoformat()
@@ -756,7 +757,7 @@ def load_realm(realm_id: str, ledger: Ledger, company_name: str) -> Realm:
 
     vendor_ids: dict[str, str] = {}
     for vendor_record in ledger.vendors:
-        vendor = _vendor_json(realm, vendor_record, earliest)
+        vendor = _vendor_json(realm, vendor_record, vendor_record.updated_at)
         realm.entities["Vendor"][vendor["Id"]] = vendor
         vendor_ids[vendor_record.key] = vendor["Id"]
         realm.ids_by_key[vendor_record.key] = vendor["Id"]

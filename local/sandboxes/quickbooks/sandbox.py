@@ -9,7 +9,9 @@ are the XSD element names). Routes:
 - API, tenant = realmId in the path: `GET|POST /v3/company/{realmId}/query`, `GET .../cdc`,
   `GET .../{bill|vendor|account|attachable|billpayment|purchase}/{id}`, `GET .../download/{id}`
   (a plain-text temporary URL, valid 15 minutes, served under `/_files/`), `POST .../billpayment`,
-  `POST .../purchase`, `POST .../batch`; `requestid` replays the first response per company.
+  `POST .../purchase`, `POST .../batch` (at most 30 items and 40 batch requests a minute per company
+  and app); `requestid` replays the first response per company. `metered()` counts reads (CorePlus)
+  and writes (Core) as Intuit meters them, each batch item as the call it stands for.
 
 Choices where the sources are silent (each also noted at its line): PKCE parameters are ignored,
 as Intuit advertises no code_challenge_methods; the 429 is Intuit's XML ThrottleExceeded Fault with
@@ -25,6 +27,7 @@ import json
 import random
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -76,6 +79,12 @@ CDC_MAX_OBJECTS = 1000
 # Current batch page says 10, the 2023 blog and a 2025 API-explorer test say 30 (§6.4): the sandbox
 # accepts what the API was seen to accept.
 BATCH_MAX_ITEMS = 30
+# 40 batch requests a minute per realm and app, on top of the 500 calls (PROVIDERS.md §7, Intuit's
+# limits-and-throttles page).
+BATCH_PER_MINUTE_LIMIT = 40
+# Metering (Intuit developer blog 2025-08-11): reads are CorePlus (metered), writes Core; each batch
+# item is metered like the call it stands for.
+METERED, UNMETERED = "CorePlus", "Core"
 FILE_LINK_SECONDS = 15 * 60
 WEBHOOK_ENTITIES = ("Bill", "Vendor", "BillPayment", "Purchase")
 REQUEST_ID_MAX = 50
@@ -160,6 +169,8 @@ class QuickBooksSandbox(ProviderSandbox):
         self._replies: dict[tuple[str, str], _StoredReply] = {}
         self._file_links: dict[str, _FileLink] = {}
         self._webhook: WebhookConfig | None = None
+        self._meter_lock = threading.Lock()
+        self._meter: Counter[tuple[str, str]] = Counter()
         self.set_rate_limits(per_minute=PER_MINUTE_LIMIT, concurrent=CONCURRENT_LIMIT)
 
     # ==== setup and controls (Python API; the admin surface calls these) ========================
@@ -186,9 +197,21 @@ class QuickBooksSandbox(ProviderSandbox):
         self._realm(realm_id)
         return _token_body(self.tokens.issue(client_id, realm_id, scopes))
 
-    def set_rate_limits(self, *, per_minute: int, concurrent: int) -> None:
+    def set_rate_limits(
+        self, *, per_minute: int, concurrent: int, batches_per_minute: int = BATCH_PER_MINUTE_LIMIT
+    ) -> None:
         self._minute_limiter = SlidingWindowLimiter(per_minute, 60.0, self.clock)
+        self._batch_limiter = SlidingWindowLimiter(batches_per_minute, 60.0, self.clock)
         self._concurrency = ConcurrencyLimiter(concurrent)
+
+    def metered(self, realm_id: str, kind: str = METERED) -> int:
+        """Calls of a company metered as `kind` so far: CorePlus (reads) or Core (writes), batch items one each."""
+        with self._meter_lock:
+            return self._meter[(realm_id, kind)]
+
+    def _count(self, realm: Realm, kind: str, calls: int = 1) -> None:
+        with self._meter_lock:
+            self._meter[(realm.realm_id, kind)] += calls
 
     def configure_webhooks(
         self,
@@ -430,10 +453,13 @@ class QuickBooksSandbox(ProviderSandbox):
         realm_id = self.tenant_of(request)
         if endpoint not in API_ENDPOINTS or realm_id is None:
             return None
-        if not self._minute_limiter.hit(realm_id).allowed:
-            return self.throttled_response(request)
         access = self.tokens.access(_bearer(request) or "")
         key = f"{access.grant.client_id if access else '-'}:{realm_id}"
+        # A batch refused by its own cap does not use up one of the realm's 500 calls.
+        if endpoint == "batch" and not self._batch_limiter.hit(key).allowed:
+            return self.throttled_response(request)
+        if not self._minute_limiter.hit(realm_id).allowed:
+            return self.throttled_response(request)
         if not self._concurrency.acquire(key):
             return self.throttled_response(request)
         self.on_request_finished(request, lambda: self._concurrency.release(key))
@@ -734,6 +760,7 @@ class QuickBooksSandbox(ProviderSandbox):
             return authenticated
         realm, _ = authenticated
         text = request.args.get("query") if request.method == "GET" else request.get_data(as_text=True)
+        self._count(realm, METERED)
         with self._ledger_lock:
             try:
                 result = self._run_query(request, realm, text or "")
@@ -769,6 +796,7 @@ class QuickBooksSandbox(ProviderSandbox):
             return authenticated
         realm, _ = authenticated
         entity_type = ENTITY_PATHS[entity]
+        self._count(realm, METERED)
         with self._ledger_lock:
             found = realm.get(entity_type, entity_id)
             if found is None:
@@ -808,6 +836,7 @@ class QuickBooksSandbox(ProviderSandbox):
         if isinstance(authenticated, Response):
             return authenticated
         realm, _ = authenticated
+        self._count(realm, METERED)
         try:
             wanted, since = self._cdc_arguments(request)
         except QboError as exc:
@@ -861,6 +890,7 @@ class QuickBooksSandbox(ProviderSandbox):
         if isinstance(authenticated, Response):
             return authenticated
         realm, _ = authenticated
+        self._count(realm, METERED)
         with self._ledger_lock:
             if realm.get("Attachable", attachable_id) is None or attachable_id not in realm.files:
                 return self._fault(qbo.object_not_found(qbo.INACTIVE_DETAIL))
@@ -900,6 +930,7 @@ class QuickBooksSandbox(ProviderSandbox):
         if isinstance(authenticated, Response):
             return authenticated
         realm, _ = authenticated
+        self._count(realm, UNMETERED)
         with self._ledger_lock:
             return self._idempotent(request, realm, lambda: self._create_entity(realm, entity_type, request))
 
@@ -980,11 +1011,13 @@ class QuickBooksSandbox(ProviderSandbox):
         answer: dict[str, Any] = {"bId": str(item.get("bId", ""))}
         try:
             if "Query" in item:
+                self._count(realm, METERED)
                 answer["QueryResponse"] = self._run_query(request, realm, str(item["Query"]))
                 return answer
             entity_type = next((t for t in ("BillPayment", "Purchase") if t in item), None)
             if item.get("operation") != "create" or entity_type is None or not isinstance(item[entity_type], dict):
                 raise QboError("500", "Unsupported Operation", f"Operation {item.get('operation')} is not supported.")
+            self._count(realm, UNMETERED)
             answer[entity_type] = self._write(realm, entity_type, item[entity_type])
         except (QboError, QueryError) as exc:
             answer["Fault"] = {"Error": [_error_dict(exc)], "type": "ValidationFault"}

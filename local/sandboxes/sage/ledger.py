@@ -430,7 +430,7 @@ class Business:
         account_ids = {record.key: business._load_account(record, loaded_at) for record in ledger.accounts}
         vendor_ids: dict[str, str] = {}
         for number, vendor in enumerate(ledger.vendors, start=1):
-            vendor_ids[vendor.key] = business._load_vendor(vendor, number, loaded_at)
+            vendor_ids[vendor.key] = business._load_vendor(vendor, number, vendor.updated_at)
         business._add_customer(loaded_at)
         for bill in ledger.bills:
             business._load_bill(bill, vendor_ids[bill.vendor_key], account_ids)

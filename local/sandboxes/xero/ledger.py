@@ -54,6 +54,21 @@ def currency_rate(currency: str, base_currency: str) -> Decimal:
     return (1 / exchange_rate(currency, base_currency)).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
 
 
+def currency_rate_on(currency: str, base_currency: str, day: date) -> Decimal:
+    """Xero's daily rate for `day` (it uses a daily XE.com feed): the sandbox moves the fixed table rate
+    by up to 1.5% with the day, so a payment dated unlike its bill converts at another rate, as at Xero."""
+    if currency == base_currency:
+        return Decimal("1.000000")
+    drift = Decimal((day.toordinal() % 31) - 15) / Decimal(1000)
+    return (currency_rate(currency, base_currency) * (1 + drift)).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
+
+
+def currencies(org: Organisation) -> list[str]:
+    """The organisation's currencies: its base currency first, then those its accounts and bills use."""
+    used = {account.currency for account in org.accounts.values()} | {i.currency for i in org.invoices.values()}
+    return [org.base_currency, *sorted(used - {org.base_currency})]
+
+
 def to_millis(moment: datetime) -> datetime:
     """Xero keeps UpdatedDateUTC to the millisecond."""
     return moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
@@ -321,7 +336,7 @@ class Organisation:
         for account in ledger.accounts:
             org._load_account(account, first_update)
         for vendor in ledger.vendors:
-            org._load_vendor(vendor, first_update)
+            org._load_vendor(vendor, vendor.updated_at)
         for bill in ledger.bills:
             org._load_bill(bill)
         return org
@@ -388,7 +403,9 @@ class Organisation:
         if paid > 0:
             account = self._default_bank_account(invoice.currency)
             self._record_payment(
-                self._plan_for(invoice, account, amount=paid, on=invoice.issue_date, reference=""),
+                self._plan_for(
+                    invoice, account, amount=paid, on=invoice.issue_date, reference="", rate=invoice.currency_rate
+                ),
                 updated_at=invoice.updated_at,
             )
         return invoice
@@ -602,7 +619,8 @@ class Organisation:
         if invoice.currency == self.base_currency:
             rate = Decimal("1.000000")  # CurrencyRate only applies to foreign-currency documents
         elif rate is None or rate <= 0:
-            rate = invoice.currency_rate
+            # Without CurrencyRate Xero converts at its daily rate of the payment date, not the bill's.
+            rate = currency_rate_on(invoice.currency, self.base_currency, on)
         rate = rate.quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
         # Paying from a bank account in the bill's own currency moves that amount; from a base
         # currency account, the amount converted at CurrencyRate (bill units per base unit).

@@ -2,7 +2,8 @@
 
 Paths are Xero's: `/identity/connect/authorize` (login.xero.com), `/connect/token` and
 `/connect/revocation` (identity.xero.com), `/connections` and `/api.xro/2.0/...` (api.xero.com).
-Responses are JSON whatever the Accept header (real Xero answers XML without `Accept: application/json`).
+The Accounting API answers XML unless the request's Accept names application/json, as Xero does;
+Identity and /connections answer JSON.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from local.sandboxes.xero.ledger import (
     Invoice,
     LedgerError,
     Organisation,
+    currencies,
 )
 from local.sandboxes.xero.webhooks import Subscription, intent_to_receive
 from local.sandboxes.xero.wire import JsonObject
@@ -103,6 +105,7 @@ ENDPOINT_SCOPES: dict[str, frozenset[str]] = {
     "get_contacts": _scopes("accounting.contacts"),
     "get_contact": _scopes("accounting.contacts"),
     "get_accounts": _scopes("accounting.settings"),
+    "get_currencies": _scopes("accounting.settings"),
     "get_organisation": _scopes("accounting.settings"),
     "get_payments": _scopes("accounting.transactions", "accounting.payments"),
     "create_payments": _scopes("accounting.transactions", "accounting.payments", read=False),
@@ -187,6 +190,7 @@ class XeroSandbox(ProviderSandbox):
             Rule(f"{API}/Contacts", methods=["GET"], endpoint="get_contacts"),
             Rule(f"{API}/Contacts/<contact_id>", methods=["GET"], endpoint="get_contact"),
             Rule(f"{API}/Accounts", methods=["GET"], endpoint="get_accounts"),
+            Rule(f"{API}/Currencies", methods=["GET"], endpoint="get_currencies"),
             Rule(f"{API}/Payments", methods=["GET"], endpoint="get_payments"),
             Rule(f"{API}/Payments", methods=["PUT"], endpoint="create_payments"),
             Rule(f"{API}/Payments", methods=["POST"], endpoint="create_payment"),
@@ -485,7 +489,7 @@ class XeroSandbox(ProviderSandbox):
             response = work(org, principal)
         except query.QueryParseError as error:
             response = json_response(wire.query_parse_exception(error.message), 400)
-        return self._with_limit_headers(request, response)
+        return self._with_limit_headers(request, _as_requested(request, response))
 
     def _envelope(
         self, principal: Principal, key: str, records: list[JsonObject], pagination: dict[str, int] | None = None
@@ -688,6 +692,16 @@ class XeroSandbox(ProviderSandbox):
         return self._accounting(request, "get_accounts", work)
 
     # ==== accounting: payments, bank transactions =====================================================
+
+    def get_currencies(self, request: Request) -> Response:
+        """`GET /Currencies`: the organisation's currencies (clients call it to check their access)."""
+
+        def work(org: Organisation, principal: Principal) -> Response:
+            with org.lock:
+                records = [wire.currency_json(code) for code in currencies(org)]
+            return self._envelope(principal, "Currencies", records)
+
+        return self._accounting(request, "get_currencies", work)
 
     def get_payments(self, request: Request) -> Response:
         def work(org: Organisation, principal: Principal) -> Response:
@@ -1120,6 +1134,18 @@ def _csv(value: str | None, *, lower: bool = False) -> set[str]:
         return set()
     items = {item.strip().strip('"').strip() for item in value.split(",")}
     return {item.lower() if lower else item for item in items if item}
+
+
+def _as_requested(request: Request, response: Response) -> Response:
+    """The answer in JSON when the request's Accept names it, else in XML, Xero's default."""
+    if response.mimetype != "application/json" or "application/json" in request.headers.get("Accept", ""):
+        return response
+    body = json.loads(response.get_data(), parse_float=Decimal)
+    converted = Response(wire.to_xml(body), status=response.status_code, content_type="text/xml; charset=utf-8")
+    for name, value in response.headers.items():
+        if name.lower() not in ("content-type", "content-length"):
+            converted.headers[name] = value
+    return converted
 
 
 def _summarize_errors(request: Request) -> bool:

@@ -1,4 +1,5 @@
-"""Xero's JSON as the Accounting and Identity APIs emit it: MS-JSON dates, envelopes, error bodies.
+"""Xero's JSON as the Accounting and Identity APIs emit it: MS-JSON dates, envelopes, error bodies (and
+the same answers as XML, which the Accounting API sends unless the request asks for JSON).
 
 Field order and shapes follow the response examples in `specs/xero/xero_accounting.yaml`
 (XeroAPI/Xero-OpenAPI 16.1.0). Money is a Decimal, written as a JSON number with its own digits.
@@ -6,11 +7,13 @@ Field order and shapes follow the response examples in `specs/xero/xero_accounti
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote
+from xml.sax.saxutils import escape as xml_escape
 
 from local.sandboxes.xero.identity import Connection
 from local.sandboxes.xero.ledger import (
@@ -427,3 +430,57 @@ def connection_json(connection: Connection) -> JsonObject:
         "createdDateUtc": identity_timestamp(connection.created_at),
         "updatedDateUtc": identity_timestamp(connection.updated_at),
     }
+
+
+# ---- XML: what the Accounting API answers unless asked for JSON --------------------------------
+
+_MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+# Xero's XML names each element of a collection in the singular.
+_SINGULAR = {
+    "Addresses": "Address",
+    "Currencies": "Currency",
+    "Elements": "DataContractBase",
+    "Tracking": "TrackingCategory",
+}
+
+
+def to_xml(body: JsonObject) -> bytes:
+    """A JSON answer as Xero's XML: `<Response>` around an envelope, `<ApiException>` around an error;
+    collections hold one element per item named in the singular, MS-JSON dates become ISO 8601."""
+    root = "ApiException" if "ErrorNumber" in body else "Response"
+    lines = ['<?xml version="1.0" encoding="utf-8"?>']
+    namespaces = ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
+    lines.append(f"<{root}{namespaces}>{_xml_content(body)}</{root}>")
+    return "\n".join(lines).encode("utf-8")
+
+
+def _xml_content(value: object) -> str:
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            if item is None:
+                continue
+            inner = _xml_collection(key, item) if isinstance(item, list) else _xml_content(item)
+            parts.append(f"<{key}>{inner}</{key}>")
+        return "".join(parts)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        match = _MS_DATE.match(value)
+        if match:
+            moment = datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+            return moment.strftime("%Y-%m-%dT%H:%M:%S")
+        return xml_escape(value)
+    return xml_escape(str(value))
+
+
+def _xml_collection(key: str, items: list[Any]) -> str:
+    name = _SINGULAR.get(key) or (key[:-3] + "y" if key.endswith("ies") else key.removesuffix("s"))
+    return "".join(f"<{name}>{_xml_content(item)}</{name}>" for item in items)
+
+
+def currency_json(code: str) -> JsonObject:
+    return {"Code": code, "Description": _CURRENCY_NAMES.get(code, code)}
+
+
+_CURRENCY_NAMES = {"CAD": "Canadian Dollar", "USD": "United States Dollar", "EUR": "Euro", "GBP": "British Pound"}

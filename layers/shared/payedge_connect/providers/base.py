@@ -175,6 +175,28 @@ class FeeToPost:
     exchange_rate: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class Posted:
+    """What the provider said about one member of a batch posting.
+
+    `provider_id`: it was created; `refused`: the provider refused it, in its own words; neither: its
+    outcome is unknown (no answer for it), so it is looked up by its reference before any re-post."""
+
+    provider_id: str | None = None
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class BillCheck:
+    """The provider's current state of the bills a payment run pays (the staleness check).
+
+    `current` holds the bills the provider returned. A bill in `gone` no longer exists there. A bill in
+    neither is unchanged since `unchanged_since` (a changed-since read returns only what changed)."""
+
+    current: Mapping[str, "ProviderBill"]
+    gone: frozenset[str] = frozenset()
+
+
 class PaymentRejected(Exception):
     """The provider refused the payment for a reason retrying will not change (its message says why)."""
 
@@ -253,6 +275,34 @@ class AccountingConnector(Protocol):
         ...
 
     # ------------------------------------------------------------------ write-back
+
+    # The largest batch of payments (and of fees) the provider takes in one request (1: no batch path).
+    payment_batch_size: int
+
+    def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
+        """The staleness check of a payment run: these bills as the provider has them now, in as few
+        reads as its API allows. `unchanged_since` is when the stored copies were last read in full
+        (the last sync's start), for providers that can only list what changed since."""
+        ...
+
+    def post_payments(self, api: ProviderApi, payments: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+        """Post up to `payment_batch_size` payments in one request under `idempotency_key` (derived from
+        the members); one Posted per payment, in order. Raises ProviderUnavailable when the answer is
+        lost or unreadable (every member's outcome unknown), ProviderError when the whole request is refused."""
+        ...
+
+    def find_payments(self, api: ProviderApi, payments: Sequence[PaymentToPost]) -> dict[str, str]:
+        """Payments we may have posted already, looked up by their references in as few reads as the
+        API allows: payment order number (`reference`) -> provider payment id, for those found."""
+        ...
+
+    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+        """Post up to `payment_batch_size` fees in one request, as post_payments."""
+        ...
+
+    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+        """Fees we may have posted already: payment order number -> provider transaction id."""
+        ...
 
     def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
         """The provider id of a payment we may have posted already (looked up by its reference against

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 _MAX_SQS_DELAY_SECONDS = 900
+_SQS_BATCH = 10
 
 
 class PaymentMessage(Record):
@@ -32,6 +33,35 @@ def queue_payment(
         MessageBody=json.dumps(message.model_dump(mode="json", by_alias=True)),
         DelaySeconds=max(0, min(delay_seconds, _MAX_SQS_DELAY_SECONDS)),
     )
+
+
+def queue_payments(
+    queue_url: str,
+    connection_id: str,
+    payment_order_numbers: list[str],
+    *,
+    delay_seconds: int = 0,
+    sqs: "SQSClient | None" = None,
+) -> None:
+    """Queue many payment orders of one connection, ten a request (SQS's most per SendMessageBatch)."""
+    client = sqs or boto3.client("sqs")
+    delay = max(0, min(delay_seconds, _MAX_SQS_DELAY_SECONDS))
+    for start in range(0, len(payment_order_numbers), _SQS_BATCH):
+        entries = [
+            {
+                "Id": str(index),
+                "MessageBody": json.dumps(
+                    PaymentMessage(connection_id=connection_id, payment_order_number=number).model_dump(
+                        mode="json", by_alias=True
+                    )
+                ),
+                "DelaySeconds": delay,
+            }
+            for index, number in enumerate(payment_order_numbers[start : start + _SQS_BATCH])
+        ]
+        answer = client.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
+        if answer.get("Failed"):
+            raise RuntimeError(f"SQS refused {len(answer['Failed'])} payment messages: {answer['Failed'][0]}")
 
 
 def resume_waiting_payments(store: RecordsStore, connection_id: str, queue_url: str) -> int:

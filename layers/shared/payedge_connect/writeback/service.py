@@ -1,13 +1,19 @@
-"""Writing a paid bill back to the accounting software: checks, staleness, then exactly one payment.
+"""Writing paid bills back to the accounting software: checks, staleness, then exactly one payment each.
+
+A payment run is many payment orders of one connection processed together (`process_payments`): one
+staleness check for the whole group, the payments posted in the provider's largest batch (QuickBooks
+/batch of 30, Xero arrays of 50, Sage one by one: it has no batch path), then the fees likewise. Each
+order has its own outcome: a refused member rejects only itself, with the provider's words.
 
 Exactly once, across duplicates, retries, timeouts, crashes and reconnections:
 1. the payment order is recorded under its number before anything else (a duplicate finds it);
 2. one write-back per connection at a time (a DynamoDB lease);
-3. each provider call is counted on the record BEFORE it is made, so after an uncertain outcome
-   (timeout, 5xx, dropped connection) the next attempt first looks the payment up at the provider by
-   its reference, and only posts if it is not there;
-4. the provider's own idempotency key (derived from the payment order number) covers its window,
-   and our record outlives every provider's window (Xero's is minutes).
+3. each attempt is counted on the record BEFORE the batch holding it is sent, so after an uncertain
+   outcome (timeout, 5xx, dropped connection, a member without an answer) its members are looked up at
+   the provider by their references, and only the missing ones are posted again;
+4. the provider's own idempotency key covers its window: a batch's key is derived from its members
+   (the same members again are a replay, other members another key), a single post's from its payment
+   order number; our record outlives every provider's window (Xero's is minutes).
 
 Outcomes: posted, rejected (a check or the provider refused, with the reason), needs_attention (the
 bill changed at the provider since the last sync, or the mapping lacks an account), waiting_for_reconnection
@@ -17,8 +23,9 @@ bill changed at the provider since the last sync, or the mapping lacks an accoun
 import hashlib
 import math
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from payedge_connect.errors import ConflictError, NotFoundError
@@ -32,15 +39,20 @@ from payedge_connect.models import (
     PaymentOrderStatus,
 )
 from payedge_connect.observability import logger, metrics
-from payedge_connect.providers.base import AccountingConnector, FeeToPost, PaymentRejected, PaymentToPost
-from payedge_connect.providers.http import CallBudgetSpent, ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
+from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
-_LEASE_SECONDS = 120.0
+# Longer than the write-back function's Timeout (template.yaml), so no other run of the connection can
+# start while this one may still be posting.
+_LEASE_SECONDS = 360.0
+# The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
+# before the last sync began (the sync engine's own watermark overlap).
+_SYNC_CLOCK_MARGIN = timedelta(minutes=5)
 _FINAL = {PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.NEEDS_ATTENTION}
 
 
@@ -109,7 +121,7 @@ def retry_payment(
     if order.status not in (PaymentOrderStatus.FAILED, PaymentOrderStatus.NEEDS_ATTENTION):
         raise ConflictError(f"payment order is {order.status.value}; only failed or held orders are retried")
     # An order whose payment may have reached the provider keeps its attempts: it is looked up first.
-    status = PaymentOrderStatus.POSTING if order.attempts else PaymentOrderStatus.RECEIVED
+    status = PaymentOrderStatus.POSTING if order.attempts or order.fee_attempts else PaymentOrderStatus.RECEIVED
     return services.store.save_payment_order(
         order.model_copy(
             update={
@@ -117,6 +129,7 @@ def retry_payment(
                 "reason": None,
                 "reason_code": None,
                 "attempts": min(order.attempts, MAX_ATTEMPTS - 1),
+                "fee_attempts": min(order.fee_attempts, MAX_ATTEMPTS - 1),
                 "updated_at": services.clock(),
             }
         )
@@ -126,44 +139,101 @@ def retry_payment(
 def process_payment(
     services: Services, connection_id: str, payment_order_number: str, *, bus_name: str
 ) -> PaymentOrder:
-    """Take a payment order as far as it can go now. Raises WritebackBusy/WritebackRetryLater to be retried."""
-    store = services.store
-    order = store.get_payment_order(connection_id, payment_order_number)
-    if order is None:
+    """Take one payment order as far as it can go now (a payment run of one).
+    Raises WritebackBusy/WritebackRetryLater to be retried."""
+    if services.store.get_payment_order(connection_id, payment_order_number) is None:
         raise NotFoundError(f"no payment order {payment_order_number}")
-    if order.status in _FINAL or order.status is PaymentOrderStatus.FAILED:
-        return order
-    connection = store.get_connection(connection_id)
-    if connection is None or connection.status is ConnectionStatus.DISCONNECTED:
-        return _conclude(
-            services,
-            order,
-            Outcome(
-                PaymentOrderStatus.REJECTED,
-                "connection_disconnected",
-                "The connection to the accounting software was removed.",
-            ),
-            bus_name,
+    run = process_payments(services, connection_id, [payment_order_number], bus_name=bus_name)
+    if run.busy:
+        raise WritebackBusy(f"another write-back of connection {connection_id} is running")
+    if payment_order_number in run.retry_later:
+        wait = run.wait_s.get(payment_order_number)
+        raise WritebackRetryLater(
+            run.retry_later[payment_order_number], delay_seconds=math.ceil(wait) if wait else None
         )
-    if connection.status is not ConnectionStatus.CONNECTED:
-        return _conclude(services, order, _waiting(connection), bus_name)
+    return run.orders[payment_order_number]
+
+
+@dataclass
+class PaymentRun:
+    """What one invocation made of a connection's payment orders.
+
+    `orders`: every order as it stands now. `busy`: another write-back holds the connection's lease and
+    nothing was done. `retry_later`: orders the provider could not take now (number -> why), to be
+    queued again with a delay (`wait_s` where the provider named one); `not_reached`: orders the
+    invocation had no time left for, to be queued again at once."""
+
+    orders: dict[str, PaymentOrder] = field(default_factory=dict)
+    busy: bool = False
+    retry_later: dict[str, str] = field(default_factory=dict)
+    not_reached: list[str] = field(default_factory=list)
+    # Seconds the provider asked us to wait (Retry-After) before an order handed back is tried again.
+    wait_s: dict[str, float] = field(default_factory=dict)
+
+
+def process_payments(
+    services: Services,
+    connection_id: str,
+    payment_order_numbers: Sequence[str],
+    *,
+    bus_name: str,
+    time_left: Callable[[], float] | None = None,
+) -> PaymentRun:
+    """A payment run: many payment orders of one connection, under the connection's lease, with one
+    staleness check for the whole group, then the payments in the provider's largest batches, then the
+    fees likewise. Each order ends with its own outcome; numbers with no order recorded are skipped."""
+    store = services.store
+    run = PaymentRun()
+    pending: list[PaymentOrder] = []
+    for number in dict.fromkeys(payment_order_numbers):
+        order = store.get_payment_order(connection_id, number)
+        if order is None:
+            logger.warning("No payment order to process", extra={"order": number})
+            continue
+        run.orders[number] = order
+        if order.status not in _FINAL and order.status is not PaymentOrderStatus.FAILED:
+            pending.append(order)
+    connection = store.get_connection(connection_id)
+    unreachable = _unreachable(connection)
+    if unreachable is not None:
+        for order in pending:
+            run.orders[order.payment_order_number] = _conclude(services, order, unreachable, bus_name)
+    if connection is None or unreachable is not None or not pending:
+        return run
 
     lease = store.acquire_lease(
         connection_id, "writeback", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
     )
     if lease is None:
-        raise WritebackBusy(f"another write-back of connection {connection_id} is running")
+        run.busy = True
+        return run
+    # Read again under the lease: the run that held it before may have moved these orders on.
+    pending = [_current(services, order) for order in pending]
+    run.orders.update({order.payment_order_number: order for order in pending})
+    pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
+    group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
     try:
-        return _post(services, connection, order, bus_name)
-    except CallBudgetSpent as error:
-        # Nothing more was sent: the order waits for the budget without using up an attempt.
-        raise WritebackRetryLater(str(error), delay_seconds=math.ceil(error.retry_after or 60)) from None
+        group.process(pending)
     except ReauthorizationRequired:
-        current = store.get_payment_order(connection_id, payment_order_number) or order
         refreshed = store.get_connection(connection_id) or connection
-        return _conclude(services, current, _waiting(refreshed), bus_name)
+        for order in pending:
+            current = _current(services, order)
+            if current.status not in _FINAL:
+                run.orders[order.payment_order_number] = _conclude(services, current, _waiting(refreshed), bus_name)
+            run.retry_later.pop(order.payment_order_number, None)
     finally:
         store.release_lease(lease)
+    return run
+
+
+def _unreachable(connection: Connection | None) -> Outcome | None:
+    """Why nothing can be posted through this connection now, if so."""
+    if connection is None or connection.status is ConnectionStatus.DISCONNECTED:
+        removed = "The connection to the accounting software was removed."
+        return Outcome(PaymentOrderStatus.REJECTED, "connection_disconnected", removed)
+    if connection.status is not ConnectionStatus.CONNECTED:
+        return _waiting(connection)
+    return None
 
 
 def _waiting(connection: Connection) -> Outcome:
@@ -174,148 +244,328 @@ def _waiting(connection: Connection) -> Outcome:
     )
 
 
-def _post(services: Services, connection: Connection, order: PaymentOrder, bus_name: str) -> PaymentOrder:
-    connector = services.connector(connection.provider)
-    api = services.api(connection)
-    payable = services.store.get_payable(connection.connection_id, order.bill_id)
-
-    if order.provider_payment_id is None and order.attempts == 0:
-        # Nothing can have reached the provider yet: the checks and the staleness check decide.
-        problem = _check(order, connection, payable) or _staleness(connector, api, order, payable)
-        if problem is not None:
-            return _conclude(services, order, problem, bus_name)
-    assert payable is not None  # _check refused unknown bills before any attempt was made
-    try:
-        _post_transactions(services, connector=connector, api=api, connection=connection, order=order, payable=payable)
-    except PaymentRejected as error:
-        return _refused(services, _current(services, order), payable, str(error), bus_name)
-    except CallBudgetSpent:
-        raise
-    except ProviderError as error:
-        if isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500:
-            return _retry_or_fail(services, order, f"the accounting software did not answer ({error.status})", bus_name)
-        message = f"{error.status}: {error.message[:300]}"
-        return _refused(services, _current(services, order), payable, message, bus_name)
-    except TokenRefreshUnavailable as error:
-        return _retry_or_fail(services, order, str(error), bus_name)
-    _mark_payable_paid(services, payable, order)
-    return _conclude(services, _current(services, order), Outcome(PaymentOrderStatus.POSTED), bus_name)
+def batch_idempotency_key(connection_id: str, purpose: str, payment_order_numbers: Sequence[str]) -> str:
+    """The key of one batch posting, derived from its members: the same members again are a replay
+    the provider recognises, and any other set of members gets another key."""
+    members = ",".join(sorted(payment_order_numbers))
+    return hashlib.sha256(f"{connection_id}:{purpose}:batch:{members}".encode()).hexdigest()[:32]
 
 
-def _post_transactions(
-    services: Services,
-    *,
-    connector: AccountingConnector,
-    api: ProviderApi,
-    connection: Connection,
-    order: PaymentOrder,
-    payable: Payable,
-) -> None:
-    """The payment, then the fee, each posted once (and recorded on the order as it goes)."""
-    mapping = connection.mapping
-    assert mapping is not None
-    bank_account_id = mapping.funding_sources[order.funding_source]
-    if order.provider_payment_id is None:
-        payment = PaymentToPost(
+@dataclass(frozen=True)
+class _Kind:
+    """Payments or fees: what a batch posts, where the provider's id and the attempts are recorded."""
+
+    purpose: str
+    id_field: str
+    attempts_field: str
+
+
+_PAYMENTS = _Kind("payment", "provider_payment_id", "attempts")
+_FEES = _Kind("fee", "provider_fee_id", "fee_attempts")
+# A batch whose answer was lost is resolved (looked up, the missing re-posted) this many times in one
+# invocation; what is still unknown after that is retried later.
+_RESOLUTIONS_PER_INVOCATION = 1
+# Seconds an invocation keeps in hand: no new batch starts with less time left.
+_TIME_IN_HAND_SECONDS = 20.0
+
+
+class _Group:
+    """One connection's payment orders in one invocation, under its lease."""
+
+    def __init__(
+        self,
+        services: Services,
+        connection: Connection,
+        bus_name: str,
+        run: PaymentRun,
+        time_left: Callable[[], float],
+    ) -> None:
+        self.services = services
+        self.store = services.store
+        self.connection = connection
+        self.bus_name = bus_name
+        self.run = run
+        self.time_left = time_left
+        self.connector = services.connector(connection.provider)
+        self.api = services.api(connection)
+        self.payables: dict[str, Payable] = {}
+
+    # ------------------------------------------------------------------------------------ the run
+
+    def process(self, pending: list[PaymentOrder]) -> None:
+        self.payables = self.store.get_payables(self.connection.connection_id, {o.bill_id for o in pending})
+        fresh = [o for o in pending if o.provider_payment_id is None and o.attempts == 0]
+        # Orders of which nothing can have reached the provider yet: the checks decide first.
+        checked = {order.payment_order_number for order in self._checked(fresh)}
+        alive = [o for o in pending if o.payment_order_number in checked or o not in fresh]
+        try:
+            paid = self._post(_PAYMENTS, [o for o in alive if o.provider_payment_id is None])
+            with_payment = [o for o in alive if o.provider_payment_id is not None] + paid
+            owing_fee = [o for o in with_payment if o.fee_amount and o.provider_fee_id is None]
+            self._post(_FEES, owing_fee)
+        except TokenRefreshUnavailable as error:
+            for order in pending:
+                current = _current(self.services, order)
+                if current.status not in _FINAL:
+                    self._retry_or_fail(current, str(error))
+        for order in alive:
+            current = _current(self.services, order)
+            if current.payment_order_number in self.run.retry_later or current.status in _FINAL:
+                continue
+            if current.payment_order_number in self.run.not_reached:
+                continue
+            fee_done = not current.fee_amount or current.provider_fee_id is not None
+            if current.provider_payment_id is not None and fee_done:
+                self._mark_paid(current)
+                self._conclude(current, Outcome(PaymentOrderStatus.POSTED))
+
+    def _checked(self, fresh: list[PaymentOrder]) -> list[PaymentOrder]:
+        """The orders that pass the checks and the one staleness check of the group; the rest concluded."""
+        passing = []
+        for order in fresh:
+            problem = _check(order, self.connection, self.payables.get(order.bill_id))
+            if problem is not None:
+                self._conclude(order, problem)
+            else:
+                passing.append(order)
+        if not passing:
+            return []
+        state = self.store.get_sync_state(self.connection.connection_id)
+        since = state.watermark - _SYNC_CLOCK_MARGIN if state.watermark else None
+        try:
+            check = self.connector.check_bills(
+                self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
+            )
+        except ProviderError as error:
+            if not _retryable(error):
+                raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
+            for order in passing:
+                self._retry_or_fail(
+                    order, f"the staleness check got no answer ({error.status})", wait_s=error.retry_after, error=error
+                )
+            return []
+        current = []
+        for order in passing:
+            problem = _staleness(order, self.payables[order.bill_id], check)
+            if problem is not None:
+                self._conclude(order, problem)
+            else:
+                current.append(order)
+        return current
+
+    # ------------------------------------------------------------------------------------ posting
+
+    def _post(self, kind: _Kind, orders: list[PaymentOrder]) -> list[PaymentOrder]:
+        """Post `orders` (their payments or fees) in the provider's batches; returns those now posted.
+
+        An order with an earlier attempt is first looked up by its reference (one look-up for all of
+        them); only what is not found is posted."""
+        posted: list[PaymentOrder] = []
+        maybe = [o for o in orders if getattr(o, kind.attempts_field) > 0]
+        try:
+            posted += self._record_found(kind, maybe) if maybe else []
+        except ProviderError as error:
+            if not _retryable(error):
+                raise
+            # Not looked up, so not posted: an earlier attempt may be there already.
+            for order in maybe:
+                reason = f"the look-up got no answer ({error.status})"
+                self._retry_or_fail(_current(self.services, order), reason, wait_s=error.retry_after, error=error)
+        done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
+        waiting = []
+        for order in orders:
+            if order.payment_order_number in done:
+                continue
+            current = _current(self.services, order)
+            if getattr(current, kind.attempts_field) >= MAX_ATTEMPTS:
+                self._conclude(current, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", "too many attempts"))
+                continue
+            waiting.append(current)
+        size = self.connector.payment_batch_size
+        for start in range(0, len(waiting), size):
+            chunk = waiting[start : start + size]
+            if self.time_left() < _TIME_IN_HAND_SECONDS:
+                self.run.not_reached += [o.payment_order_number for o in waiting[start:]]
+                break
+            posted += self._post_batch(kind, chunk, resolutions=_RESOLUTIONS_PER_INVOCATION)
+        return posted
+
+    def _post_batch(self, kind: _Kind, chunk: list[PaymentOrder], *, resolutions: int) -> list[PaymentOrder]:
+        # The intent, durably, before the call: after a crash the next attempt looks these up first.
+        chunk = [
+            self.store.save_payment_order(
+                o.model_copy(
+                    update={
+                        "status": PaymentOrderStatus.POSTING,
+                        kind.attempts_field: getattr(o, kind.attempts_field) + 1,
+                        "updated_at": self.services.clock(),
+                    }
+                )
+            )
+            for o in chunk
+        ]
+        key = batch_idempotency_key(
+            self.connection.connection_id, kind.purpose, [o.payment_order_number for o in chunk]
+        )
+        try:
+            outcomes = self._send(kind, chunk, key)
+        except CallBudgetSpent as error:
+            # Held by the organisation's call budget before the batch left (its earlier attempts, if any,
+            # are looked up first next time, as after any attempt).
+            for order in chunk:
+                self._retry_or_fail(order, str(error), wait_s=error.retry_after, error=error)
+            return []
+        except ProviderError as error:
+            if _retryable(error):
+                return self._resolve(
+                    kind, chunk, f"the accounting software did not answer ({error.status})", resolutions
+                )
+            outcomes = [Posted(refused=f"{error.status}: {error.message[:300]}")] * len(chunk)
+        posted, unknown = [], []
+        for order, outcome in zip(chunk, outcomes, strict=True):
+            if outcome.provider_id is not None:
+                posted.append(self._record_id(kind, order, outcome.provider_id))
+            elif outcome.refused is not None:
+                self._refused(order, outcome.refused)
+            else:
+                unknown.append(order)
+        if unknown:
+            posted += self._resolve(kind, unknown, "the accounting software gave no answer for it", resolutions)
+        return posted
+
+    def _send(self, kind: _Kind, chunk: list[PaymentOrder], key: str) -> list[Posted]:
+        try:
+            if kind is _PAYMENTS:
+                return self.connector.post_payments(self.api, [self._payment(o) for o in chunk], key)
+            return self.connector.post_fees(self.api, [self._fee(o) for o in chunk], key)
+        except PaymentRejected as error:
+            # The whole request refused as invalid: every member with the provider's words.
+            return [Posted(refused=str(error))] * len(chunk)
+
+    def _resolve(self, kind: _Kind, orders: list[PaymentOrder], reason: str, resolutions: int) -> list[PaymentOrder]:
+        """A batch whose answer was lost or uncertain: every member looked up by its reference, and only
+        the missing ones posted again (as a batch of their own, under their own key)."""
+        if resolutions <= 0:
+            for order in orders:
+                self._retry_or_fail(_current(self.services, order), reason)
+            return []
+        try:
+            posted = self._record_found(kind, orders)
+        except ProviderError as error:
+            for order in orders:
+                why = f"{reason}; the look-up failed ({error.status})"
+                self._retry_or_fail(_current(self.services, order), why, wait_s=error.retry_after, error=error)
+            return []
+        found = {o.payment_order_number for o in posted}
+        missing = [_current(self.services, o) for o in orders if o.payment_order_number not in found]
+        if missing:
+            posted += self._post_batch(kind, missing, resolutions=resolutions - 1)
+        return posted
+
+    def _record_found(self, kind: _Kind, orders: list[PaymentOrder]) -> list[PaymentOrder]:
+        if kind is _PAYMENTS:
+            found = self.connector.find_payments(self.api, [self._payment(o) for o in orders])
+        else:
+            found = self.connector.find_fees(self.api, [self._fee(o) for o in orders])
+        recorded = []
+        for order in orders:
+            provider_id = found.get(order.payment_order_number)
+            if provider_id is not None:
+                logger.info("Found the earlier attempt at the provider", extra={"order": order.payment_order_number})
+                recorded.append(self._record_id(kind, _current(self.services, order), provider_id))
+        return recorded
+
+    def _record_id(self, kind: _Kind, order: PaymentOrder, provider_id: str) -> PaymentOrder:
+        saved = self.store.save_payment_order(
+            order.model_copy(update={kind.id_field: provider_id, "updated_at": self.services.clock()})
+        )
+        self.run.orders[saved.payment_order_number] = saved
+        return saved
+
+    # ------------------------------------------------------------------------------------ what is posted
+
+    def _payment(self, order: PaymentOrder) -> PaymentToPost:
+        mapping = self.connection.mapping
+        assert mapping is not None  # _check held every order without a mapped funding source
+        payable = self.payables[order.bill_id]
+        return PaymentToPost(
             reference=order.payment_order_number,
-            idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "payment"),
+            idempotency_key=idempotency_key(self.connection.connection_id, order.payment_order_number, "payment"),
             bill_id=order.bill_id,
             vendor_id=payable.vendor_id,
             vendor_name=order.vendor_name,
             currency=order.currency,
             amount=order.amount,
             payment_date=order.payment_date,
-            bank_account_id=bank_account_id,
+            bank_account_id=mapping.funding_sources[order.funding_source],
             exchange_rate=order.exchange_rate,
             remittance_note=order.remittance_note,
             invoice_number=order.invoice_number or payable.invoice_number,
             payment_status=order.payment_status,
         )
-        order = _post_once(
-            services,
-            order,
-            find=lambda: connector.find_payment(api, payment),
-            post=lambda: connector.post_payment(api, payment),
-            field="provider_payment_id",
-        )
-    if order.fee_amount and order.provider_fee_id is None:
-        fee = FeeToPost(
+
+    def _fee(self, order: PaymentOrder) -> FeeToPost:
+        mapping = self.connection.mapping
+        assert mapping is not None and order.fee_amount is not None
+        return FeeToPost(
             reference=order.payment_order_number,
-            idempotency_key=idempotency_key(connection.connection_id, order.payment_order_number, "fee"),
-            vendor_id=payable.vendor_id,
+            idempotency_key=idempotency_key(self.connection.connection_id, order.payment_order_number, "fee"),
+            vendor_id=self.payables[order.bill_id].vendor_id,
             currency=order.currency,
             amount=order.fee_amount,
             payment_date=order.payment_date,
-            bank_account_id=bank_account_id,
+            bank_account_id=mapping.funding_sources[order.funding_source],
             expense_account_id=mapping.fee_account_id or "",
             description=f"Payment fee, payment order {order.payment_order_number}",
             exchange_rate=order.exchange_rate,
         )
-        _post_once(
-            services,
-            order,
-            find=lambda: connector.find_fee(api, fee),
-            post=lambda: connector.post_fee(api, fee),
-            field="provider_fee_id",
-        )
+
+    # ------------------------------------------------------------------------------------ outcomes
+
+    def _refused(self, order: PaymentOrder, message: str) -> None:
+        current = _current(self.services, order)
+        if current.provider_payment_id is not None:
+            # The bill is paid at the provider; only the fee was refused: the user books it by hand.
+            self._mark_paid(current)
+            held = Outcome(
+                PaymentOrderStatus.NEEDS_ATTENTION,
+                "fee_rejected",
+                f"The payment was posted; the fee was refused: {message}",
+            )
+            self._conclude(current, held)
+            return
+        self._conclude(current, Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", message))
+
+    def _retry_or_fail(
+        self, order: PaymentOrder, reason: str, *, wait_s: float | None = None, error: Exception | None = None
+    ) -> None:
+        attempts = max(order.attempts, order.fee_attempts)
+        # Waiting for the call budget (a day's limit spent, say) is not the provider failing: never final.
+        if attempts >= MAX_ATTEMPTS and not isinstance(error, CallBudgetSpent):
+            self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason))
+            return
+        self.run.orders[order.payment_order_number] = order
+        self.run.retry_later[order.payment_order_number] = reason
+        if wait_s:
+            self.run.wait_s[order.payment_order_number] = wait_s
+
+    def _mark_paid(self, order: PaymentOrder) -> None:
+        payable = self.payables[order.bill_id]
+        self.payables[order.bill_id] = _mark_payable_paid(self.services, payable, order)
+
+    def _conclude(self, order: PaymentOrder, outcome: Outcome) -> None:
+        self.run.retry_later.pop(order.payment_order_number, None)
+        self.run.orders[order.payment_order_number] = _conclude(self.services, order, outcome, self.bus_name)
+
+
+def _retryable(error: ProviderError) -> bool:
+    """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
+    return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
 
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
     """The order as last saved (each step of the posting saves it)."""
     return services.store.get_payment_order(order.connection_id, order.payment_order_number) or order
-
-
-def _refused(services: Services, order: PaymentOrder, payable: Payable, message: str, bus_name: str) -> PaymentOrder:
-    if order.provider_payment_id is not None:
-        # The bill is paid at the provider; only the fee was refused: the user books it by hand.
-        _mark_payable_paid(services, payable, order)
-        held = Outcome(
-            PaymentOrderStatus.NEEDS_ATTENTION,
-            "fee_rejected",
-            f"The payment was posted; the fee was refused: {message}",
-        )
-        return _conclude(services, order, held, bus_name)
-    return _conclude(services, order, Outcome(PaymentOrderStatus.REJECTED, "provider_rejected", message), bus_name)
-
-
-def _post_once(
-    services: Services,
-    order: PaymentOrder,
-    *,
-    find: Callable[[], str | None],
-    post: Callable[[], str],
-    field: str,
-) -> PaymentOrder:
-    """Look the transaction up if an earlier call may have created it; else count the call, then make it."""
-    store = services.store
-    if order.attempts > 0:
-        found = find()
-        if found is not None:
-            logger.info("Found the earlier attempt at the provider", extra={"order": order.payment_order_number})
-            return store.save_payment_order(order.model_copy(update={field: found, "updated_at": services.clock()}))
-    if order.attempts >= MAX_ATTEMPTS:
-        raise ProviderUnavailable(0, "too many attempts")
-    # The intent, durably, before the call: a crash after this line is recovered by the lookup above.
-    order = store.save_payment_order(
-        order.model_copy(
-            update={
-                "status": PaymentOrderStatus.POSTING,
-                "attempts": order.attempts + 1,
-                "updated_at": services.clock(),
-            }
-        )
-    )
-    provider_id = post()
-    return store.save_payment_order(order.model_copy(update={field: provider_id, "updated_at": services.clock()}))
-
-
-def _retry_or_fail(services: Services, order: PaymentOrder, reason: str, bus_name: str) -> PaymentOrder:
-    current = _current(services, order)
-    if current.attempts >= MAX_ATTEMPTS:
-        return _conclude(
-            services, current, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason), bus_name
-        )
-    raise WritebackRetryLater(reason)
 
 
 def _check(order: PaymentOrder, connection: Connection, payable: Payable | None) -> Outcome | None:  # noqa: PLR0911
@@ -360,16 +610,18 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
     return None
 
 
-def _staleness(
-    connector: AccountingConnector, api: ProviderApi, order: PaymentOrder, payable: Payable | None
-) -> Outcome | None:
+def _staleness(order: PaymentOrder, payable: Payable, check: BillCheck) -> Outcome | None:
     """Compare with the provider's bill now: a bill paid, voided, deleted or changed since the sync is held."""
-    assert payable is not None
-    page = connector.bills_by_id(api, [order.bill_id])
-    current = next((bill for bill in page.bills if bill.bill_id == order.bill_id), None)
     held = PaymentOrderStatus.NEEDS_ATTENTION
-    if current is None or not current.is_open:
-        why = current.closed_reason.value.replace("_", " ") if current and current.closed_reason else "closed"
+    if order.bill_id in check.gone:
+        return Outcome(
+            held, "bill_changed_at_provider", "The bill was deleted in the accounting software since the last sync."
+        )
+    current = check.current.get(order.bill_id)
+    if current is None:
+        return None  # unchanged since the last sync (a changed-since read lists only what changed)
+    if not current.is_open:
+        why = current.closed_reason.value.replace("_", " ") if current.closed_reason else "closed"
         return Outcome(
             held, "bill_changed_at_provider", f"The bill was {why} in the accounting software since the last sync."
         )
@@ -382,7 +634,7 @@ def _staleness(
     return None
 
 
-def _mark_payable_paid(services: Services, payable: Payable, order: PaymentOrder) -> None:
+def _mark_payable_paid(services: Services, payable: Payable, order: PaymentOrder) -> Payable:
     remaining = payable.amount_due - order.amount
     if remaining <= 0:
         changes = {
@@ -392,7 +644,9 @@ def _mark_payable_paid(services: Services, payable: Payable, order: PaymentOrder
         }
     else:
         changes = {"amount_due": remaining, "status": PayableStatus.PART_PAID, "closed_reason": None}
-    services.store.put_payables([payable.model_copy(update=changes)])
+    paid = payable.model_copy(update=changes)
+    services.store.put_payables([paid])
+    return paid
 
 
 def _conclude(services: Services, order: PaymentOrder, outcome: Outcome, bus_name: str) -> PaymentOrder:

@@ -22,6 +22,7 @@ from payedge_connect.models import Provider
 from payedge_connect.observability import logger
 from payedge_connect.providers.base import (
     AccountKind,
+    BillCheck,
     ChangesPage,
     DocumentRef,
     FeeToPost,
@@ -29,6 +30,7 @@ from payedge_connect.providers.base import (
     LedgerAccount,
     OAuthSpec,
     PaymentToPost,
+    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -62,6 +64,7 @@ _OBJECT_NOT_FOUND = re.compile(r'Object Not Found|"code"\s*:\s*"610"')
 
 class QuickBooksConnector:
     provider = Provider.QUICKBOOKS
+    payment_batch_size = payments.BATCH_MAX_ITEMS
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -183,9 +186,9 @@ class QuickBooksConnector:
         wanted = list(dict.fromkeys(bill_id for bill_id in bill_ids if bill_id))
         found: list[Any] = []
         for chunk in _chunks(wanted, MAX_RESULTS):
-            ids = _quoted(chunk)
+            ids = wire.quoted(chunk)
             text = f"select * from Bill where Id in ({ids}) maxresults {MAX_RESULTS}"  # noqa: S608 - ids escaped
-            found += wire.query_items(_query(api, text, "POST query Bill by Id"), "Bill")
+            found += wire.query_items(wire.query(api, text, "POST query Bill by Id"), "Bill")
         returned = {item.get("Id") for item in found if isinstance(item, dict)}
         deleted: list[ProviderBill] = []
         for bill_id in wanted:
@@ -199,15 +202,27 @@ class QuickBooksConnector:
         page = _bills_page(api, found)
         return ChangesPage(bills=[*page.bills, *deleted], skipped=page.skipped)
 
+    def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
+        """One `select * from Bill where Id in (...)` per 1,000 bills and nothing else: a payment needs
+        the amounts, not the documents. A bill the query does not return is gone (deleted)."""
+        wanted = list(dict.fromkeys(bill_id for bill_id in bill_ids if bill_id))
+        found: list[Any] = []
+        for chunk in _chunks(wanted, MAX_RESULTS):
+            text = f"select * from Bill where Id in ({wire.quoted(chunk)}) maxresults {MAX_RESULTS}"  # noqa: S608
+            found += wire.query_items(wire.query(api, text, "POST query Bill by Id"), "Bill")
+        page = _bills_page(api, found, documents=False)
+        current = {bill.bill_id: bill for bill in page.bills}
+        return BillCheck(current=current, gone=frozenset(set(wanted) - set(current)))
+
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
         wanted = list(dict.fromkeys(vendor_id for vendor_id in vendor_ids if vendor_id))
         found: list[Any] = []
         for chunk in _chunks(wanted, MAX_RESULTS):
             # "Active in (true, false)": inactive vendors too (name-list rule, see ALL_VENDORS).
-            ids = _quoted(chunk)
+            ids = wire.quoted(chunk)
             select = f"select * from Vendor where Id in ({ids}) and Active in (true, false)"  # noqa: S608 - ids escaped
             text = f"{select} maxresults {MAX_RESULTS}"
-            found += wire.query_items(_query(api, text, "POST query Vendor by Id"), "Vendor")
+            found += wire.query_items(wire.query(api, text, "POST query Vendor by Id"), "Vendor")
         page = _vendors_page(found)
         returned = {vendor.vendor_id for vendor in page.vendors} | {record.provider_id for record in page.skipped}
         # QuickBooks never deletes a vendor (it makes it inactive): a missing one is an id it never had.
@@ -234,6 +249,18 @@ class QuickBooksConnector:
     # ------------------------------------------------------------------------------------ write-back
     # Built and read back in payments.py: a BillPayment per payment, a Purchase per fee, one call each.
 
+    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_payments(api, batch, idempotency_key)
+
+    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
+        return payments.find_payments(api, batch)
+
+    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_fees(api, fees, idempotency_key)
+
+    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+        return payments.find_fees(api, fees)
+
     def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
         return payments.find_payment(api, payment)
 
@@ -250,24 +277,11 @@ class QuickBooksConnector:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _query(api: ProviderApi, text: str, route: str) -> dict[str, Any]:
-    # Queries go in a POST body (Content-Type application/text): 1,000 quoted ids do not fit in a URL.
-    response = api.request(
-        "POST",
-        "query",
-        idempotent=True,
-        route=route,
-        data=text.encode("utf-8"),
-        headers={"Content-Type": "application/text"},
-    )
-    return wire.read_json(response)
-
-
 def _listing(api: ProviderApi, select: str, entity: str, start: int) -> Iterator[tuple[list[Any], int | None]]:
     """Pages of a query from STARTPOSITION `start`, each with the position of the next page (None: last)."""
     while True:
         text = f"{select} startposition {start} maxresults {MAX_RESULTS}"
-        items = wire.query_items(_query(api, text, f"POST query {entity}"), entity)
+        items = wire.query_items(wire.query(api, text, f"POST query {entity}"), entity)
         # A full page may be followed by more; a short one is the last.
         following = start + len(items) if len(items) >= MAX_RESULTS else None
         yield items, following
@@ -314,7 +328,7 @@ def _documents(api: ProviderApi, bill_ids: Sequence[str]) -> dict[str, DocumentR
     for chunk in _chunks(list(bill_ids), MAX_RESULTS):
         select = (
             "select * from Attachable where AttachableRef.EntityRef.Type = 'Bill' "  # noqa: S608 - _quoted escapes
-            f"and AttachableRef.EntityRef.value in ({_quoted(chunk)})"
+            f"and AttachableRef.EntityRef.value in ({wire.quoted(chunk)})"
         )
         for items, _ in _listing(api, select, "Attachable", 1):
             for raw in items:
@@ -331,17 +345,19 @@ def _documents(api: ProviderApi, bill_ids: Sequence[str]) -> dict[str, DocumentR
     return {bill_id: document for bill_id, document in documents.items() if document is not None}
 
 
-def _bills_page(api: ProviderApi, items: Sequence[Any], *, resume: str | None = None) -> ChangesPage:
+def _bills_page(
+    api: ProviderApi, items: Sequence[Any], *, resume: str | None = None, documents: bool = True
+) -> ChangesPage:
     read = [bills.read_bill(raw) for raw in items]
     open_ids = [item.Id for item in read if isinstance(item, wire.Bill) and item.Balance > 0]
-    documents = _documents(api, open_ids) if open_ids else {}
+    found = _documents(api, open_ids) if open_ids and documents else {}
     mapped: list[ProviderBill] = []
     skipped: list[SkippedRecord] = []
     for item in read:
         if isinstance(item, wire.DeletedEntity):
             mapped.append(bills.deleted_bill(item))
             continue
-        converted = item if isinstance(item, SkippedRecord) else bills.bill_from_qbo(item, documents.get(item.Id))
+        converted = item if isinstance(item, SkippedRecord) else bills.bill_from_qbo(item, found.get(item.Id))
         if isinstance(converted, SkippedRecord):
             skipped.append(converted)
         else:
@@ -379,11 +395,6 @@ def _start_position(resume: str | None, listing: str) -> int:
     if name != listing or not start.isdigit() or int(start) < 1:
         raise ValueError(f"not a resume token of the QuickBooks {listing} listing: {resume!r}")
     return int(start)
-
-
-def _quoted(ids: Sequence[str]) -> str:
-    # A quote inside a query literal is written \' (Intuit's escape).
-    return ", ".join("'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'" for value in ids)
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -9,18 +9,25 @@ Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity re
   the fee expense account.
 - A refusal is a Fault of type ValidationFault: QuickBooks answers it with HTTP 400, sometimes inside a 200.
 
-Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (resends after a dropped answer aside).
+Payment runs go through `POST /batch`: up to 30 BillPayment (or Purchase) creates in one request under
+one requestid, each answered by its `bId` with the created entity or its own Fault (I-BATCH; Intuit's
+limits page recommends at most 30 items, PROVIDERS.md §7). A look-up of many is one query
+`select * from BillPayment where DocNumber in (...)`.
+
+Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (resends after a dropped answer aside);
+post_payments / post_fees 1 per 30, find_payments / find_fees 1 per 1,000.
 """
 
 import json
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import requests
 from pydantic import ValidationError
 
-from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost
+from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.quickbooks import wire
 
@@ -34,6 +41,11 @@ REQUEST_ID_MAX = 50
 # number, and a cut order number can equal a check number the business wrote itself.
 _ALLOW_DUPLICATE_DOC_NUMBER = "allowduplicatedocnum"
 _VALIDATION_FAULT = "ValidationFault"
+# "Recommended maximum of 30" items per batch; 31 failed for a user (QuickBooks-V3-DotNET-SDK #358, the
+# SDK raised its cap to 30 in #363; PROVIDERS.md §7). bId holds at most 10 characters (I-REQID).
+BATCH_MAX_ITEMS = 30
+# A query answers at most 1,000 objects (MAXRESULTS).
+_LOOKUP_CHUNK = 1000
 
 
 # ---------------------------------------------------------------------------------------------- payment
@@ -225,3 +237,101 @@ def _read[T: wire.Wire](model: type[T], raw: object) -> T | None:
         return model.model_validate(raw)
     except ValidationError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------- payment runs
+
+
+def post_payments(api: ProviderApi, payments: Sequence[PaymentToPost], request_id: str) -> list[Posted]:
+    """BillPayments for a batch of payments, one `POST /batch` under `request_id`."""
+    items = [{"bId": str(n), "operation": "create", "BillPayment": bill_payment(p)} for n, p in enumerate(payments)]
+    return _batch(api, items, "BillPayment", request_id)
+
+
+def post_fees(api: ProviderApi, fees: Sequence[FeeToPost], request_id: str) -> list[Posted]:
+    """Purchases for a batch of fees, one `POST /batch` under `request_id`."""
+    items = [{"bId": str(n), "operation": "create", "Purchase": fee_purchase(fee)} for n, fee in enumerate(fees)]
+    return _batch(api, items, "Purchase", request_id)
+
+
+def find_payments(api: ProviderApi, payments: Sequence[PaymentToPost]) -> dict[str, str]:
+    """The BillPayments carrying these payments' DocNumbers, kept where a line pays the payment's bill."""
+    wanted = {doc_number(payment.reference): payment for payment in payments}
+    found: dict[str, str] = {}
+    for raw in _with_doc_numbers(api, "BillPayment", list(wanted)):
+        record = _read(wire.BillPayment, raw)
+        payment = wanted.get(record.DocNumber or "") if record else None
+        if record is None or payment is None:
+            continue
+        links = (link for line in record.Line for link in line.LinkedTxn)
+        if any(link.TxnId == payment.bill_id and link.TxnType == "Bill" for link in links):
+            found[payment.reference] = record.Id
+    return found
+
+
+def find_fees(api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+    """The Purchases carrying these fees' DocNumbers, paid from the fee's bank account to its fee account."""
+    wanted = {doc_number(fee.reference): fee for fee in fees}
+    found: dict[str, str] = {}
+    for raw in _with_doc_numbers(api, "Purchase", list(wanted)):
+        record = _read(wire.Purchase, raw)
+        fee = wanted.get(record.DocNumber or "") if record else None
+        if record is None or fee is None or record.AccountRef.value != fee.bank_account_id:
+            continue
+        details = (line.AccountBasedExpenseLineDetail for line in record.Line)
+        if any(detail is not None and detail.AccountRef.value == fee.expense_account_id for detail in details):
+            found[fee.reference] = record.Id
+    return found
+
+
+def _batch(api: ProviderApi, items: list[dict[str, Any]], entity: str, request_id: str) -> list[Posted]:
+    """One /batch request; each item's answer found by its bId (Intuit does not keep their order)."""
+    if not 0 < len(items) <= BATCH_MAX_ITEMS:
+        raise ValueError(f"a QuickBooks batch holds 1 to {BATCH_MAX_ITEMS} items, not {len(items)}")
+    if not 0 < len(request_id) <= REQUEST_ID_MAX:
+        raise ValueError(f"a QuickBooks requestid has 1 to {REQUEST_ID_MAX} characters, not {len(request_id)}")
+    response = api.request(
+        "POST",
+        "batch",
+        # The requestid makes a resend safe: QuickBooks answers it with the first answer (I-REQID).
+        idempotent=True,
+        route="POST /batch",
+        params={"requestid": request_id, "include": _ALLOW_DUPLICATE_DOC_NUMBER},
+        json={"BatchItemRequest": items},
+        # 40 batch requests a minute, each item counted as a call (the call budget: providers/limits.py).
+        batch_items=len(items),
+    )
+    try:
+        body = response.json(parse_float=Decimal)
+    except requests.JSONDecodeError:
+        raise ProviderUnavailable(response.status_code, "QuickBooks answered the batch with no JSON") from None
+    answers = body.get("BatchItemResponse") if isinstance(body, dict) else None
+    if not isinstance(answers, list):
+        fault = body.get("Fault") if isinstance(body, dict) else None
+        if isinstance(fault, dict) and fault.get("type") == _VALIDATION_FAULT:
+            # The whole batch refused (too many items, unreadable body): nothing in it was created.
+            raise ProviderError(400, wire.fault_text(fault))
+        raise ProviderUnavailable(response.status_code, "QuickBooks answered the batch without BatchItemResponse")
+    by_id = {str(answer.get("bId")): answer for answer in answers if isinstance(answer, dict)}
+    return [_item_outcome(by_id.get(item["bId"]), entity) for item in items]
+
+
+def _item_outcome(answer: dict[str, Any] | None, entity: str) -> Posted:
+    if answer is None:
+        return Posted()  # no answer for this item: looked up before it is posted again
+    fault = answer.get("Fault")
+    if isinstance(fault, dict):
+        # A ValidationFault is QuickBooks refusing the item; any other fault leaves it unknown.
+        return Posted(refused=wire.fault_text(fault)) if fault.get("type") == _VALIDATION_FAULT else Posted()
+    created = answer.get(entity)
+    entity_id = created.get("Id") if isinstance(created, dict) else None
+    return Posted(provider_id=entity_id) if isinstance(entity_id, str) and entity_id else Posted()
+
+
+def _with_doc_numbers(api: ProviderApi, entity: str, numbers: list[str]) -> list[Any]:
+    found: list[Any] = []
+    for start in range(0, len(numbers), _LOOKUP_CHUNK):
+        chunk = numbers[start : start + _LOOKUP_CHUNK]
+        text = f"select * from {entity} where DocNumber in ({wire.quoted(chunk)}) maxresults {_LOOKUP_CHUNK}"  # noqa: S608
+        found += wire.query_items(wire.query(api, text, f"POST query {entity} by DocNumber"), entity)
+    return found

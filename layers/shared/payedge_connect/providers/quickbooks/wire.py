@@ -5,6 +5,7 @@ PROVIDERS.md section 1.2-1.4). Everything else Intuit sends (tax ids, bank detai
 lines...) is ignored here, so it never reaches a record we keep.
 """
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from payedge_connect.providers.http import ProviderError
+from payedge_connect.providers.http import ProviderApi, ProviderError
 
 # Amounts are read from JSON as Decimal (parse_float=Decimal); NaN and infinity are not amounts.
 Money = Annotated[Decimal, Field(allow_inf_nan=False)]
@@ -120,6 +121,24 @@ def read_json(response: requests.Response) -> dict[str, Any]:
     return body
 
 
+def query(api: ProviderApi, text: str, route: str) -> dict[str, Any]:
+    """A query sent in a POST body (Content-Type application/text): 1,000 quoted ids do not fit in a URL."""
+    response = api.request(
+        "POST",
+        "query",
+        idempotent=True,
+        route=route,
+        data=text.encode("utf-8"),
+        headers={"Content-Type": "application/text"},
+    )
+    return read_json(response)
+
+
+def quoted(values: Sequence[str]) -> str:
+    """Values as a list of query literals; a quote inside a literal is written \\' (Intuit's escape)."""
+    return ", ".join("'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'" for value in values)
+
+
 def fault_text(fault: object) -> str:
     """`Fault.Error[0]` as "code Message: Detail", short and without the rest of the payload."""
     errors = fault.get("Error") if isinstance(fault, dict) else None
@@ -168,6 +187,7 @@ class BillPayment(Wire):
     """A BillPayment as a payment lookup reads it: which bills its lines pay."""
 
     Id: str
+    DocNumber: str | None = None
     Line: list[BillPaymentLine] = Field(default_factory=list)
 
 
@@ -183,5 +203,6 @@ class Purchase(Wire):
     """A Purchase (an expense) as a fee lookup reads it: the account it is paid from and its lines' accounts."""
 
     Id: str
+    DocNumber: str | None = None
     AccountRef: Reference
     Line: list[PurchaseLine] = Field(default_factory=list)

@@ -13,12 +13,14 @@ from urllib.parse import quote
 from payedge_connect.models import ClosedReason, Provider
 from payedge_connect.providers.base import (
     AccountKind,
+    BillCheck,
     ChangesPage,
     DocumentRef,
     FeeToPost,
     LedgerAccount,
     OAuthSpec,
     PaymentToPost,
+    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -36,6 +38,9 @@ REVOKE_URL = "https://oauth.accounting.sage.com/revoke"
 API_URL = "https://api.accounting.sage.com/v3.1"
 # Sage has only readonly and full_access; writing payments needs full_access.
 SCOPES = ("full_access",)
+# A payment run of at most this many bills checks them by id (one read each) rather than by the two
+# changed-since reads.
+_READ_BY_ID_UP_TO = 2
 # Contacts are read for name, email and address only: bank details, tax number, notes and contact
 # persons are never requested, so they never reach this service.
 CONTACT_ATTRIBUTES = "name,email,main_address,updated_at,deleted_at"
@@ -57,6 +62,7 @@ def pages(api: ProviderApi, path: str, params: Mapping[str, Any], route: str) ->
 
 class SageConnector:
     provider = Provider.SAGE
+    payment_batch_size = payments.BATCH_MAX_ELEMENTS
 
     def __init__(self, *, base_url: str | None = None) -> None:
         self._base_url = base_url
@@ -198,6 +204,35 @@ class SageConnector:
             raw_items.append(paging.read_json(response))
         return _bills_page(raw_items, documents.DocumentFinder(api))
 
+    def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
+        """Sage has no read of many bills by id (purchase_invoices takes no ids filter): a payment run's
+        bills are checked with one read of what changed since the last sync (`updated_or_created_since`,
+        inclusive) and one of what was deleted since (`deleted_since`, exclusive) - a bill in neither is
+        as it was synced. One or two bills, or none synced yet, are read by id instead (fewer calls)."""
+        wanted = list(dict.fromkeys(bill_ids))
+        if unchanged_since is None or len(wanted) <= _READ_BY_ID_UP_TO:
+            page = self.bills_by_id(api, wanted)
+            read = {bill.bill_id: bill for bill in page.bills}
+            return BillCheck(current=read, gone=frozenset(set(wanted) - set(read)))
+        moment = _since(unchanged_since)
+        keep = set(wanted)
+        changed = Listing(
+            "check:bills",
+            "purchase_invoices",
+            {"updated_or_created_since": moment, "attributes": "all", "show_payments_allocations": "true"},
+        )
+        deleted = Listing("check:deleted_bills", "purchase_invoices", {"deleted_since": moment, "attributes": "id"})
+        current: dict[str, ProviderBill] = {}
+        for raw in paging.read_all(api, changed):
+            invoice = bills.read_bill(raw)
+            if isinstance(invoice, SkippedRecord) or invoice.id not in keep:
+                continue
+            bill = bills.bill_from_sage(invoice, None)
+            if not isinstance(bill, SkippedRecord):
+                current[bill.bill_id] = bill
+        gone = {raw.get("id") for raw in paging.read_all(api, deleted) if isinstance(raw, dict)}
+        return BillCheck(current=current, gone=frozenset(keep & gone))
+
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
         raw_items: list[Any] = []
         skipped: list[SkippedRecord] = []
@@ -222,6 +257,18 @@ class SageConnector:
         return documents.download(api, document)
 
     # ------------------------------------------------------------------ write-back
+
+    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_payments(api, batch, idempotency_key)
+
+    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
+        return payments.find_payments(api, batch)
+
+    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_fees(api, fees, idempotency_key)
+
+    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+        return payments.find_fees(api, fees)
 
     def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
         return payments.find_payment(api, payment)

@@ -20,21 +20,24 @@ Where the payment order's facts go in Sage:
 - fee: an other payment with one line to the fee account; the line's `details` carries its description.
 
 Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (each list read is one page of 200
-unless the vendor or bank account has more payments than that within three days).
+unless the vendor or bank account has more payments than that within three days). A payment run posts
+each payment on its own (Sage has no batch path); its look-ups read the payments of the run's dates
+once, 200 a page.
 """
 
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import partial
 from typing import Any
 
 import requests
 from pydantic import BaseModel, ValidationError
 
-from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost
+from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.sage import paging, wire
 from payedge_connect.providers.sage.paging import Listing
@@ -42,6 +45,9 @@ from payedge_connect.providers.sage.paging import Listing
 # ContactPayment.reference and OtherPayment.reference have maxLength 25 in the Swagger (S-SW; its note
 # allows 40 "conditionally", so 25 is what always fits).
 REFERENCE_MAX = 25
+# Sage has no batch path (none of the Swagger's 169 paths takes many payments, PROVIDERS.md 3.6): a
+# payment run posts one contact payment per payment order, each under its own idempotency_id.
+BATCH_MAX_ELEMENTS = 1
 VENDOR_PAYMENT = "VENDOR_PAYMENT"
 # The transaction type of a bank payment out that pays no invoice. No primary listing names it
 # (PROVIDERS.md 6.18); it is the id Sage's /transaction_types lists as "Other Payment", and the one
@@ -244,3 +250,74 @@ def _read[T: BaseModel](model: type[T], raw: object) -> T | None:
         return model.model_validate(raw)
     except ValidationError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------- payment runs
+
+
+def post_payments(api: ProviderApi, payments: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+    """Each payment on its own, under its own idempotency_id (`idempotency_key` names the run's batch,
+    which Sage has no use for)."""
+    return [_posted(partial(post_payment, api, payment)) for payment in payments]
+
+
+def post_fees(api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+    return [_posted(partial(post_fee, api, fee)) for fee in fees]
+
+
+def find_payments(api: ProviderApi, payments: Sequence[PaymentToPost]) -> dict[str, str]:
+    """One list read of the vendor payments around the run's payment dates, matched by reference and bill."""
+    if not payments:
+        return {}
+    params = {
+        "transaction_type_id": VENDOR_PAYMENT,
+        **_spanning([payment.payment_date for payment in payments]),
+        "attributes": "reference,allocated_artefacts",
+    }
+    wanted = {(reference(payment.reference), payment.bill_id): payment.reference for payment in payments}
+    found: dict[str, str] = {}
+    for raw in paging.read_all(api, Listing("payment look-up", "contact_payments", params)):
+        record = _read(wire.ContactPayment, raw)
+        if record is None or not record.id:
+            continue
+        for item in record.allocated_artefacts or []:
+            number = wanted.get(((record.reference or "").strip(), (item.artefact.id or "") if item.artefact else ""))
+            if number is not None:
+                found[number] = record.id
+    return found
+
+
+def find_fees(api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+    """One list read of the other payments around the run's payment dates, matched by reference,
+    bank account and fee account."""
+    if not fees:
+        return {}
+    params = {
+        "transaction_type_id": OTHER_PAYMENT,
+        **_spanning([fee.payment_date for fee in fees]),
+        "attributes": "reference,bank_account,payment_lines",
+    }
+    wanted = {reference(fee.reference): fee for fee in fees}
+    found: dict[str, str] = {}
+    for raw in paging.read_all(api, Listing("fee look-up", "other_payments", params)):
+        record = _read(wire.OtherPayment, raw)
+        fee = wanted.get((record.reference or "").strip()) if record else None
+        if record is None or fee is None or not record.id:
+            continue
+        if record.bank_account is not None and record.bank_account.id != fee.bank_account_id:
+            continue
+        lines = record.payment_lines or []
+        if any(line.ledger_account is not None and line.ledger_account.id == fee.expense_account_id for line in lines):
+            found[fee.reference] = record.id
+    return found
+
+
+def _posted(post: Callable[[], str]) -> Posted:
+    try:
+        return Posted(provider_id=post())
+    except PaymentRejected as error:
+        return Posted(refused=str(error))
+
+
+def _spanning(days: list[date]) -> dict[str, str]:
+    return {"from_date": (min(days) - _LOOKUP_MARGIN).isoformat(), "to_date": (max(days) + _LOOKUP_MARGIN).isoformat()}

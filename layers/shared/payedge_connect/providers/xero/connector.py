@@ -17,12 +17,14 @@ import requests
 from payedge_connect.models import Provider
 from payedge_connect.providers.base import (
     AccountKind,
+    BillCheck,
     ChangesPage,
     DocumentRef,
     FeeToPost,
     LedgerAccount,
     OAuthSpec,
     PaymentToPost,
+    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
@@ -90,6 +92,7 @@ def authentication_event_id(access_token: str) -> str | None:
 
 class XeroConnector:
     provider = Provider.XERO
+    payment_batch_size = payments.BATCH_MAX_ELEMENTS
 
     def __init__(self, *, base_url: str | None = None, scope_set: str = "granular") -> None:
         self._base_url = base_url
@@ -222,6 +225,13 @@ class XeroConnector:
             skipped.extend(page.skipped)
         return ChangesPage(bills=bills, skipped=skipped)
 
+    def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
+        """`GET /Invoices?IDs=` per 50 bills: Xero returns paid, voided and deleted bills with their
+        status; an ID it does not return at all is gone."""
+        page = self.bills_by_id(api, bill_ids)
+        current = {bill.bill_id: bill for bill in page.bills}
+        return BillCheck(current=current, gone=frozenset(set(bill_ids) - set(current)))
+
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
         vendors: list[ProviderVendor] = []
         skipped: list[SkippedRecord] = []
@@ -257,6 +267,18 @@ class XeroConnector:
 
     # ------------------------------------------------------------------------------------ write-back
     # Built and read back in payments.py.
+
+    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_payments(api, batch, idempotency_key)
+
+    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
+        return payments.find_payments(api, batch)
+
+    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+        return payments.post_fees(api, fees, idempotency_key)
+
+    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+        return payments.find_fees(api, fees)
 
     def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
         return payments.find_payment(api, payment)

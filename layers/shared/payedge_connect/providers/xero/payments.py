@@ -5,6 +5,11 @@ Calls: a payment is one `PUT /Payments`; a fee adds `GET /Accounts` (the fee acc
 bank account's currency, in one call) and `PUT /BankTransactions`. After an uncertain outcome the
 write-back service asks `find_payment` / `find_fee` first: one `GET` each.
 
+A payment run posts up to 50 payments in one `PUT /Payments?summarizeErrors=false` under one
+Idempotency-Key (it covers the whole array), and their fees in one `GET /Accounts` and one
+`PUT /BankTransactions`; Xero saves the valid elements and answers each refused one with its
+ValidationErrors, in the order sent. Look-ups of many: one `GET` per 25, a `where` of ORs.
+
 Where the payment order's facts go in Xero:
 - payment order number: first in `Payment.Reference`, whole (and the fee's `Reference`);
 - remittance note: after it in `Payment.Reference`, cut to the field's limit. A Xero payment has no
@@ -21,12 +26,13 @@ Where the payment order's facts go in Xero:
 import json
 import re
 import uuid
+from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import requests
 from pydantic import ValidationError
 
-from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost
+from payedge_connect.providers.base import FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.xero import wire
 
@@ -42,6 +48,12 @@ _SEPARATOR = " - "
 # ProviderError keeps only the first 300 characters of an error body, so a 400's messages are
 # picked out of that text rather than parsed as one JSON document.
 _MESSAGE = re.compile(r'"Message"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+# PUT /Payments and PUT /BankTransactions take arrays; about 50 elements a request is what Xero
+# recommends (PROVIDERS.md 2.6 and §7; paulschwarz/kohana-xero README).
+BATCH_MAX_ELEMENTS = 50
+# Look-ups of many name them in one `where` of ORs; 25 keep the URL well under what Xero accepts.
+_LOOKUP_CHUNK = 25
 
 JsonObject = dict[str, object]
 
@@ -155,12 +167,16 @@ def _fee_account_code(api: ProviderApi, fee: FeeToPost) -> str:
     """The fee account's Code, and a check that the bank account is in the fee's currency: one call.
 
     Xero books bank-transaction lines by AccountCode (LineItem.AccountID is read-only there,
-    XeroAPI/Xero-OpenAPI#414). A bank transaction is always in its bank account's currency, so a fee
-    in another currency would be booked as the wrong amount: refused instead.
+    XeroAPI/Xero-OpenAPI#414).
     """
     where = f"AccountID=={_guid(fee.expense_account_id)} OR AccountID=={_guid(fee.bank_account_id)}"
     answer = _read(api.get("Accounts", params={"where": where}, route="GET /Accounts"), write=False)
-    accounts = {account.account_id.lower(): account for account in answer.accounts}
+    return _fee_code({account.account_id.lower(): account for account in answer.accounts}, fee)
+
+
+def _fee_code(accounts: dict[str, wire.Account], fee: FeeToPost) -> str:
+    """The fee account's Code from the accounts read. A bank transaction is always in its bank
+    account's currency, so a fee in another currency would be booked as the wrong amount: refused."""
     expense = accounts.get(fee.expense_account_id.lower())
     if expense is None or expense.code is None:
         raise PaymentRejected(f"The fee account {fee.expense_account_id} has no account code in Xero.")
@@ -233,3 +249,91 @@ def _guid(value: str) -> str:
 def _string(value: str) -> str:
     # Xero's where is .NET Dynamic LINQ: a double quote inside a string literal is written twice.
     return '"' + value.replace('"', '""') + '"'
+
+
+# ----------------------------------------------------------------------------------------- payment runs
+
+
+def post_payments(api: ProviderApi, payments: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
+    """One `PUT /Payments?summarizeErrors=false` with every payment: Xero saves the valid elements and
+    answers each refused one with its ValidationErrors (not transactional: xero-ruby#247, Xero-Net#354)."""
+    _check_batch(payments)
+    answer = _put(api, "Payments", {"Payments": [payment_body(p) for p in payments]}, idempotency_key)
+    return _outcomes(answer.payments, len(payments), lambda record: record.payment_id)
+
+
+def find_payments(api: ProviderApi, payments: Sequence[PaymentToPost]) -> dict[str, str]:
+    """Payments on these bills with the References we send: one `GET /Payments` per 25 bills."""
+    found: dict[str, str] = {}
+    for start in range(0, len(payments), _LOOKUP_CHUNK):
+        chunk = payments[start : start + _LOOKUP_CHUNK]
+        where = " OR ".join(sorted({f"Invoice.InvoiceID=={_guid(p.bill_id)}" for p in chunk}))
+        records = _read(api.get("Payments", params={"where": where}, route="GET /Payments"), write=False).payments
+        by_reference = {record.reference.strip(): record.payment_id for record in records if record.payment_id}
+        for payment in chunk:
+            payment_id = by_reference.get(payment_reference(payment))
+            if payment_id:
+                found[payment.reference] = payment_id
+    return found
+
+
+def post_fees(api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
+    """One `GET /Accounts` for every fee's account code and bank currency, then one
+    `PUT /BankTransactions?summarizeErrors=false` with the fees that can be booked."""
+    _check_batch(fees)
+    ids = sorted({fee.expense_account_id for fee in fees} | {fee.bank_account_id for fee in fees})
+    where = " OR ".join(f"AccountID=={_guid(account_id)}" for account_id in ids)
+    answer = _read(api.get("Accounts", params={"where": where}, route="GET /Accounts"), write=False)
+    accounts = {account.account_id.lower(): account for account in answer.accounts}
+    outcomes: list[Posted | None] = []
+    bodies: list[JsonObject] = []
+    for fee in fees:
+        try:
+            bodies.append(fee_body(fee, _fee_code(accounts, fee)))
+            outcomes.append(None)
+        except PaymentRejected as error:
+            outcomes.append(Posted(refused=str(error)))
+    if bodies:
+        written = _put(api, "BankTransactions", {"BankTransactions": bodies}, idempotency_key).bank_transactions
+        posted = iter(_outcomes(written, len(bodies), lambda record: record.bank_transaction_id))
+        outcomes = [outcome if outcome is not None else next(posted) for outcome in outcomes]
+    return [outcome or Posted() for outcome in outcomes]
+
+
+def find_fees(api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
+    """Spend-money transactions with these fees' References: one `GET /BankTransactions` per 25 fees."""
+    found: dict[str, str] = {}
+    for start in range(0, len(fees), _LOOKUP_CHUNK):
+        chunk = fees[start : start + _LOOKUP_CHUNK]
+        references = " OR ".join(f"Reference=={_string(fit_reference(fee.reference))}" for fee in chunk)
+        where = f'Type=="SPEND" AND ({references})'
+        records = _read(
+            api.get("BankTransactions", params={"where": where}, route="GET /BankTransactions"), write=False
+        ).bank_transactions
+        for fee in chunk:
+            reference = fit_reference(fee.reference)
+            for record in records:
+                if record.bank_transaction_id and record.type == "SPEND" and record.reference.strip() == reference:
+                    found[fee.reference] = record.bank_transaction_id
+                    break
+    return found
+
+
+def _check_batch(members: Sequence[object]) -> None:
+    if not 0 < len(members) <= BATCH_MAX_ELEMENTS:
+        raise ValueError(f"a Xero batch holds 1 to {BATCH_MAX_ELEMENTS} elements, not {len(members)}")
+
+
+def _outcomes[T: wire.WrittenElement](records: list[T], sent: int, ident: Callable[[T], str | None]) -> list[Posted]:
+    """One Posted per element sent: Xero answers the elements in the order they were sent. An answer
+    with another count of elements cannot be matched to them: unknown, so looked up."""
+    if len(records) != sent:
+        raise ProviderUnavailable(200, f"Xero answered {len(records)} elements to {sent} sent")
+    outcomes = []
+    for record in records:
+        if record.validation_errors or record.status_attribute_string == "ERROR":
+            reasons = "; ".join(error.message for error in record.validation_errors)
+            outcomes.append(Posted(refused=reasons or "Xero refused the element"))
+        else:
+            outcomes.append(Posted(provider_id=ident(record)))
+    return outcomes
