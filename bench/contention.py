@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import threading
 import time
 import traceback
 import uuid
@@ -56,7 +57,7 @@ from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
 from payedge_connect.sync.documents import DocumentStore
-from payedge_connect.sync.engine import run_sync
+from payedge_connect.sync.engine import STOP_BEFORE_DEADLINE_SECONDS, run_sync
 from payedge_connect.sync.requests import request_sync
 from payedge_connect.writeback.events import PaymentDetails
 from payedge_connect.writeback.service import WritebackBusy, WritebackRetryLater, process_payment, submit_payment
@@ -128,23 +129,35 @@ def run(providers: Sequence[Provider], *, duration_s: float = DURATION_S) -> Non
 
 def _measure(provider: Provider, duration_s: float) -> dict[str, Any]:
     use_fake_aws()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server's request lines
-    server = MotoServer("127.0.0.1", 0)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    # DynamoDB and the rest of AWS in a process of their own, as in AWS: the Lambdas' processes and this
+    # one (which serves the provider's sandbox) share nothing else.
+    context = multiprocessing.get_context("spawn")
+    ports = context.Queue()
+    aws = context.Process(target=serve_moto, args=(ports,), name="moto-server", daemon=True)
+    aws.start()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{ports.get(timeout=120)}"
     boto3.setup_default_session()
     try:
         return _with_aws(provider, duration_s)
     finally:
         os.environ.pop("AWS_ENDPOINT_URL", None)
         boto3.setup_default_session()
-        server.stop()
+        aws.terminate()
+        aws.join(timeout=30)
+
+
+def serve_moto(ports: Any) -> None:
+    """The moto server (DynamoDB requests one at a time, as DynamoDB applies conditional writes), until
+    terminated; its port goes on `ports`."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # its request lines
+    server = MotoServer("127.0.0.1", 0)
+    server.start()
+    ports.put(server.get_host_and_port()[1])
+    threading.Event().wait()
 
 
 def _with_aws(provider: Provider, duration_s: float) -> dict[str, Any]:
     template = load_template()
-    # moto's backends outlive a server in this process: each provider's run gets tables of its own.
     run_id = uuid.uuid4().hex[:8]
     table = create_records_table(template, name=f"records-{run_id}")
     kms_key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
@@ -234,7 +247,9 @@ def _sync_to_the_end(
     current = services.store.get_connection(connection.connection_id) or connection
     run, _ = request_sync(services, current, trigger, full=full)
     while time.monotonic() < ends_at:
-        time_left = invocation_time_left(min(SYNC_TIMEOUT_S, ends_at - time.monotonic()))
+        # The engine stops STOP_BEFORE_DEADLINE_SECONDS before its deadline: that moment is the run's end.
+        until_end = ends_at - time.monotonic() + STOP_BEFORE_DEADLINE_SECONDS
+        time_left = invocation_time_left(min(SYNC_TIMEOUT_S, until_end))
         result = run_sync(services, run, documents=documents, time_left=time_left, full=full, bill_ids=bill_ids)
         if result.continue_after_seconds is None:
             return

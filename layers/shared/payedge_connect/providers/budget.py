@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from payedge_connect.models import Provider
 from payedge_connect.observability import logger, metrics
@@ -415,8 +416,8 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
 
 def _count(name: str, provider: Provider) -> None:
     """One count with the provider as its dimension, flushed at once (not with the function's metrics).
-    Outside a function (no metrics namespace configured) there is nowhere to send it."""
-    if metrics.namespace is None:
+    Outside a function (no metrics namespace) or with metrics disabled there is nowhere to send it."""
+    if metrics.namespace is None or is_metrics_disabled():
         return
     with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
         metric.add_dimension(name="provider", value=provider.value)
