@@ -3,9 +3,12 @@
 Two `CallBudget` objects on one store stand for two Lambdas: they share nothing but the DynamoDB item.
 """
 
+import json
+
 import pytest
 
 from payedge_connect.models import Provider
+from payedge_connect.observability import metrics
 from payedge_connect.providers.budget import DAY_WINDOW, MINUTE_WINDOW, CallBudget, Priority, hold_for
 from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.providers.limits import ProviderLimits, limits_for
@@ -175,3 +178,15 @@ def test_an_app_wide_limit_is_shared_by_every_organisation(store: BudgetStore, f
                 continue
             calls.append(fake_time.now)
     assert len([t for t in calls if t < calls[0] + 60]) <= 20
+
+
+def test_throttled_waits_and_provider_429s_are_counted_per_provider(
+    store: BudgetStore, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(metrics, "namespace", "PayEdgeConnect")
+    budget = lambda_budget(store, fake_time, XERO)
+    budget.throttled(5.0, "minute")
+    budget.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    counted = {(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], line["provider"]) for line in lines}
+    assert counted == {("Provider429s", "xero"), ("ThrottledWaits", "xero")}
