@@ -280,26 +280,6 @@ class RecordsStore:
             ExpressionAttributeValues=values,
         )
 
-    def reschedule(self, connection_id: str, schedule: SyncSchedule) -> bool:
-        """Move a connected connection's due time (dispatch, when it queues its sync); False if it is no
-        longer connected. No version bump: a concurrent save that puts back an older due time only makes
-        the next dispatch find the sync already running."""
-        try:
-            self.table.update_item(
-                Key={"PK": _connection_pk(connection_id), "SK": "CONNECTION"},
-                UpdateExpression="SET syncSchedule = :schedule, GSI2SK = :due",
-                ConditionExpression=Attr("status").eq(ConnectionStatus.CONNECTED.value),
-                ExpressionAttributeValues={
-                    ":schedule": schedule.model_dump(mode="json", by_alias=True),
-                    ":due": _status_index_sk(connection_id, schedule),
-                },
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
     def list_connections(
         self, business_id: str, *, limit: int = MAX_PAGE_SIZE, cursor: str | None = None
     ) -> Page[Connection]:

@@ -2,10 +2,11 @@
 
 Connections sit in CONNECTION_SHARDS partitions of the status index, sorted by their next due time
 (sync/schedule.py sets it when a run ends); each tick reads, in parallel, just the due part of each
-shard, most overdue first. A queued connection's due time moves past the stale-slot horizon, so the
-next tick does not read it again; its run's end sets the real next due time. A connection whose sync
-is still queued or running (its sync slot is taken) is skipped. Dispatch stops early when its
-invocation runs short of time: whatever is still due is read first next tick.
+shard, most overdue first, and queues each due connection's sync (two writes: its sync slot and its
+run). A connection whose sync is still queued or running (its slot is taken) is skipped; its run's
+end sets the next due time. A run whose worker died leaves its connection due: the slot goes stale
+after two hours and the next tick queues a new run. Dispatch stops early when its invocation runs
+short of time: whatever is still due is read first next tick.
 """
 
 import queue
@@ -21,7 +22,6 @@ from payedge_connect.models import SyncTrigger
 from payedge_connect.observability import logger
 from payedge_connect.services import Services
 from payedge_connect.storage.records import CONNECTION_SHARDS
-from payedge_connect.sync import schedule
 from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
 
 if TYPE_CHECKING:
@@ -112,10 +112,7 @@ def _dispatch_shard(
                 report.already_running += 1
             else:
                 messages.append(message)
-        # Queued before the due times move: a crash in between leaves them due (and found running).
         send_sync_messages(queue_url, messages, sqs=sqs)
-        for connection in due:
-            store.reschedule(connection.connection_id, schedule.queued(connection.sync_schedule, now))
         report.queued += len(messages)
         if cursor is None:
             return report

@@ -268,10 +268,14 @@ def _since(context: _Context) -> datetime:
 
 
 def _next_phase(context: _Context, phase: str) -> None:
+    """Move on; saved only when leaving a listing that read pages (redoing any other phase after an
+    interruption costs no more than its checkpoint write would)."""
+    listed = _checkpoint(context).pages > 0
     context.run.checkpoint = _checkpoint(context).model_copy(
         update={"phase": phase, "resume": None, "pages": 0, "documents_pending": context.pending_documents[:500]}
     )
-    context.services.store.put_sync_run(context.run)
+    if listed:
+        context.services.store.put_sync_run(context.run)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -1,12 +1,13 @@
 """When each connection is next synced by the schedule (the capacity model in the README sizes these).
 
-- Sage sends no webhooks: it is polled every 15 minutes while its books change; each poll that finds
-  nothing doubles the interval, up to 2 hours.
+- Sage sends no webhooks: it is polled every 30 minutes while its books change; each poll that finds
+  nothing doubles the interval, up to 4 hours (the web app's "sync now" is there for the impatient).
 - QuickBooks and Xero send webhooks for bill and vendor changes (the webhook syncs carry the load),
-  so the schedule is a safety net for lost notifications: every 6 hours, backing off to 12 when idle.
+  so the schedule is a safety net for lost notifications: every 12 hours, backing off to 24 when idle
+  (a poll 24 hours after the last full reconciliation is the next full one).
 - A failed run is retried after 5 minutes, doubling per failure in a row, up to 4 hours.
-- A queued run that never finishes (its worker died) is due again after QUEUED_RUN_TIMEOUT, when its
-  sync slot is stale and can be claimed again.
+- A run that never finishes (its worker died) leaves the connection due; dispatch queues a new run
+  once its sync slot is stale (two hours, sync/requests.py).
 Due times carry a small per-connection jitter so connections created together do not stay in step.
 """
 
@@ -24,14 +25,12 @@ class PollPolicy:
 
 
 POLL_POLICIES = {
-    Provider.SAGE: PollPolicy(timedelta(minutes=15), timedelta(hours=2)),
-    Provider.QUICKBOOKS: PollPolicy(timedelta(hours=6), timedelta(hours=12)),
-    Provider.XERO: PollPolicy(timedelta(hours=6), timedelta(hours=12)),
+    Provider.SAGE: PollPolicy(timedelta(minutes=30), timedelta(hours=4)),
+    Provider.QUICKBOOKS: PollPolicy(timedelta(hours=12), timedelta(hours=24)),
+    Provider.XERO: PollPolicy(timedelta(hours=12), timedelta(hours=24)),
 }
 FIRST_RETRY = timedelta(minutes=5)
 LONGEST_RETRY = timedelta(hours=4)
-# The same horizon as a stale sync slot (sync/requests.py): a run still queued after it is lost.
-QUEUED_RUN_TIMEOUT = timedelta(hours=2)
 JITTER_SHARE = 0.1
 
 
@@ -54,12 +53,6 @@ def after_run(
     policy = POLL_POLICIES[provider]
     interval = min(policy.interval * 2 ** min(idle, 16), policy.longest_idle_interval)
     return SyncSchedule(next_due_at=now + _jittered(interval, connection_id, now), idle_runs=idle, failed_runs=0)
-
-
-def queued(previous: SyncSchedule | None, now: datetime) -> SyncSchedule:
-    """The schedule while a dispatched run is queued or running: not due again unless it is lost."""
-    previous = previous or SyncSchedule(next_due_at=now)
-    return previous.model_copy(update={"next_due_at": now + QUEUED_RUN_TIMEOUT})
 
 
 def _jittered(interval: timedelta, connection_id: str, now: datetime) -> timedelta:
