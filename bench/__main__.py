@@ -1,13 +1,13 @@
-"""`python -m bench [sync] [writeback] [--payments N] [--providers quickbooks,xero,sage]`: no scenario runs all."""
+"""`python -m bench [sync] [writeback] [fleet] [--payments N] [--providers ...]`: no scenario runs all."""
 
 import argparse
 import time
 
-from bench import sync, writeback
+from bench import fleet, sync, writeback
 from bench.harness import PROVIDERS, use_fake_aws
 from payedge_connect.models import Provider
 
-SCENARIOS = {"sync": sync, "writeback": writeback}
+SCENARIOS = {"sync": sync, "writeback": writeback, "fleet": fleet}
 
 
 def main() -> None:
@@ -36,6 +36,8 @@ def main() -> None:
         started = time.perf_counter()
         if name == "sync":
             sync.run(providers)
+        elif name == "fleet":
+            fleet.run()
         else:
             writeback.run(providers, payments=args.payments)
         print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)

@@ -10,6 +10,7 @@ short of time: whatever is still due is read first next tick.
 """
 
 import queue
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ PARALLEL_SHARDS = 8
 _PAGE = 250
 # Stop reading new pages with this much of the invocation left (what is due stays due).
 _STOP_WITH_SECONDS_LEFT = 60.0
+# Each thread's own Services (and so its own boto3 resource: resources and sessions are not
+# thread-safe, clients are), kept while the caller's Services lives (a warm Lambda reuses them).
+_WORKERS: "weakref.WeakKeyDictionary[Services, queue.SimpleQueue[Services]]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -65,13 +69,7 @@ def dispatch_due(
         if moved == 0:
             break
     sqs = sqs or boto3.client("sqs")
-    # One Services (and so one boto3 resource) per thread, built here: boto3 resources and sessions
-    # are not thread-safe, its clients are (the SQS client is shared).
-    idle: queue.SimpleQueue[Services] = queue.SimpleQueue()
-    for _ in range(PARALLEL_SHARDS):
-        worker = Services(services.settings, clock=services.clock)
-        _ = worker.store.table
-        idle.put(worker)
+    idle = _workers(services)
 
     def shard_task(shard: int) -> DispatchReport:
         worker = idle.get()
@@ -85,6 +83,18 @@ def dispatch_due(
             report.add(shard_report)
     logger.info("Dispatched scheduled syncs", extra=report.__dict__)
     return report
+
+
+def _workers(services: Services) -> "queue.SimpleQueue[Services]":
+    idle = _WORKERS.get(services)
+    if idle is None:
+        idle = queue.SimpleQueue()
+        for _ in range(PARALLEL_SHARDS):
+            worker = Services(services.settings, clock=services.clock)
+            _ = worker.store.table  # built here, in the calling thread
+            idle.put(worker)
+        _WORKERS[services] = idle
+    return idle
 
 
 def _dispatch_shard(
