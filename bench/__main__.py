@@ -24,6 +24,11 @@ def main() -> None:
         default=",".join(provider.value for provider in PROVIDERS),
         help="comma-separated providers to run (default: all three)",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(fleet.PHASES),
+        help=f"fleet scenario phases (default: {','.join(fleet.PHASES)}); fleet.json is assembled from all three",
+    )
     args = parser.parse_args()
     providers = [Provider(name.strip()) for name in args.providers.split(",") if name.strip()]
     names = args.scenarios or list(SCENARIOS)
@@ -37,7 +42,7 @@ def main() -> None:
         if name == "sync":
             sync.run(providers)
         elif name == "fleet":
-            fleet.run()
+            fleet.run(phases=[phase.strip() for phase in args.phases.split(",") if phase.strip()])
         else:
             writeback.run(providers, payments=args.payments)
         print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)

@@ -36,7 +36,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Attr
 
-from bench.harness import DYNAMODB, Aws, load_template, mocked_aws, print_table, write_results
+from bench.harness import DYNAMODB, RESULTS, Aws, load_template, mocked_aws, print_table, write_results
 from bench.moto_index import partition_lookups
 from local.sandboxes.core import Clock
 from local.sandboxes.generator import generate_ledger
@@ -595,12 +595,12 @@ def _queue_due(fleet: Fleet, members: Sequence[Member]) -> None:
                 send_sync_messages(fleet.queue_url, [message])
 
 
-def _large_fleet(fleet: Fleet, rng: random.Random, *, connections: int, large: int) -> dict[str, Any]:
-    """90,000 more connection records, due as a steady state spreads them; one dispatch tick."""
+def _large_fleet(fleet: Fleet, rng: random.Random, *, first: int, large: int) -> dict[str, Any]:
+    """Connection records from `first` up to `large`, due as a steady state spreads them; one dispatch tick."""
     print(f"fleet: {large:,} connection records ...", flush=True)
     now = fleet.clock.now()
     more = []
-    for index in range(connections, large):
+    for index in range(first, large):
         provider = PROVIDERS[index % 3]
         connection_id = f"conn-{index:06d}"
         planned = _steady_schedule(rng, provider, now)
@@ -608,7 +608,13 @@ def _large_fleet(fleet: Fleet, rng: random.Random, *, connections: int, large: i
     _put_records_only(fleet.services.store, more, lookups=False)
     wall, due, queued, read = _dispatch(fleet)
     print(f"fleet: dispatch over {large:,}: {wall:.1f} s, {due:,} due, {queued:,} queued")
-    return {"dispatch_wall_s": round(wall, 2), "due": due, "queued": queued, "dispatch_items_read": read}
+    return {
+        "connections": large,
+        "dispatch_wall_s": round(wall, 2),
+        "due": due,
+        "queued": queued,
+        "dispatch_items_read": read,
+    }
 
 
 def _month(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any], rng: random.Random, *, days: int) -> dict[str, Any]:
@@ -661,12 +667,11 @@ WRITE_UNITS_PER_ITEM = 2
 READ_UNITS_PER_ITEM = 1
 
 
-def _cost(result: dict[str, Any], month: dict[str, Any], sample_service_s: float, connections: int) -> dict[str, float]:
+def _cost(result: dict[str, Any], stored_items: float, sample_service_s: float, connections: int) -> dict[str, float]:
     syncs = sum(result["syncs_per_connection_per_day"].values()) / 3
     lambda_gb_s = syncs * sample_service_s * FUNCTION_MEMORY_GB * DAYS_PER_MONTH
     reads = result["ddb_items_read_per_connection_per_day"] * READ_UNITS_PER_ITEM * DAYS_PER_MONTH
     writes = result["ddb_items_written_per_connection_per_day"] * WRITE_UNITS_PER_ITEM * DAYS_PER_MONTH
-    stored_items = max(month["stored_items_per_connection_by_day"].values())
     # SQS: send, receive and delete per sync (and a continuation now and then).
     sqs = syncs * 3 * DAYS_PER_MONTH
     # The schedule fires 96 times a day for the whole fleet.
@@ -690,9 +695,19 @@ def _cost(result: dict[str, Any], month: dict[str, Any], sample_service_s: float
 WORKER_CONCURRENCY = 0  # read from template.yaml in run()
 
 
+PHASES = ("day", "scale", "month")
+
+
 def run(
-    *, connections: int = CONNECTIONS, sample: int = SAMPLE, large: int = LARGE_FLEET, days: int = MONTH_DAYS
-) -> dict[str, Any]:
+    *,
+    connections: int = CONNECTIONS,
+    sample: int = SAMPLE,
+    large: int = LARGE_FLEET,
+    days: int = MONTH_DAYS,
+    phases: Sequence[str] = PHASES,
+) -> dict[str, Any] | None:
+    """Run the phases (each writes bench/results/fleet-<phase>.json), then assemble fleet.json from the
+    three files: the phases are independent, so a long one can be run apart (`--phases`)."""
     global WORKER_CONCURRENCY  # noqa: PLW0603 - one figure from the template for the whole scenario
     template = load_template()
     worker = template["Resources"]["SyncFunction"]["Properties"]["Events"]["SyncWorker"]["Properties"]
@@ -701,7 +716,6 @@ def run(
         concurrency = template["Parameters"][concurrency["Ref"]]["Default"]
     WORKER_CONCURRENCY = int(concurrency)
     rng = random.Random(SEED)
-    started = time.perf_counter()
     with mocked_aws(template) as aws, partition_lookups():
         clock = Clock()
         # Start at the next midnight UTC, so the measured day has its business hours in order.
@@ -711,43 +725,81 @@ def run(
         _register_app_secrets()
         sandboxes = _start_sandboxes(clock)
         try:
-            day = _day(aws, clock, sandboxes, rng, connections=connections, sample=sample)
-            write_results(f"{NAME}-day", [{k: v for k, v in day.items() if k != "fleet"}])
-            scaled = _large_fleet(day["fleet"], rng, connections=connections, large=large)
-            month = _month(aws, clock, sandboxes, rng, days=days)
+            fleet = None
+            if "day" in phases:
+                started = time.perf_counter()
+                day = _day(aws, clock, sandboxes, rng, connections=connections, sample=sample)
+                fleet = day.pop("fleet")
+                times = [t for m in fleet.members.values() for t in m.service_times]
+                day["modelled_sync_seconds_mean"] = round(sum(times) / len(times), 3) if times else None
+                day["connections"], day["sample"], day["wall_s"] = connections, sample, time.perf_counter() - started
+                write_results(f"{NAME}-day", [day])
+            if "scale" in phases:
+                if fleet is None:
+                    fleet = _records_only_fleet(aws, clock, sandboxes)
+                    first = 0
+                else:
+                    first = connections
+                write_results(f"{NAME}-scale", [_large_fleet(fleet, rng, first=first, large=large)])
+            if "month" in phases:
+                write_results(f"{NAME}-month", [_month(aws, clock, sandboxes, rng, days=days)])
         finally:
             for sandbox in sandboxes.values():
                 sandbox.stop()
-    members = list(day["fleet"].members.values())
-    service_times = [t for m in members for t in m.service_times]
-    mean_service = sum(service_times) / len(service_times) if service_times else 0.0
+    return assemble()
+
+
+def _records_only_fleet(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any]) -> Fleet:
+    queue_url = boto3.client("sqs").create_queue(QueueName="sync")["QueueUrl"]
+    base_urls = {provider: sandbox.base_url for provider, sandbox in sandboxes.items()}
+    services = _services(aws, aws.table, base_urls, queue_url, clock)
+    return Fleet(clock, sandboxes, services, DocumentStore(aws.bucket, services.store), queue_url)
+
+
+def assemble() -> dict[str, Any] | None:
+    """fleet.json from the three phases' files (None, and nothing written, while one is missing)."""
+    parts: dict[str, dict[str, Any]] = {}
+    for phase in PHASES:
+        path = RESULTS / f"{NAME}-{phase}.json"
+        if not path.exists():
+            print(f"fleet: {path.name} missing; run that phase to assemble {NAME}.json")
+            return None
+        parts[phase] = json.loads(path.read_text())[0]
+    day, scaled, month = parts["day"], parts["scale"], parts["month"]
     ticks = day.pop("ticks")
-    day.pop("fleet")
+    # (a day file from before these were kept holds the defaults' figures)
+    connections, sample = day.pop("connections", CONNECTIONS), day.pop("sample", SAMPLE)
     walls = [tick["dispatch_wall_s"] for tick in ticks]
+    mean_service = day.get("modelled_sync_seconds_mean")
+    if mean_service is None:  # written by a run before this figure was kept: from calls per sync
+        calls = sum(day["provider_calls_per_connection_per_day"].values())
+        syncs = sum(day["syncs_per_connection_per_day"].values())
+        mean_service = round(calls / syncs * PROVIDER_LATENCY_S + SYNC_OVERHEAD_S, 3)
+    by_day = {int(k): v for k, v in month["stored_items_per_connection_by_day"].items()}
+    last = max(by_day)
     result: dict[str, Any] = {
         "connections": connections,
         "sample": sample,
-        "ticks": TICKS_PER_DAY,
+        "ticks": len(ticks),
         "dispatch_wall_s": {
             f"at_{connections}_per_tick_max": max(walls),
             f"at_{connections}_per_tick_mean": round(sum(walls) / len(walls), 3),
-            f"at_{large}_one_tick": scaled["dispatch_wall_s"],
+            f"at_{scaled['connections']}_one_tick": scaled["dispatch_wall_s"],
         },
         "dispatch_due_per_tick": {
             "max": max(t["due"] for t in ticks),
             "mean": round(sum(t["due"] for t in ticks) / len(ticks), 1),
         },
-        f"dispatch_at_{large}": scaled,
-        **day,
-        f"stored_items_after_{days}_days_per_connection": month["stored_items_per_connection_by_day"][days],
-        **month,
+        f"dispatch_at_{scaled['connections']}": scaled,
+        **{k: v for k, v in day.items() if k not in ("modelled_sync_seconds_mean", "wall_s")},
+        f"stored_items_after_{last}_days_per_connection": by_day[last],
+        "stored_items_per_connection_by_day": by_day,
         "max_queue_age_s": max(tick["max_queue_age_s"] for tick in ticks),
-        "worker_concurrency": WORKER_CONCURRENCY,
-        "modelled_sync_seconds_mean": round(mean_service, 3),
-        "wall_s": round(time.perf_counter() - started, 1),
+        "worker_concurrency": WORKER_CONCURRENCY or 20,
+        "modelled_sync_seconds_mean": mean_service,
         "ticks_detail": ticks,
     }
-    result["cost_per_connection_per_month_usd"] = _cost(result, month, mean_service, connections)
+    result["cost_per_connection_per_month_usd"] = _cost(result, by_day[last], mean_service, connections)
     path = write_results(NAME, [result])
     rows = [
         {"figure": name, "value": json.dumps(value) if isinstance(value, dict) else value}
