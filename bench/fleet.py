@@ -606,6 +606,8 @@ def _large_fleet(fleet: Fleet, rng: random.Random, *, first: int, large: int) ->
         planned = _steady_schedule(rng, provider, now)
         more.append(_connection(connection_id, provider, f"t-{connection_id}", now, sync_schedule=planned))
     _put_records_only(fleet.services.store, more, lookups=False)
+    # One tick later, as the schedule fires: the share of a steady fleet that falls due in a tick.
+    fleet.clock.advance(TICK.total_seconds())
     wall, due, queued, read = _dispatch(fleet)
     print(f"fleet: dispatch over {large:,}: {wall:.1f} s, {due:,} due, {queued:,} queued")
     return {
