@@ -1,14 +1,14 @@
-"""`python -m bench [sync] [writeback] [contention] [--payments N] [--duration S] [--providers ...]`: no
-scenario runs all."""
+"""`python -m bench [sync] [writeback] [contention] [fleet] [--payments N] [--duration S] [--phases ...]
+[--providers ...]`: no scenario runs all."""
 
 import argparse
 import time
 
-from bench import contention, sync, writeback
+from bench import contention, fleet, sync, writeback
 from bench.harness import PROVIDERS, use_fake_aws
 from payedge_connect.models import Provider
 
-SCENARIOS = {"sync": sync, "writeback": writeback, "contention": contention}
+SCENARIOS = {"sync": sync, "writeback": writeback, "contention": contention, "fleet": fleet}
 
 
 def main() -> None:
@@ -31,6 +31,11 @@ def main() -> None:
         default=",".join(provider.value for provider in PROVIDERS),
         help="comma-separated providers to run (default: all three)",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(fleet.PHASES),
+        help=f"fleet scenario phases (default: {','.join(fleet.PHASES)}); fleet.json is assembled from all three",
+    )
     args = parser.parse_args()
     providers = [Provider(name.strip()) for name in args.providers.split(",") if name.strip()]
     names = args.scenarios or list(SCENARIOS)
@@ -45,6 +50,8 @@ def main() -> None:
             sync.run(providers)
         elif name == "contention":
             contention.run(providers, duration_s=args.duration)
+        elif name == "fleet":
+            fleet.run(phases=[phase.strip() for phase in args.phases.split(",") if phase.strip()])
         else:
             writeback.run(providers, payments=args.payments)
         print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)

@@ -14,6 +14,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from bench.harness import (
@@ -66,6 +67,10 @@ MAX_PAGE = {
 LISTING_SLACK = 1.05
 # Calls a no-change re-sync may make: two per entity type synced (bills, vendors); QuickBooks' CDC
 # answers both in one call.
+# Issue 13: what a re-sync may read, with nothing changed and after CHANGED_BILLS bills changed.
+RESYNC_READS_ALLOWED = 50
+CHANGED_BILLS = 10
+CHANGED_RESYNC_READS_ALLOWED = 100
 RESYNC_CALLS_ALLOWED = {Provider.QUICKBOOKS: 1, Provider.XERO: 2 * 2, Provider.SAGE: 2 * 2}
 
 COLUMNS = [
@@ -80,6 +85,8 @@ COLUMNS = [
     "ddb_items_written",
     "resync_provider_calls",
     "resync_items_written",
+    "resync_ddb_items_read",
+    "changed_resync_ddb_items_read",
     "sandbox_429s",
 ]
 
@@ -148,6 +155,16 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         resync_wall = time.perf_counter() - resync_wall
         resync_calls, resync_dynamodb = window.calls(), DYNAMODB.snapshot() - resync_dynamodb
 
+        # CHANGED_BILLS bills amended at the provider, then a re-sync (issue 13: its reads follow the change).
+        open_now = world.open_payables()
+        for bill_id in sorted(open_now)[:CHANGED_BILLS]:
+            new_total = Decimal(str(open_now[bill_id]["totalAmount"])) + Decimal("10.00")
+            world.sandbox.change_bill_amount(world.tenant_id, bill_id, new_total)
+        world.sandbox.clock.advance(60)
+        window, changed_dynamodb = RequestWindow(sandbox), DYNAMODB.snapshot()
+        changed = sync_until_done(world, function_timeout_s=timeout_s)
+        changed_calls, changed_dynamodb = window.calls(), DYNAMODB.snapshot() - changed_dynamodb
+
         items = world.items()
         throttled = lifetime.calls().throttled
 
@@ -189,6 +206,10 @@ def _measure(provider: Provider, ledger: Ledger, aws: Aws, timeout_s: float) -> 
         "resync_ddb_writes_by_kind": dict(sorted(resync_dynamodb.written.items())),
         "resync_ddb_items_read": sum(resync_dynamodb.read.values()),
         "resync_ddb_reads_by_operation": dict(sorted(resync_dynamodb.read.items())),
+        "changed_resync_ddb_items_read": sum(changed_dynamodb.read.values()),
+        "changed_resync_items_written": data_items(changed_dynamodb.written),
+        "changed_resync_provider_calls": changed_calls.total,
+        "changed_resync_counts": changed.result.run.counts.model_dump(mode="json"),
         "client_budget_per_minute": budget.budget.limits.per_minute if budget else None,
         "sandbox_limits": describe_limits(provider),
     }
@@ -211,4 +232,14 @@ def _targets(provider: Provider, row: dict[str, Any]) -> list[Target]:
             str(row["resync_provider_calls"]),
         ),
         Target("sandbox_429s = 0", row["sandbox_429s"] == 0, str(row["sandbox_429s"])),
+        Target(
+            f"resync_ddb_items_read <= {RESYNC_READS_ALLOWED}",
+            row["resync_ddb_items_read"] <= RESYNC_READS_ALLOWED,
+            str(row["resync_ddb_items_read"]),
+        ),
+        Target(
+            f"changed_resync_ddb_items_read <= {CHANGED_RESYNC_READS_ALLOWED} ({CHANGED_BILLS} bills changed)",
+            row["changed_resync_ddb_items_read"] <= CHANGED_RESYNC_READS_ALLOWED,
+            f"{row['changed_resync_ddb_items_read']} (bills changed: {row['changed_resync_counts']['bills_changed']})",
+        ),
     ]

@@ -434,8 +434,10 @@ class LocalStack:
                 and (layer_key := cfn_template["Resources"][layer["Ref"]]["Properties"]["Content"]["S3Key"])
             )
             config = lambda_client.get_function_configuration(FunctionName=self.physical_id(logical_id))
+            # Lambda environment values are strings (CloudFormation turns a Number parameter into one);
+            # moto keeps the parameter's own type.
             environment = {
-                name: self._localise(value)
+                name: self._localise(str(value))
                 for name, value in config.get("Environment", {}).get("Variables", {}).items()
             }
             logging_config = resolve_parameters(properties.get("LoggingConfig", {}), self.parameters)

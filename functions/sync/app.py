@@ -39,7 +39,7 @@ from payedge_connect.models import (
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings, load_settings
-from payedge_connect.sync.dispatch import dispatch_connected
+from payedge_connect.sync.dispatch import dispatch_due
 from payedge_connect.sync.documents import PRESIGNED_URL_SECONDS, DocumentStore
 from payedge_connect.sync.engine import run_sync
 from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
@@ -204,7 +204,7 @@ def acknowledge_vendor(connection_id: IdentifierPath, vendor_id: IdentifierPath)
     if vendor is None:
         raise NotFoundError(f"no vendor {vendor_id}")
     acknowledged = vendor.model_copy(update={"attention_required": False})
-    services().store.put_vendors([acknowledged])
+    services().store.put_vendors([acknowledged], previous={vendor_id: vendor})
     return acknowledged
 
 
@@ -281,8 +281,19 @@ def sync_worker(record: SQSRecord, context: LambdaContext) -> None:
 def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     action = event.get("action")
     if action == "dispatch":
-        queued = dispatch_connected(services(), load_settings(SyncSettings).sync_queue_url)
-        return {"action": "dispatch", "queued": queued}
+        report = dispatch_due(
+            services(),
+            load_settings(SyncSettings).sync_queue_url,
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+        return {
+            "action": "dispatch",
+            "queued": report.queued,
+            "due": report.due,
+            "alreadyRunning": report.already_running,
+            "reindexed": report.reindexed,
+            "stoppedEarly": report.stopped_early,
+        }
     if action == "sync":
         connection = services().store.get_connection(str(event.get("connectionId")))
         if connection is None:

@@ -70,9 +70,9 @@ def test_six_processes_together_never_exceed_the_minute(moto_table: tuple[str, s
     for n, r in reports.items():
         print(n, len(r["calls"]), r["requests"], r["granted"], r["waits"])
     print(f"{len(calls)} calls, busiest minute {busiest_minute(calls)}, {requests / len(calls):.2f} requests a call")
-    # Then no minute holds more than 60, yet the budget was used (three minutes: more than 2 x 60)
+    # Then no minute holds more than 60, yet the budget was used again as calls aged out of the window
     assert busiest_minute(calls) <= 60
-    assert len(calls) > 120
+    assert len(calls) > 60
     # And every payment caller got its turn beside the syncs
     assert all(reports[name]["calls"] for name in priorities)
 

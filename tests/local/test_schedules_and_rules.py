@@ -60,7 +60,7 @@ def test_firing_the_dispatch_schedule_queues_a_sync_for_each_connected_connectio
     result = stack.scheduler.fire("DispatchDueConnections")
 
     # Then one sync message was queued, for the connected connection only
-    assert result == {"action": "dispatch", "queued": 1}
+    assert (result["action"], result["queued"], result["due"]) == ("dispatch", 1, 1)
     (message,) = _messages(stack, "SyncQueue")
     assert (message["connectionId"], message["trigger"]) == ("conn-live", "schedule")
 

@@ -5,7 +5,7 @@ import pytest
 
 from payedge_connect.errors import ConflictError, InvalidInputError
 from payedge_connect.models import Connection, ConnectionStatus, Payable, PayableStatus, Provider
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage.records import CONNECTION_SHARDS, RecordsStore
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -155,5 +155,9 @@ def test_connections_are_listed_by_status_for_the_schedule(records_table: str) -
     assert connected is not None
     store.save_connection(connected.model_copy(update={"status": ConnectionStatus.CONNECTED}))
     store.create_connection(a_connection("b"))
-    page = store.list_connections_in_status(ConnectionStatus.CONNECTED)
-    assert [connection.connection_id for connection in page.items] == ["a"]
+    due = [
+        connection.connection_id
+        for shard in range(CONNECTION_SHARDS)
+        for connection in store.due_connections(shard, datetime.now(UTC))[0]
+    ]
+    assert due == ["a"]

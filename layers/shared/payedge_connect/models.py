@@ -64,6 +64,16 @@ class SyncSummary(Record):
     vendors_needing_attention: int = 0
 
 
+class SyncSchedule(Record):
+    """When the schedule next syncs a connection, and the streaks that set the interval (sync/schedule.py)."""
+
+    next_due_at: datetime
+    # Scheduled syncs in a row that found nothing new: each one lengthens the interval.
+    idle_runs: int = 0
+    # Runs in a row that failed: retried on their own, growing delay instead of the poll interval.
+    failed_runs: int = 0
+
+
 class TenantChoice(Record):
     """An organisation the user may pick when one grant reaches several."""
 
@@ -88,6 +98,8 @@ class Connection(Record):
     # When the provider will refuse to refresh no matter what (QuickBooks' 5-year cap).
     authorization_expires_at: datetime | None = None
     last_sync: SyncSummary | None = None
+    # None: due now (a new connection, or one stored before due times existed).
+    sync_schedule: SyncSchedule | None = None
     # Things the user must act on ("reauthorize", "refresh token expires in 12 days", ...).
     attention: list[str] = Field(default_factory=list)
     created_at: datetime
@@ -295,6 +307,12 @@ class SyncCheckpoint(Record):
     pages: int = 0
     since: datetime | None = None
     documents_pending: list[str] = Field(default_factory=list)
+    # Vendors of open bills this run wrote that may not be stored yet; with check_all_vendors, every
+    # open bill's vendor is checked instead (a full reconciliation, or more than the list holds).
+    vendors_to_check: list[str] = Field(default_factory=list)
+    check_all_vendors: bool = False
+    # Provider-trouble pauses since the last page applied: too many in a row end the run failed.
+    trouble_pauses: int = 0
 
 
 class SyncRun(Record):

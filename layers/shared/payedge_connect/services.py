@@ -3,7 +3,7 @@
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -18,7 +18,7 @@ from payedge_connect.providers.limits import limits_for
 from payedge_connect.providers.registry import connector_for
 from payedge_connect.settings import ProviderSettings
 from payedge_connect.storage.budgets import APP_SCOPE, BudgetStore
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage.records import RecordsStore, Retention
 from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
 from payedge_connect.tokens.refresh import ConnectionTokens
 from payedge_connect.tokens.vault import TokenVault
@@ -43,7 +43,11 @@ class Services:
 
     @cached_property
     def store(self) -> RecordsStore:
-        return RecordsStore(self.settings.records_table_name)
+        retention = Retention(
+            sync_runs=timedelta(days=self.settings.sync_run_retention_days),
+            closed_payables=timedelta(days=self.settings.closed_payable_retention_days),
+        )
+        return RecordsStore(self.settings.records_table_name, retention=retention)
 
     @cached_property
     def budget_store(self) -> BudgetStore:

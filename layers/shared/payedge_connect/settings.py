@@ -24,6 +24,13 @@ class FunctionSettings(BaseModel):
     secret_name_prefix: str = Field(alias="SECRET_NAME_PREFIX", min_length=1)
     stack_kms_key_arn: str = Field(alias="STACK_KMS_KEY_ARN", min_length=1)
     business_id_claim: str = Field(alias="BUSINESS_ID_CLAIM", min_length=1)
+    # Stack parameters SyncRunRetentionDays and ClosedPayableRetentionDays (README "Records and their
+    # lifetime"); the defaults are the parameters' defaults, so tests and tools need not set them.
+    # At least 2 days: a sync run is needed until it ends (a stale one is abandoned after 2 hours).
+    sync_run_retention_days: int = Field(alias="SYNC_RUN_RETENTION_DAYS", default=14, ge=2)
+    # At least 30 days: longer than a payment event can be redelivered (the write-back queue and its
+    # dead-letter queue keep messages 14 days each).
+    closed_payable_retention_days: int = Field(alias="CLOSED_PAYABLE_RETENTION_DAYS", default=30, ge=30)
 
 
 class FundingSource(BaseModel):

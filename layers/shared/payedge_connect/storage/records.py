@@ -3,32 +3,40 @@
 Key design (one table):
   connection  PK=CONNECTION#<id>  SK=CONNECTION
               GSI1PK=BUSINESS#<businessId>  GSI1SK=CONNECTION#<createdAt>#<id>   (a business's connections)
-              GSI2PK=CONNECTIONS#<status>   GSI2SK=CONNECTION#<id>               (connections in a state)
+              GSI2PK=CONNECTIONS#<status>#<shard>  GSI2SK=<nextSyncDueAt>#<id>   (connections in a state,
+              by due time; shard = crc32(id) % CONNECTION_SHARDS, so no index partition holds them all)
   lease       PK=CONNECTION#<id>  SK=LEASE#<name>                                      (one holder at a time)
   oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                          (single use, TTL)
   completion  PK=OAUTH_COMPLETION#<sha256(code)>  SK=OAUTH_COMPLETION                 (single use, TTL)
-  payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>
+  payable     PK=CONNECTION#<id>  SK=PAYABLE#<billId>    (closed: TTL after the closed-payable retention)
               GSI2PK=CONNECTION#<id>#PAYABLE#<status>  GSI2SK=<dueDate>#<billId> (payables by status)
   vendor      PK=CONNECTION#<id>  SK=VENDOR#<vendorId>
               GSI2PK=CONNECTION#<id>#VENDORS#<attention|clear>  GSI2SK=<name>#<vendorId>
-  sync run    PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>  (ids sort by start time)
+  sync run    PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>  (ids sort by start time; TTL: sync-run retention)
               SK=SYNCRUN#<syncRunId>#SEEN#<page>  (bill ids a full listing saw, TTL)
   sync slot   PK=CONNECTION#<id>  SK=SYNC#ACTIVE  (the one requested-or-running sync)
   sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (incremental watermark, last full reconciliation)
+  counts      PK=CONNECTION#<id>  SK=SYNC#COUNTS  (open bills, vendors needing attention: kept by deltas)
   tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
-  payment     PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>
+  payment     PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>  (never expires: the audit trail and
+              the exactly-once key of the write-back)
   number      PK=BUSINESS#<businessId>  SK=PAYMENT#<paymentOrderNumber>  (the one connection it was sent to)
   webhook     PK=WEBHOOK#<provider>  SK=EVENT#<sha256 of the event's identity>  (seen once, TTL)
+  budget      PK=BUDGET#<provider>#<organisation|APP>  SK=BUDGET  (call budgets: storage/budgets.py)
               GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<paymentOrderNumber>
 Items carry the record's camelCase fields beside the keys; amounts and dates as strings (exact, sortable).
 Pages are returned with an opaque cursor bound to the partition it was read from.
+
+Expiry is DynamoDB TTL on `expiresAt` (epoch seconds). TTL deletes lazily (typically within a few days
+of expiry), so nothing here relies on an expired item being gone.
 """
 
 import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -51,6 +59,8 @@ from payedge_connect.models import (
     PaymentOrderStatus,
     Provider,
     SyncRun,
+    SyncSchedule,
+    SyncSummary,
     Vendor,
 )
 
@@ -58,7 +68,41 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import DynamoDBServiceResource, Table
 
 MAX_PAGE_SIZE = 100
+_CLOSED = PayableStatus.CLOSED.value
 _NO_DUE_DATE = "9999-12-31"  # bills without a due date sort last
+# Shards of the connection-status index. Changing it moves every connection to another index
+# partition: re-save each connection (or let dispatch's re-indexing of legacy keys do it) after.
+CONNECTION_SHARDS = 32
+_DUE_NOW = "0000"  # a connection without a schedule sorts first: due now
+# A full listing's seen pages are needed only until its run finishes; a run older than this is
+# stale (its sync slot is, after 2 hours) and an expired page only costs a by-id look-up.
+SEEN_PAGES_KEPT = timedelta(days=2)
+# Payment orders in these states may be retried at any later time and then re-read their payable: a
+# closed payable they name does not expire. (A posting order is in the write-back queue's hands and
+# ends within its 14-day retention, well inside the closed-payable retention of at least 30 days.)
+_ORDERS_NEEDING_PAYABLE = (
+    PaymentOrderStatus.RECEIVED,
+    PaymentOrderStatus.NEEDS_ATTENTION,
+    PaymentOrderStatus.WAITING_FOR_RECONNECTION,
+    PaymentOrderStatus.FAILED,
+)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long records that stop mattering are kept (stack parameters SyncRunRetentionDays and
+    ClosedPayableRetentionDays; README "Records and their lifetime")."""
+
+    sync_runs: timedelta = timedelta(days=14)
+    closed_payables: timedelta = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SyncCountsRecord:
+    """The connection's open bills and vendors needing attention, kept current by every write."""
+
+    open_bills: int
+    vendors_needing_attention: int
 
 
 @dataclass(frozen=True)
@@ -127,11 +171,41 @@ def _payables_by_status_pk(connection_id: str, status: PayableStatus) -> str:
     return f"CONNECTION#{connection_id}#PAYABLE#{status.value}"
 
 
+def connection_shard(connection_id: str) -> int:
+    # crc32, not hash(): str hashes are salted per process, and every Lambda must agree.
+    return zlib.crc32(connection_id.encode()) % CONNECTION_SHARDS
+
+
+def _status_index_pk(status: ConnectionStatus | str, connection_id: str) -> str:
+    value = status.value if isinstance(status, ConnectionStatus) else status
+    return f"CONNECTIONS#{value}#{connection_shard(connection_id):02d}"
+
+
+def _due_key(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_index_sk(connection_id: str, schedule: SyncSchedule | None) -> str:
+    due = _due_key(schedule.next_due_at) if schedule else _DUE_NOW
+    return f"{due}#{connection_id}"
+
+
+def _expires(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
 class RecordsStore:
-    def __init__(self, table_name: str, *, dynamodb: "DynamoDBServiceResource | None" = None) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        dynamodb: "DynamoDBServiceResource | None" = None,
+        retention: Retention | None = None,
+    ) -> None:
         self._table_name = table_name
         self._dynamodb = dynamodb
         self._table: Table | None = None
+        self.retention = retention or Retention()
 
     @property
     def table(self) -> "Table":
@@ -195,14 +269,20 @@ class RecordsStore:
         )
         return [str(item["SK"]).removeprefix("CONNECTION#") for item in response.get("Items", [])]
 
-    def record_sync_summary(self, connection: Connection) -> None:
-        """Save the connection's last-sync summary without disturbing a concurrent status change."""
-        summary = connection.last_sync.model_dump(mode="json", by_alias=True) if connection.last_sync else None
+    def record_sync_outcome(self, connection_id: str, summary: SyncSummary, schedule: SyncSchedule | None) -> None:
+        """Save the connection's last-sync summary and next due time without disturbing a concurrent
+        status change (a schedule of None leaves the due time alone)."""
+        expression = "SET lastSync = :summary"
+        values: dict[str, Any] = {":summary": summary.model_dump(mode="json", by_alias=True), ":one": 1}
+        if schedule is not None:
+            expression += ", syncSchedule = :schedule, GSI2SK = :due"
+            values[":schedule"] = schedule.model_dump(mode="json", by_alias=True)
+            values[":due"] = _status_index_sk(connection_id, schedule)
         self.table.update_item(
-            Key={"PK": _connection_pk(connection.connection_id), "SK": "CONNECTION"},
-            UpdateExpression="SET lastSync = :summary ADD version :one",
+            Key={"PK": _connection_pk(connection_id), "SK": "CONNECTION"},
+            UpdateExpression=expression + " ADD version :one",
             ConditionExpression=Attr("PK").exists(),
-            ExpressionAttributeValues={":summary": summary, ":one": 1},
+            ExpressionAttributeValues=values,
         )
 
     def list_connections(
@@ -213,12 +293,48 @@ class RecordsStore:
         )
         return Page[Connection](items=[Connection.model_validate(_fields(i)) for i in items], next_cursor=next_cursor)
 
-    def list_connections_in_status(
-        self, status: ConnectionStatus, *, limit: int = MAX_PAGE_SIZE, cursor: str | None = None
-    ) -> Page[Connection]:
-        """Every business's connections in one status (e.g. the connected ones the schedule syncs)."""
-        items, next_cursor = self._index_page("GSI2", f"CONNECTIONS#{status.value}", limit=limit, cursor=cursor)
-        return Page[Connection](items=[Connection.model_validate(_fields(i)) for i in items], next_cursor=next_cursor)
+    def due_connections(
+        self, shard: int, now: datetime, *, limit: int = 1000, cursor: dict[str, Any] | None = None
+    ) -> tuple[list[Connection], dict[str, Any] | None]:
+        """One page of a shard's connected connections due at `now`, most overdue first; the key to
+        continue from (None: the shard has no more due). Reads only due connections."""
+        arguments: dict[str, Any] = {
+            "IndexName": "GSI2",
+            "KeyConditionExpression": Key("GSI2PK").eq(f"CONNECTIONS#{ConnectionStatus.CONNECTED.value}#{shard:02d}")
+            & Key("GSI2SK").lte(f"{_due_key(now)}#~"),
+            "Limit": limit,
+        }
+        if cursor:
+            arguments["ExclusiveStartKey"] = cursor
+        response = self.table.query(**arguments)
+        items = response.get("Items", [])
+        return [Connection.model_validate(_fields(item)) for item in items], response.get("LastEvaluatedKey")
+
+    def reindex_legacy_connections(self, *, limit: int = 100) -> int:
+        """Give up to `limit` connected connections stored before the index was sharded (GSI2PK
+        CONNECTIONS#connected, no due time) their sharded key, due now; returns how many were moved.
+        Dispatch calls it every tick until the old partition is empty (then it reads nothing)."""
+        legacy = f"CONNECTIONS#{ConnectionStatus.CONNECTED.value}"
+        response = self.table.query(IndexName="GSI2", KeyConditionExpression=Key("GSI2PK").eq(legacy), Limit=limit)
+        moved = 0
+        for item in response.get("Items", []):
+            connection_id = str(item["connectionId"])
+            try:
+                self.table.update_item(
+                    Key={"PK": item["PK"], "SK": "CONNECTION"},
+                    UpdateExpression="SET GSI2PK = :pk, GSI2SK = :sk",
+                    ConditionExpression=Attr("GSI2PK").eq(legacy),
+                    ExpressionAttributeValues={
+                        ":pk": _status_index_pk(ConnectionStatus.CONNECTED, connection_id),
+                        ":sk": _status_index_sk(connection_id, None),
+                    },
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue  # saved meanwhile: the save wrote the sharded key
+            moved += 1
+        return moved
 
     @staticmethod
     def _connection_item(connection: Connection) -> dict[str, Any]:
@@ -227,8 +343,8 @@ class RecordsStore:
             "SK": "CONNECTION",
             "GSI1PK": f"BUSINESS#{connection.business_id}",
             "GSI1SK": f"CONNECTION#{connection.created_at.isoformat()}#{connection.connection_id}",
-            "GSI2PK": f"CONNECTIONS#{connection.status.value}",
-            "GSI2SK": f"CONNECTION#{connection.connection_id}",
+            "GSI2PK": _status_index_pk(connection.status, connection.connection_id),
+            "GSI2SK": _status_index_sk(connection.connection_id, connection.sync_schedule),
             "recordType": "connection",
             **_dump(connection),
         }
@@ -246,7 +362,7 @@ class RecordsStore:
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":status": ConnectionStatus.REAUTHORIZATION_REQUIRED.value,
-                    ":index": f"CONNECTIONS#{ConnectionStatus.REAUTHORIZATION_REQUIRED.value}",
+                    ":index": _status_index_pk(ConnectionStatus.REAUTHORIZATION_REQUIRED, connection_id),
                     ":now": now.isoformat().replace("+00:00", "Z"),
                     ":attention": [reason],
                     ":one": 1,
@@ -366,14 +482,50 @@ class RecordsStore:
 
     # ------------------------------------------------------------------ payables
 
-    def put_payables(self, payables: Iterable[Payable]) -> int:
-        """Write payables in batches (25 a request, unprocessed items retried by boto3); returns the count."""
-        written = 0
+    def put_payables(
+        self,
+        payables: Iterable[Payable],
+        *,
+        now: datetime | None = None,
+        previous: Mapping[str, str | None] | None = None,
+    ) -> int:
+        """Write payables in batches (25 a request, unprocessed items retried by boto3); returns the count.
+
+        `previous` maps each bill id to the status stored before (None: not stored), so the open-bills
+        count moves by what changed; without it those statuses are read by key. A closed payable
+        expires after the closed-payable retention unless a payment order that may still be retried
+        names it.
+        """
+        payables = list(payables)
+        if not payables:
+            return 0
+        now = now or datetime.now(UTC)
+        connection_id = payables[0].connection_id
+        if previous is None:
+            states = self.payable_states_of(connection_id, [payable.bill_id for payable in payables])
+            previous = {bill_id: state.status for bill_id, state in states.items()}
+        closing = any(payable.status is PayableStatus.CLOSED for payable in payables)
+        pinned = self.bills_with_pending_payments(connection_id) if closing else set()
+        expires_at = _expires(now + self.retention.closed_payables)
+        open_delta = 0
         with self.table.batch_writer(overwrite_by_pkeys=["PK", "SK"]) as batch:
             for payable in payables:
-                batch.put_item(Item=self._payable_item(payable))
-                written += 1
-        return written
+                item = self._payable_item(payable)
+                if payable.status is PayableStatus.CLOSED and payable.bill_id not in pinned:
+                    item["expiresAt"] = expires_at
+                batch.put_item(Item=item)
+                before = previous.get(payable.bill_id)
+                open_delta += (payable.status is not PayableStatus.CLOSED) - (before not in (None, _CLOSED))
+        self.adjust_counts(connection_id, open_bills=open_delta)
+        return len(payables)
+
+    def bills_with_pending_payments(self, connection_id: str) -> set[str]:
+        """Bills named by payment orders that may still be retried (and would then re-read the payable)."""
+        return {
+            order.bill_id
+            for status in _ORDERS_NEEDING_PAYABLE
+            for order in self.payment_orders_in_status(connection_id, status)
+        }
 
     def get_payable(self, connection_id: str, bill_id: str) -> Payable | None:
         response = self.table.get_item(
@@ -411,22 +563,67 @@ class RecordsStore:
             **_dump(payable),
         }
 
-    def payable_states(self, connection_id: str) -> dict[str, StoredState]:
-        """Every stored payable's fingerprint and status, read in one projected query."""
-        return {
-            str(item["billId"]): _stored_state(item)
+    def open_payable_states(self, connection_id: str) -> dict[str, StoredState]:
+        """The fingerprint and status of every open and part-paid payable (closed ones are not read)."""
+        states: dict[str, StoredState] = {}
+        for status in (PayableStatus.OPEN, PayableStatus.PART_PAID):
             for item in self._query_all(
-                Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with("PAYABLE#"),
+                Key("GSI2PK").eq(_payables_by_status_pk(connection_id, status)),
+                index="GSI2",
                 projection="billId, contentHash, #status, providerUpdatedAt, vendorId, document, closedReason",
                 names={"#status": "status"},
-            )
-        }
+            ):
+                states[str(item["billId"])] = _stored_state(item)
+        return states
 
     def payable_states_of(self, connection_id: str, bill_ids: Iterable[str]) -> dict[str, StoredState]:
         items = self._batch_get(connection_id, [f"PAYABLE#{bill_id}" for bill_id in bill_ids])
         return {str(item["billId"]): _stored_state(item) for item in items}
 
+    # ------------------------------------------------------------------ counts
+
+    def get_counts(self, connection_id: str) -> SyncCountsRecord | None:
+        item = self.table.get_item(
+            Key={"PK": _connection_pk(connection_id), "SK": "SYNC#COUNTS"}, ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        return SyncCountsRecord(int(str(item["openBills"])), int(str(item["vendorsNeedingAttention"])))
+
+    def set_counts(self, connection_id: str, *, open_bills: int, vendors_needing_attention: int | None = None) -> None:
+        """Set the counts to figures just read in full (a new connection, a full reconciliation)."""
+        expression = "SET recordType = :type, openBills = :open"
+        values: dict[str, Any] = {":type": "syncCounts", ":open": open_bills}
+        if vendors_needing_attention is not None:
+            expression += ", vendorsNeedingAttention = :attention"
+            values[":attention"] = vendors_needing_attention
+        else:
+            expression += ", vendorsNeedingAttention = if_not_exists(vendorsNeedingAttention, :zero)"
+            values[":zero"] = 0
+        self.table.update_item(
+            Key={"PK": _connection_pk(connection_id), "SK": "SYNC#COUNTS"},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
+        )
+
+    def adjust_counts(self, connection_id: str, *, open_bills: int = 0, vendors_needing_attention: int = 0) -> None:
+        """Move the counts by what a write changed. A connection without counts yet (stored before they
+        were kept) is left alone: its next sync counts once and sets them."""
+        if not open_bills and not vendors_needing_attention:
+            return
+        try:
+            self.table.update_item(
+                Key={"PK": _connection_pk(connection_id), "SK": "SYNC#COUNTS"},
+                UpdateExpression="ADD openBills :open, vendorsNeedingAttention :attention",
+                ConditionExpression=Attr("PK").exists(),
+                ExpressionAttributeValues={":open": open_bills, ":attention": vendors_needing_attention},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
     def count_payables(self, connection_id: str, status: PayableStatus) -> int:
+        """Counted by reading the status's index partition: only for connections without kept counts."""
         return self._count(index="GSI2", key=Key("GSI2PK").eq(_payables_by_status_pk(connection_id, status)))
 
     def count_vendors_needing_attention(self, connection_id: str) -> int:
@@ -439,26 +636,36 @@ class RecordsStore:
 
     # ------------------------------------------------------------------ vendors
 
-    def put_vendors(self, vendors: Iterable[Vendor]) -> int:
-        written = 0
+    def put_vendors(self, vendors: Iterable[Vendor], *, previous: Mapping[str, Vendor | None] | None = None) -> int:
+        """Write vendors; `previous` (vendor id -> the stored vendor, None: not stored) moves the count of
+        vendors needing attention by what changed; without it the stored vendors are read by key."""
+        vendors = list(vendors)
+        if not vendors:
+            return 0
+        connection_id = vendors[0].connection_id
+        if previous is None:
+            previous = dict(self.get_vendors(connection_id, [vendor.vendor_id for vendor in vendors]))
+        attention_delta = 0
         with self.table.batch_writer(overwrite_by_pkeys=["PK", "SK"]) as batch:
             for vendor in vendors:
                 batch.put_item(Item=self._vendor_item(vendor))
-                written += 1
-        return written
+                before = previous.get(vendor.vendor_id)
+                attention_delta += vendor.attention_required - bool(before and before.attention_required)
+        self.adjust_counts(connection_id, vendors_needing_attention=attention_delta)
+        return len(vendors)
+
+    def vendors_held(self, connection_id: str, vendor_ids: Iterable[str]) -> set[str]:
+        """Which of these vendors are stored (read by key, keys only)."""
+        return {
+            str(item["SK"]).removeprefix("VENDOR#")
+            for item in self._batch_get(
+                connection_id, [f"VENDOR#{vendor_id}" for vendor_id in vendor_ids], projection="SK"
+            )
+        }
 
     def get_vendors(self, connection_id: str, vendor_ids: Iterable[str]) -> dict[str, Vendor]:
         items = self._batch_get(connection_id, [f"VENDOR#{vendor_id}" for vendor_id in vendor_ids])
         return {str(item["vendorId"]): Vendor.model_validate(_fields(item)) for item in items}
-
-    def vendor_hashes(self, connection_id: str) -> dict[str, str]:
-        return {
-            str(item["vendorId"]): str(item.get("contentHash", ""))
-            for item in self._query_all(
-                Key("PK").eq(_connection_pk(connection_id)) & Key("SK").begins_with("VENDOR#"),
-                projection="vendorId, contentHash",
-            )
-        }
 
     def list_vendors(
         self, connection_id: str, *, attention_required: bool | None, limit: int, cursor: str | None
@@ -491,6 +698,7 @@ class RecordsStore:
                 "SK": f"SYNCRUN#{run.sync_run_id}",
                 "recordType": "syncRun",
                 **_dump(run),
+                "expiresAt": _expires(run.started_at + self.retention.sync_runs),
             }
         )
 
@@ -523,7 +731,7 @@ class RecordsStore:
                 "SK": f"SYNCRUN#{sync_run_id}#SEEN#{page:06d}",
                 "recordType": "seenBills",
                 "billIds": bill_ids,
-                "expiresAt": int((now + timedelta(days=2)).timestamp()),
+                "expiresAt": _expires(now + SEEN_PAGES_KEPT),
             }
         )
 
@@ -724,7 +932,9 @@ class RecordsStore:
                 return items
             arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def _batch_get(self, connection_id: str, sort_keys: list[str]) -> list[dict[str, Any]]:
+    def _batch_get(
+        self, connection_id: str, sort_keys: list[str], *, projection: str | None = None
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(sort_keys))
         for start in range(0, len(unique), 100):
@@ -732,6 +942,8 @@ class RecordsStore:
                 {"PK": _connection_pk(connection_id), "SK": sk} for sk in unique[start : start + 100]
             ]
             request: dict[str, Any] = {self.table.name: {"Keys": keys, "ConsistentRead": True}}
+            if projection:
+                request[self.table.name]["ProjectionExpression"] = projection
             while request:
                 response = self.table.meta.client.batch_get_item(RequestItems=request)
                 items.extend(response.get("Responses", {}).get(self.table.name, []))

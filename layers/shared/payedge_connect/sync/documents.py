@@ -53,7 +53,7 @@ class DocumentStore:
         stored = payable.model_copy(
             update={"document": document.model_copy(update={"object_key": key, "size_bytes": len(content)})}
         )
-        self._store.put_payables([stored])
+        self._store.put_payables([stored], previous={payable.bill_id: payable.status.value})
         return stored
 
     def presigned_url(self, payable: Payable) -> str:

@@ -1,12 +1,15 @@
 """One sync of one connection: read the provider, write only what changed, close what is no longer open.
 
 Modes (models.SyncMode):
-- full: every open bill at the provider's largest page size; stored bills the listing no longer has
-  are read one by one to learn why (paid elsewhere, voided, deleted) and closed with that reason;
+- full: every open bill at the provider's largest page size; stored open bills the listing no longer
+  has are read one by one to learn why (paid elsewhere, voided, deleted) and closed with that reason;
   then the vendors those bills are owed to. Runs on the first sync, once a day, and whenever the
-  incremental mechanism cannot reach back far enough.
+  incremental mechanism cannot reach back far enough. Of the table it reads the open payables only.
 - incremental: the provider's changes since the last sync's start (minus an overlap for clock skew).
 - entities: just what a webhook named.
+Incremental and entity syncs read only the stored records of the bills and vendors the provider
+returned (batch reads by key), so their cost follows what changed, not the size of the books. The
+connection's open-bill and attention counts move with each write (storage: SYNC#COUNTS).
 
 Every page is applied and checkpointed before the next is read, so a sync that hits the Lambda time
 limit, a crash or a storm of 429s continues where it stopped (the worker re-queues it). A record the
@@ -62,6 +65,7 @@ from payedge_connect.storage.records import (
     content_hash,
     vendor_content_hash,
 )
+from payedge_connect.sync import schedule
 from payedge_connect.sync.documents import DocumentStore
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 
@@ -77,6 +81,12 @@ _LEASE_SECONDS = 900.0
 _ERRORS_LISTED = 100
 _CLOSED = PayableStatus.CLOSED.value
 _BACKGROUND_TRIGGERS = frozenset({SyncTrigger.SCHEDULE, SyncTrigger.WEBHOOK})
+# Provider-trouble pauses in a row (no page applied between) before the run ends failed and the
+# connection is retried on its own schedule (sync/schedule.py) instead of re-queued forever.
+MAX_TROUBLE_PAUSES = 10
+# Vendor ids an incremental run remembers to check in its checkpoint (a sync run is one item); past
+# this, it checks every open bill's vendor, as a full reconciliation does.
+_VENDORS_TO_CHECK_LISTED = 1000
 
 
 @dataclass(frozen=True)
@@ -88,12 +98,13 @@ class SyncResult:
 
 
 class _Pause(Exception):
-    """Stop now, checkpointed; continue after `seconds`."""
+    """Stop now, checkpointed; continue after `seconds`. `trouble`: the provider failed us."""
 
-    def __init__(self, seconds: int, detail: str) -> None:
+    def __init__(self, seconds: int, detail: str, *, trouble: bool = True) -> None:
         super().__init__(detail)
         self.seconds = seconds
         self.detail = detail
+        self.trouble = trouble
 
 
 @dataclass
@@ -108,8 +119,10 @@ class _Context:
     accounting_software: str
     errors_seen: int = 0
     pending_documents: list[str] = field(default_factory=list)
-    # Vendors that open bills are owed to; read from the table once, then kept current as bills apply.
-    open_vendors: set[str] | None = None
+    # The open payables' stored states (full reconciliation): read once per invocation, kept current.
+    open_states: dict[str, StoredState] | None = None
+    # Vendors known to be stored (read by key this invocation, or written by it).
+    held_vendors: set[str] = field(default_factory=set)
 
 
 def new_sync_run_id(now: datetime) -> str:
@@ -181,15 +194,25 @@ def run_sync(
         return SyncResult(_finish(services, run, outcome, None, completed=True))
     except _Pause as pause:
         run.provider_calls = calls.total
-        run.detail = pause.detail
-        store.put_sync_run(run)
-        logger.info("Sync paused", extra={"sync_run_id": run.sync_run_id, "reason": pause.detail})
-        return SyncResult(run, continue_after_seconds=pause.seconds)
+        return _paused(services, run, pause)
     except ReauthorizationRequired:
         run.provider_calls = calls.total
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, "the accounting software needs reauthorisation"))
     finally:
         store.release_lease(lease)
+
+
+def _paused(services: Services, run: SyncRun, pause: _Pause) -> SyncResult:
+    """Checkpoint and continue later; after too much provider trouble in a row, end failed instead."""
+    if pause.trouble and run.checkpoint is not None:
+        run.checkpoint.trouble_pauses += 1
+        if run.checkpoint.trouble_pauses > MAX_TROUBLE_PAUSES:
+            detail = f"{pause.detail}; gave up after {MAX_TROUBLE_PAUSES} tries, retried on the connection's schedule"
+            return SyncResult(_finish(services, run, SyncOutcome.FAILED, detail[:500]))
+    run.detail = pause.detail
+    services.store.put_sync_run(run)
+    logger.info("Sync paused", extra={"sync_run_id": run.sync_run_id, "reason": pause.detail})
+    return SyncResult(run, continue_after_seconds=pause.seconds)
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -200,11 +223,15 @@ def _plan(
 ) -> tuple[SyncCheckpoint, SyncMode]:
     if bill_ids or vendor_ids:
         return SyncCheckpoint(phase="entities"), SyncMode.ENTITIES
-    state = context.services.store.get_sync_state(context.connection.connection_id)
+    store = context.services.store
+    connection_id = context.connection.connection_id
+    state = store.get_sync_state(connection_id)
     now = context.services.clock()
+    if state.watermark is None and store.get_counts(connection_id) is None:
+        store.set_counts(connection_id, open_bills=0, vendors_needing_attention=0)  # nothing stored yet
     due_for_full = state.last_full_sync_at is None or now - state.last_full_sync_at >= FULL_RECONCILIATION_EVERY
     if full or state.watermark is None or due_for_full:
-        return SyncCheckpoint(phase="open_bills"), SyncMode.FULL
+        return SyncCheckpoint(phase="open_bills", check_all_vendors=True), SyncMode.FULL
     return SyncCheckpoint(phase="changes", since=state.watermark - WATERMARK_OVERLAP), SyncMode.INCREMENTAL
 
 
@@ -224,9 +251,9 @@ def _run_phases(context: _Context, *, bill_ids: Sequence[str], vendor_ids: Seque
         except IncrementalWindowExpired:
             logger.info("Incremental window expired: full reconciliation", extra={"run": context.run.sync_run_id})
             context.run.mode = SyncMode.FULL
-            context.run.checkpoint = SyncCheckpoint(phase="open_bills")
+            context.run.checkpoint = SyncCheckpoint(phase="open_bills", check_all_vendors=True)
     if _checkpoint(context).phase == "open_bills":
-        known = context.services.store.payable_states(context.connection.connection_id)
+        known = _open_states(context)
         _pages(context, lambda resume: connector.open_bills(api, resume=resume), known=known, remember_seen=True)
         _next_phase(context, "close_missing")
     if _checkpoint(context).phase == "close_missing":
@@ -256,10 +283,14 @@ def _since(context: _Context) -> datetime:
 
 
 def _next_phase(context: _Context, phase: str) -> None:
-    context.run.checkpoint = SyncCheckpoint(
-        phase=phase, since=_checkpoint(context).since, documents_pending=context.pending_documents[:500]
+    """Move on; saved only when leaving a listing that read pages (redoing any other phase after an
+    interruption costs no more than its checkpoint write would)."""
+    listed = _checkpoint(context).pages > 0
+    context.run.checkpoint = _checkpoint(context).model_copy(
+        update={"phase": phase, "resume": None, "pages": 0, "documents_pending": context.pending_documents[:500]}
     )
-    context.services.store.put_sync_run(context.run)
+    if listed:
+        context.services.store.put_sync_run(context.run)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -277,7 +308,7 @@ def _pages(
     pages = _guarded(context, lambda: listing(checkpoint.resume))
     while True:
         if context.time_left() < STOP_BEFORE_DEADLINE_SECONDS:
-            raise _Pause(0, "the Lambda time limit is near; continuing in a new invocation")
+            raise _Pause(0, "the Lambda time limit is near; continuing in a new invocation", trouble=False)
         page = _guarded(context, lambda: next(pages, None))
         if page is None:
             return
@@ -292,6 +323,7 @@ def _pages(
             )
         checkpoint.pages += 1
         checkpoint.resume = page.resume
+        checkpoint.trouble_pauses = 0
         checkpoint.documents_pending = context.pending_documents[:500]
         context.run.provider_calls = context.api.calls.total
         context.services.store.put_sync_run(context.run)
@@ -307,6 +339,7 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
         raise _Pause(
             min(max(math.ceil(error.retry_after or 60), 1), 900),
             f"waiting for the organisation's {error.limit} call budget (calls resume in {error.retry_after:.0f} s)",
+            trouble=False,  # our own pacing (Xero's day, say), not the provider failing: never ends the run
         ) from None
     except ProviderUnavailable as error:
         wait = int(error.retry_after or 60)
@@ -319,6 +352,12 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
         raise _Pause(
             300, f"the accounting software refused a listing ({error.status}): {error.message[:120]}"
         ) from None
+
+
+def _open_states(context: _Context) -> dict[str, StoredState]:
+    if context.open_states is None:
+        context.open_states = context.services.store.open_payable_states(context.connection.connection_id)
+    return context.open_states
 
 
 # ---------------------------------------------------------------------------------------------- applying
@@ -384,9 +423,15 @@ def _closed_reason(bill: ProviderBill, stored: StoredState | None) -> ClosedReas
 def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[str, StoredState] | None) -> None:
     store = context.services.store
     connection_id = context.connection.connection_id
-    stored_states = known if known is not None else store.payable_states_of(connection_id, [b.bill_id for b in bills])
+    # Stored states by key, of these bills only: `known` (the open payables) where it has them.
+    unknown = [bill.bill_id for bill in bills if known is None or bill.bill_id not in known]
+    stored_states = store.payable_states_of(connection_id, unknown) if unknown else {}
+    if known is not None:
+        stored_states.update({bill.bill_id: known[bill.bill_id] for bill in bills if bill.bill_id in known})
     counts = context.run.counts
     to_write: list[Payable] = []
+    previous: dict[str, str | None] = {}
+    vendors_of_open: set[str] = set()
     for bill in bills:
         stored = stored_states.get(bill.bill_id)
         payable = _payable_to_consider(context, bill, stored)
@@ -405,9 +450,10 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
         open_now = payable.status is not PayableStatus.CLOSED
         if open_now and payable.document is not None and payable.document.object_key is None:
             context.pending_documents.append(payable.bill_id)
-        if open_now and context.open_vendors is not None:
-            context.open_vendors.add(payable.vendor_id)
+        if open_now:
+            vendors_of_open.add(payable.vendor_id)
         to_write.append(payable)
+        previous[payable.bill_id] = stored.status if stored else None
         if known is not None:
             known[bill.bill_id] = StoredState(
                 content_hash=fingerprint,
@@ -419,7 +465,27 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
                 closed_reason=payable.closed_reason.value if payable.closed_reason else None,
             )
     if to_write:
-        store.put_payables(to_write)
+        store.put_payables(to_write, now=context.services.clock(), previous=previous)
+    _note_vendors_to_check(context, vendors_of_open)
+
+
+def _note_vendors_to_check(context: _Context, vendor_ids: set[str]) -> None:
+    """Remember the vendors of newly written open bills that are not stored yet (read by key)."""
+    checkpoint = _checkpoint(context)
+    if checkpoint.check_all_vendors:
+        return  # every open bill's vendor is checked at the end
+    listed = set(checkpoint.vendors_to_check)
+    unknown = vendor_ids - context.held_vendors - listed
+    if not unknown:
+        return
+    held = context.services.store.vendors_held(context.connection.connection_id, unknown)
+    context.held_vendors |= held
+    missing = sorted(unknown - held)
+    if len(listed) + len(missing) > _VENDORS_TO_CHECK_LISTED:
+        checkpoint.check_all_vendors = True
+        checkpoint.vendors_to_check = []
+    else:
+        checkpoint.vendors_to_check.extend(missing)
 
 
 def _payable_to_consider(context: _Context, bill: ProviderBill, stored: StoredState | None) -> Payable | None:
@@ -445,14 +511,16 @@ def _is_stale(bill: ProviderBill, stored: StoredState) -> bool:
 
 
 def _close_missing(context: _Context) -> None:
-    """Stored bills a completed full listing did not return: ask the provider why, and close them."""
+    """Stored open bills a completed full listing did not return: ask the provider why, and close them.
+    The open-bill count is then exact, and set (whatever drift the deltas had ends here)."""
     store = context.services.store
     connection_id = context.connection.connection_id
     seen = store.seen_bills(connection_id, context.run.sync_run_id)
-    states = store.payable_states(connection_id)
+    states = _open_states(context)
     missing = [bill_id for bill_id, state in states.items() if state.status != _CLOSED and bill_id not in seen]
     for start in range(0, len(missing), 50):
         _read_bills_by_id(context, missing[start : start + 50], states)
+    store.set_counts(connection_id, open_bills=sum(1 for state in states.values() if state.status != _CLOSED))
 
 
 def _read_bills_by_id(context: _Context, bill_ids: list[str], known: dict[str, StoredState] | None) -> None:
@@ -496,24 +564,31 @@ def _from_stored(context: _Context, bill_id: str, reason: ClosedReason, updated_
 
 
 def _open_vendor_ids(context: _Context) -> set[str]:
-    if context.open_vendors is None:
-        states = context.services.store.payable_states(context.connection.connection_id)
-        context.open_vendors = {s.vendor_id for s in states.values() if s.status != _CLOSED and s.vendor_id}
-    return context.open_vendors
+    """Vendors that open bills are owed to (full reconciliation: read from the open payables)."""
+    return {s.vendor_id for s in _open_states(context).values() if s.status != _CLOSED and s.vendor_id}
 
 
 def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None:
-    """Store the vendors that open bills are owed to; a new or changed vendor needs the platform's attention."""
+    """Store the vendors that open bills are owed to; a new or changed vendor needs the platform's attention.
+
+    Wanted: the vendors we hold (read by key, of those returned) and those of open bills we hold
+    without their vendor (the checkpoint's list; in a full reconciliation every open bill's vendor).
+    """
     store = context.services.store
     connection_id = context.connection.connection_id
-    wanted = _open_vendor_ids(context)
-    candidates = [vendor for vendor in vendors if vendor.vendor_id in wanted]
-    if not candidates:
+    listed = list({vendor.vendor_id: vendor for vendor in vendors}.values())
+    if not listed:
         return
-    stored = store.get_vendors(connection_id, [vendor.vendor_id for vendor in candidates])
+    stored = store.get_vendors(connection_id, [vendor.vendor_id for vendor in listed])
+    checkpoint = _checkpoint(context)
+    wanted = set(stored) | set(checkpoint.vendors_to_check)
+    if checkpoint.check_all_vendors:
+        wanted |= _open_vendor_ids(context)
     counts = context.run.counts
     to_write: list[Vendor] = []
-    for item in candidates:
+    for item in listed:
+        if item.vendor_id not in wanted:
+            continue
         vendor = Vendor(
             connection_id=connection_id,
             vendor_id=item.vendor_id,
@@ -524,6 +599,7 @@ def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None
             provider_updated_at=item.updated_at,
         )
         previous = stored.get(item.vendor_id)
+        context.held_vendors.add(item.vendor_id)
         if previous is None:
             counts.vendors_new += 1
         elif vendor_content_hash(previous) == vendor_content_hash(vendor):
@@ -533,18 +609,26 @@ def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None
             counts.vendors_changed += 1
         to_write.append(vendor)
     if to_write:
-        store.put_vendors(to_write)
+        store.put_vendors(to_write, previous={vendor.vendor_id: stored.get(vendor.vendor_id) for vendor in to_write})
+    if checkpoint.vendors_to_check:
+        checkpoint.vendors_to_check = [v for v in checkpoint.vendors_to_check if v not in context.held_vendors]
 
 
 def _fetch_missing_vendors(context: _Context) -> None:
-    """Vendors of open bills we do not hold yet (a new bill from a vendor an incremental listing did not name)."""
-    wanted = _open_vendor_ids(context)
-    held = set(context.services.store.vendor_hashes(context.connection.connection_id))
-    missing = sorted(wanted - held)
+    """Vendors of open bills we do not hold yet (a new bill from a vendor an incremental listing did not
+    name, or one a full vendor listing did not return), fetched by id."""
+    checkpoint = _checkpoint(context)
+    wanted = _open_vendor_ids(context) if checkpoint.check_all_vendors else set(checkpoint.vendors_to_check)
+    unknown = wanted - context.held_vendors
+    held = context.services.store.vendors_held(context.connection.connection_id, unknown) if unknown else set()
+    context.held_vendors |= held
+    missing = sorted(unknown - held)
     for start in range(0, len(missing), 50):
         chunk = missing[start : start + 50]
         page = _guarded(context, partial(context.connector.vendors_by_id, context.api, chunk))
         _apply_page(context, page, None)
+    checkpoint.vendors_to_check = []
+    checkpoint.check_all_vendors = False
 
 
 def _fetch_documents(context: _Context) -> None:
@@ -581,6 +665,13 @@ def _record_error(context: _Context, error: RecordError) -> None:
         context.run.errors.append(error)
 
 
+def _changed(run: SyncRun) -> bool:
+    counts = run.counts
+    return bool(
+        counts.bills_new + counts.bills_changed + counts.bills_closed + counts.vendors_new + counts.vendors_changed
+    )
+
+
 def _finish(
     services: Services, run: SyncRun, outcome: SyncOutcome, detail: str | None, *, completed: bool = False
 ) -> SyncRun:
@@ -603,17 +694,37 @@ def _finish(
     store.release_sync_slot(run.connection_id, run.sync_run_id)
     connection = store.get_connection(run.connection_id)
     if connection is not None:
-        open_bills = store.count_payables(run.connection_id, PayableStatus.OPEN) + store.count_payables(
-            run.connection_id, PayableStatus.PART_PAID
-        )
-        connection.last_sync = SyncSummary(
+        counts = store.get_counts(run.connection_id)
+        if counts is None:
+            # A connection stored before the counts were kept: counted once, kept by deltas from now on.
+            open_bills = store.count_payables(run.connection_id, PayableStatus.OPEN) + store.count_payables(
+                run.connection_id, PayableStatus.PART_PAID
+            )
+            attention = store.count_vendors_needing_attention(run.connection_id)
+            store.set_counts(run.connection_id, open_bills=open_bills, vendors_needing_attention=attention)
+        else:
+            open_bills, attention = counts.open_bills, counts.vendors_needing_attention
+        summary = SyncSummary(
             sync_run_id=run.sync_run_id,
             outcome=outcome.value,
             finished_at=now,
             open_bills=open_bills,
-            vendors_needing_attention=store.count_vendors_needing_attention(run.connection_id),
+            vendors_needing_attention=attention,
         )
-        store.record_sync_summary(connection)
+        # A webhook's entity sync leaves the poll schedule alone; every other run sets the next due time.
+        next_schedule = (
+            None
+            if run.mode is SyncMode.ENTITIES
+            else schedule.after_run(
+                connection.provider,
+                connection.connection_id,
+                connection.sync_schedule,
+                outcome=outcome,
+                changed=_changed(run),
+                now=now,
+            )
+        )
+        store.record_sync_outcome(run.connection_id, summary, next_schedule)
     metrics.add_metric(name=f"Sync{outcome.value.capitalize()}", unit="Count", value=1)
     logger.info(
         "Sync finished",
