@@ -154,6 +154,7 @@ def _services(aws: Aws, table: str, base_urls: dict[Provider, str], queue_url: s
             "BUSINESS_ID_CLAIM": "business_id",
             "PROVIDER_BASE_URLS": json.dumps({p.value: url for p, url in base_urls.items()}),
             "XERO_SCOPE_SET": "granular",
+            "XERO_DAILY_CALL_LIMIT": "5000",
             "FUNDING_SOURCES": json.dumps([{"id": "cad-operating", "name": "CAD operating", "currency": "CAD"}]),
             "SYNC_QUEUE_URL": queue_url,
             "DOCUMENTS_BUCKET_NAME": aws.bucket,

@@ -232,6 +232,7 @@ def test_a_retention_shorter_than_what_the_guarantees_need_is_refused(variable: 
         "BUSINESS_ID_CLAIM": "business_id",
         "PROVIDER_BASE_URLS": "{}",
         "XERO_SCOPE_SET": "granular",
+        "XERO_DAILY_CALL_LIMIT": "5000",
         "FUNDING_SOURCES": "[]",
         "SYNC_QUEUE_URL": "q",
         "DOCUMENTS_BUCKET_NAME": "d",

@@ -287,7 +287,8 @@ class _Group:
         self.run = run
         self.time_left = time_left
         self.connector = services.connector(connection.provider)
-        self.api = services.api(connection)
+        # The run waits for the organisation's call budget while its invocation has time for it.
+        self.api = services.api(connection, time_left=time_left)
         self.payables: dict[str, Payable] = {}
 
     # ------------------------------------------------------------------------------------ the run
