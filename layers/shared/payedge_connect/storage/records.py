@@ -488,8 +488,12 @@ class RecordsStore:
         *,
         now: datetime | None = None,
         previous: Mapping[str, str | None] | None = None,
+        pinned: set[str] | None = None,
     ) -> int:
         """Write payables in batches (25 a request, unprocessed items retried by boto3); returns the count.
+
+        `pinned`: bills whose closed payable must not expire, when the caller knows them (else read from
+        the connection's retryable payment orders).
 
         `previous` maps each bill id to the status stored before (None: not stored), so the open-bills
         count moves by what changed; without it those statuses are read by key. A closed payable
@@ -505,7 +509,8 @@ class RecordsStore:
             states = self.payable_states_of(connection_id, [payable.bill_id for payable in payables])
             previous = {bill_id: state.status for bill_id, state in states.items()}
         closing = any(payable.status is PayableStatus.CLOSED for payable in payables)
-        pinned = self.bills_with_pending_payments(connection_id) if closing else set()
+        if pinned is None:
+            pinned = self.bills_with_pending_payments(connection_id) if closing else set()
         expires_at = _expires(now + self.retention.closed_payables)
         open_delta = 0
         with self.table.batch_writer(overwrite_by_pkeys=["PK", "SK"]) as batch:
