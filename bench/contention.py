@@ -294,6 +294,8 @@ def run_role(role: Role, ready: Any, results: Any) -> None:
     except Exception:
         report["error"] = traceback.format_exc(limit=5)
     report["budget_requests"] = services.budget_store.requests
+    report["budget_bookings_lost"] = services.budget_store.lost
+    report["budget_calls"] = budget.granted
     report["budget_waits"] = budget.waits
     report["budget_waited_s"] = round(budget.waited_seconds, 2)
     results.put(report)
@@ -447,6 +449,8 @@ def _row(
                 "documents": report["documents"],
                 "payments": len(report["payments"]),
                 "budget_requests": report.get("budget_requests"),
+                "budget_bookings_lost": report.get("budget_bookings_lost"),
+                "budget_calls": report.get("budget_calls"),
                 "budget_waits": report.get("budget_waits"),
                 "budget_waited_s": report.get("budget_waited_s"),
             }

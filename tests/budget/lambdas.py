@@ -70,6 +70,7 @@ def run_caller(caller: Caller, ready: Any, results: Any) -> None:
             "name": caller.name,
             "calls": calls,
             "requests": store.requests,
+            "lost": store.lost,
             "throttled_at": throttled_at,
             "waits": budget.waits,
             "granted": budget.granted,

@@ -11,7 +11,7 @@ import pytest
 
 from local.stack import MotoServer
 from local.worlds import create_records_table
-from payedge_connect.providers.budget import Priority
+from payedge_connect.providers.budget import TOKEN_VALIDITY, Priority
 from payedge_connect.providers.limits import ProviderLimits
 from tests.budget.lambdas import Caller, run_caller
 
@@ -68,7 +68,7 @@ def test_six_processes_together_never_exceed_the_minute(moto_table: tuple[str, s
     calls = [t for report in reports.values() for t in report["calls"]]
     requests = sum(report["requests"] for report in reports.values())
     for n, r in reports.items():
-        print(n, len(r["calls"]), r["requests"], r["granted"], r["waits"])
+        print(n, len(r["calls"]), r["requests"], r.get("lost"), r["granted"], r["waits"])
     print(f"{len(calls)} calls, busiest minute {busiest_minute(calls)}, {requests / len(calls):.2f} requests a call")
     # Then no minute holds more than 60, yet the budget was used again as calls aged out of the window
     assert busiest_minute(calls) <= 60
@@ -89,8 +89,8 @@ def test_a_429_seen_by_one_process_pauses_the_others(moto_table: tuple[str, str]
     )
     throttled_at = reports["throttled"]["throttled_at"]
     assert throttled_at is not None
-    # Then the others make no call in the 30 seconds after it (a block taken just before may finish: 3 s)
+    # Then the others make no call in the 30 seconds after it (a block taken just before may be finished)
     for name in ("other-1", "other-2"):
         calls = reports[name]["calls"]
-        assert [t for t in calls if throttled_at + 3.5 <= t < throttled_at + 30] == []
+        assert [t for t in calls if throttled_at + TOKEN_VALIDITY + 0.5 <= t < throttled_at + 30] == []
         assert any(t < throttled_at for t in calls) and any(t >= throttled_at + 30 for t in calls)

@@ -9,7 +9,14 @@ import pytest
 
 from payedge_connect.models import Provider
 from payedge_connect.observability import metrics
-from payedge_connect.providers.budget import DAY_WINDOW, MINUTE_WINDOW, CallBudget, Priority, hold_for
+from payedge_connect.providers.budget import (
+    DAY_WINDOW,
+    MINUTE_WINDOW,
+    TOKEN_VALIDITY,
+    CallBudget,
+    Priority,
+    hold_for,
+)
 from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.providers.limits import ProviderLimits, limits_for
 from payedge_connect.storage.budgets import BudgetState, BudgetStore
@@ -122,10 +129,42 @@ def test_two_lambdas_together_never_take_more_than_the_minute_allows(store: Budg
     assert store.requests / len(calls) <= 0.5  # blocks: the budget's own cost per call
 
 
+def test_a_waiting_lambda_books_ahead_and_sleeps_without_asking_again(records_table: str, fake_time: FakeTime) -> None:
+    limits = ProviderLimits(per_minute=54)  # the first Lambda's blocks of 2, 4, 8 and 10 calls fill it
+    first = lambda_budget(BudgetStore(records_table), fake_time, limits)
+    second_store = BudgetStore(records_table)
+    second = lambda_budget(second_store, fake_time, limits)
+    # Given the first Lambda has the whole minute
+    for _ in range(54):
+        first.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+        fake_time.now += 0.01
+    assert first.waits == 0
+    started = fake_time.now
+    # When the second, which has seen nothing yet, wants a call
+    second.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+    # Then its first booking lost (and told it the window), its second booked the moment the window frees,
+    # and it slept until then: two requests in all
+    assert second_store.lost == 1 and second_store.requests == 2
+    assert fake_time.now >= started + MINUTE_WINDOW - 1
+    assert second.waits == 1
+
+
+def test_a_backfill_booked_ahead_leaves_the_reserve_to_a_payment(store: BudgetStore, fake_time: FakeTime) -> None:
+    limits = ProviderLimits(per_minute=60)
+    backfill, payment = lambda_budget(store, fake_time, limits), lambda_budget(store, fake_time, limits)
+    for _ in range(48 + 10):  # the backfill's share of the minute, and a block booked ahead beyond it
+        backfill.take(priority=Priority.BACKGROUND, time_left=no_deadline)
+        fake_time.now += 0.01
+    assert backfill.waits >= 1
+    before = fake_time.now
+    payment.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+    assert fake_time.now == before  # at once: the backfill never books into the payments' fifth
+
+
 def test_a_429_seen_by_one_lambda_pauses_the_other(store: BudgetStore, fake_time: FakeTime) -> None:
     first, second = lambda_budget(store, fake_time, XERO), lambda_budget(store, fake_time, XERO)
     second.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
-    fake_time.now += 3  # the second Lambda's block is no longer good
+    fake_time.now += TOKEN_VALIDITY  # the second Lambda's block is no longer good
     first.throttled(20.0, "minute")
     before = fake_time.now
     second.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
@@ -153,7 +192,7 @@ def test_xeros_lower_remaining_count_adds_the_calls_we_did_not_see(store: Budget
     assert sum(state.minute.values()) == 50 and sum(state.day.values()) == 900
     # The other Lambda gets at most what Xero said was left
     granted = 0
-    fake_time.now += 3
+    fake_time.now += TOKEN_VALIDITY
     while hold_for(store.load(Provider.XERO, "org-1"), XERO, fake_time.now, priority=Priority.INTERACTIVE) is None:
         second.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
         granted += 1
@@ -161,14 +200,25 @@ def test_xeros_lower_remaining_count_adds_the_calls_we_did_not_see(store: Budget
     assert granted <= 10
 
 
-def test_an_app_wide_limit_is_shared_by_every_organisation(store: BudgetStore, fake_time: FakeTime) -> None:
+def test_once_xero_reports_the_app_near_its_limit_every_organisation_takes_from_the_app_budget(
+    store: BudgetStore, fake_time: FakeTime
+) -> None:
     app = CallBudget(
-        store, Provider.XERO, "APP", ProviderLimits(per_minute=20), clock=fake_time.clock, sleep=fake_time.sleep
+        store, Provider.XERO, "APP", ProviderLimits(per_minute=100), clock=fake_time.clock, sleep=fake_time.sleep
     )
     organisations = [
         CallBudget(store, Provider.XERO, f"org-{n}", XERO, clock=fake_time.clock, sleep=fake_time.sleep, app=app)
         for n in range(3)
     ]
+    # While Xero reports plenty left for the app, its own count is the app's budget: ours is not taken
+    for budget in organisations:
+        budget.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+        budget.observe({"X-AppMinLimit-Remaining": "90"})
+    assert store.load(Provider.XERO, "APP").minute == {}
+    # Then Xero says 12 are left for the app this minute: other organisations of the app used the rest
+    for budget in organisations:
+        budget.observe({"X-AppMinLimit-Remaining": "12"})
+    fake_time.now += TOKEN_VALIDITY  # the blocks in hand are no longer good
     calls = []
     for _ in range(20):
         for budget in organisations:
@@ -177,7 +227,8 @@ def test_an_app_wide_limit_is_shared_by_every_organisation(store: BudgetStore, f
             except CallBudgetSpent:
                 continue
             calls.append(fake_time.now)
-    assert len([t for t in calls if t < calls[0] + 60]) <= 20
+    # Every organisation's calls now come out of what Xero said was left for the app
+    assert 0 < len([t for t in calls if t < calls[0] + 60]) <= 12
 
 
 def test_throttled_waits_and_provider_429s_are_counted_per_provider(

@@ -4,19 +4,25 @@ Every Lambda (sync worker, write-back worker, read APIs) takes from the same bud
 provider call, so together they stay under the provider's limits (providers/limits.py) and the
 provider never has to answer 429 (which Xero also counts against the day).
 
-How it stays cheap: a process takes a small block of calls with one atomic ADD to the organisation's
-budget item (storage/budgets.py), which answers the whole item; if the window went over, the excess
-is given back with a second ADD and the process waits. It spends the block locally. A block is only good
-for TOKEN_VALIDITY seconds, and the windows are counted a little longer than the provider's
-(MINUTE_WINDOW, DAY_WINDOW), so a call made late in its block still falls inside the window that
-counted it. Blocks grow while a process uses them up and shrink when it does not.
+How it stays cheap: a process books a small block of calls with one conditional ADD to the
+organisation's budget item (storage/budgets.py). It books at the first moment the windows it has seen
+leave room (now, or when older calls age out) and sleeps until then: waiting costs no request, and
+waiters do not race for the same moment (each books after the others' bookings). A booking whose
+bucket filled since the process last looked fails and answers the item as it is, and the process books
+again from there; the rare booking that still went over (others booked beside it in the same window)
+is given back. A block is only good for TOKEN_VALIDITY seconds from its start, and the windows are
+counted a little longer than the provider's (MINUTE_WINDOW, DAY_WINDOW), so a call made late in its
+block still falls inside the window that counted it. Blocks grow while a process uses them up and
+shrink when it does not.
 
 What is counted, per organisation: calls in any minute; calls in any day (Xero); QuickBooks batch
-requests in any minute (a batch of n items also takes n calls); concurrent callers (a process holds
-a lane while it calls, renewed with each block and free LANE_SECONDS after its last one). Per app:
-Xero's 10,000 calls a minute, in a budget item of its own.
+requests in any minute (a batch of n items also takes n calls); concurrent callers (a block holds a
+lane from its start for LANE_SPAN seconds). Per app: Xero's 10,000 calls a minute, in a budget item of
+its own, taken while Xero reports the app near that limit (X-AppMinLimit-Remaining, or an app-minute
+429): until then Xero's own count, on every answer, shows there is room, and an app item taken by every
+call of every organisation would double the budget's cost.
 
-Priorities: scheduled and webhook syncs (BACKGROUND) may use only part of each window and one lane
+Priorities: scheduled and webhook syncs (BACKGROUND) may book only part of each window and one lane
 fewer, so a payment's write-back or a user's request (INTERACTIVE) never waits behind a backfill.
 
 Learning: a 429 pauses the budget for every Lambda until the provider's Retry-After; Xero's remaining
@@ -24,10 +30,10 @@ counts (X-MinLimit-Remaining, X-DayLimit-Remaining, X-AppMinLimit-Remaining) tha
 add the calls we did not see (another client of the same app) to the window.
 
 Deadlines: a caller waits for the budget inside its invocation only while that leaves it time;
-otherwise `CallBudgetSpent` names the wait, and the caller stops at a safe point and comes back then.
+otherwise `CallBudgetSpent` names the wait (nothing is booked), and the caller stops at a safe point
+and comes back then.
 """
 
-import random
 import threading
 import time
 import uuid
@@ -44,16 +50,19 @@ from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.providers.limits import ProviderLimits
 from payedge_connect.storage.budgets import BudgetState, BudgetStore
 
-TOKEN_VALIDITY = 3.0
+TOKEN_VALIDITY = 5.0
 MINUTE_BUCKET = 2
 # 60 s, plus a block's validity, a bucket's width and a second for the call's way to the provider.
 MINUTE_WINDOW = 60.0 + TOKEN_VALIDITY + MINUTE_BUCKET + 1.0
 DAY_BUCKET = 3600
 # Day buckets are an hour wide: the window is counted an hour longer than the provider's day.
 DAY_WINDOW = 24 * 3600.0 + DAY_BUCKET
-LANE_SECONDS = 5.0
+# A block's lane: from its start until its last call (made before the block runs out) has surely returned.
+LANE_SPAN = TOKEN_VALIDITY + 2.0
 RESERVE_SHARE = 0.2  # of every window, kept for payments and users
 MAX_BLOCK = 10
+# A caller books a whole block this much later rather than a part of one at once.
+BLOCK_PATIENCE = 4.0
 # A caller with no deadline (an HTTP request: API Gateway gives up after 30 s) waits this long at most.
 DEFAULT_LONGEST_WAIT = 10.0
 LONGEST_WAIT = 90.0  # a minute window, waited out inside an invocation that has the time
@@ -61,6 +70,10 @@ DEADLINE_MARGIN = 15.0  # stop this long before the Lambda's deadline
 # A 429 without a pause named (by the caller's backoff or Retry-After) pauses every caller this long.
 DEFAULT_PAUSE_SECONDS = 5.0
 CORRECTION_SECONDS = 10.0
+# The app's budget is taken while Xero reports less than this priority of the app's minute left, and for
+# APP_WATCH_SECONDS after it last did.
+APP_WATCH_SHARE = 0.2
+APP_WATCH_SECONDS = 60.0
 _XERO_PROBLEM_LIMITS = {"minute": "minute", "day": "day", "concurrent": "concurrent", "appminute": "app minute"}
 
 
@@ -77,25 +90,29 @@ class Hold:
     until: float
 
 
-def _live(counts: Mapping[int, int], now: float, window: float) -> list[tuple[int, int]]:
-    return sorted((start, count) for start, count in counts.items() if start + window > now)
+@dataclass(frozen=True)
+class Slot:
+    """The first moment `calls` calls (at least the ones asked for) fit every window, and what held them
+    back until then (None: they fit now)."""
+
+    at: float
+    calls: int
+    held_by: str | None = None
 
 
-def _used(counts: Mapping[int, int], now: float, window: float) -> int:
-    return sum(count for _, count in _live(counts, now, window))
+def _bucket(moment: float, width: int) -> int:
+    return int(moment) // width * width
 
 
-def _fits_at(counts: Mapping[int, int], now: float, window: float, capacity: int, units: int) -> float | None:
-    """None if `units` more calls fit in the window now; else when enough of the counted ones age out."""
-    live = _live(counts, now, window)
-    excess = sum(count for _, count in live) + units - capacity
-    if excess <= 0:
-        return None
-    for start, count in live:
-        excess -= count
-        if excess <= 0:
-            return start + window
-    return now + window  # more units than the window holds: never asked for (blocks are capped)
+def _room(counts: Mapping[int, int], start: int, width: int, window: float, capacity: int) -> int:
+    """How many more calls the bucket starting at `start` may count with every window that counts it (a
+    window ending at t counts the buckets starting in (t - window, t]) staying within `capacity`."""
+    near = {s: c for s, c in counts.items() if start - window < s < start + window}
+    # A window's count only grows where a bucket starts: the fullest window counting `start` ends at
+    # `start` or at a later bucket's start.
+    ends = [start] + [s for s in near if start < s < start + window]
+    fullest = max(sum(c for s, c in near.items() if end - window < s <= end) for end in ends)
+    return capacity - fullest
 
 
 def _capacity(limit: int, priority: Priority) -> int:
@@ -104,13 +121,110 @@ def _capacity(limit: int, priority: Priority) -> int:
     return limit
 
 
-def _other_lanes(state: BudgetState, now: float, holder: str) -> list[float]:
-    return [until for name, until in state.lanes.items() if until > now and name != holder]
-
-
 def _lanes_allowed(limits: ProviderLimits, priority: Priority) -> int:
     concurrent = limits.concurrent or 0
     return concurrent - 1 if priority is Priority.BACKGROUND and concurrent > 1 else concurrent
+
+
+def _other_lanes(state: BudgetState, holder: str, begins: float) -> list[float]:
+    """When the other holders' lanes that overlap a lane beginning at `begins` end."""
+    return [
+        until
+        for name, until in state.lanes.items()
+        if name != holder and until > begins and until - LANE_SPAN < begins + LANE_SPAN
+    ]
+
+
+def _fits(
+    state: BudgetState,
+    limits: ProviderLimits,
+    moment: float,
+    *,
+    priority: Priority,
+    holder: str,
+    units: int,
+    batch: bool,
+) -> tuple[int, str | None]:
+    """How many calls of `priority` fit from `moment`, at most; and the limit that keeps `units` from
+    fitting (None: they fit)."""
+    if state.paused_until > moment:
+        return 0, state.pause_limit or "minute"
+    if limits.concurrent and len(_other_lanes(state, holder, moment)) >= _lanes_allowed(limits, priority):
+        return 0, "concurrent"
+    room = _room(
+        state.minute,
+        _bucket(moment, MINUTE_BUCKET),
+        MINUTE_BUCKET,
+        MINUTE_WINDOW,
+        _capacity(limits.per_minute, priority),
+    )
+    if room < units:
+        return room, "minute"
+    if limits.per_day:
+        day = _room(state.day, _bucket(moment, DAY_BUCKET), DAY_BUCKET, DAY_WINDOW, _capacity(limits.per_day, priority))
+        if day < units:
+            return day, "day"
+        room = min(room, day)
+    if batch and limits.batch_per_minute:
+        batches = _room(
+            state.batch,
+            _bucket(moment, MINUTE_BUCKET),
+            MINUTE_BUCKET,
+            MINUTE_WINDOW,
+            _capacity(limits.batch_per_minute, priority),
+        )
+        if batches < 1:
+            return 0, "batch"
+    return room, None
+
+
+def _over(state: BudgetState, limits: ProviderLimits, moment: float, *, holder: str, batch: bool) -> bool:
+    """Whether a booking from `moment` (already counted in `state`) takes any window past the provider's
+    own limit, or one lane too many."""
+    if limits.concurrent and len(_other_lanes(state, holder, moment)) >= limits.concurrent:
+        return True
+    minute = _bucket(moment, MINUTE_BUCKET)
+    if _room(state.minute, minute, MINUTE_BUCKET, MINUTE_WINDOW, limits.per_minute) < 0:
+        return True
+    if limits.per_day and _room(state.day, _bucket(moment, DAY_BUCKET), DAY_BUCKET, DAY_WINDOW, limits.per_day) < 0:
+        return True
+    return bool(
+        batch
+        and limits.batch_per_minute
+        and _room(state.batch, minute, MINUTE_BUCKET, MINUTE_WINDOW, limits.batch_per_minute) < 0
+    )
+
+
+def next_slot(
+    state: BudgetState,
+    limits: ProviderLimits,
+    now: float,
+    *,
+    priority: Priority,
+    holder: str = "",
+    units: int = 1,
+    batch: bool = False,
+    want: int = 1,
+) -> Slot:
+    """The first moment from `now` at which `units` calls of `priority` fit every window (and how many,
+    up to `want`, fit then), as far as `state` shows. Room only appears when something ends: a pause,
+    another holder's lane, or a bucket ageing out of its window; those are the moments tried."""
+    moments = {now, state.paused_until}
+    moments |= {s + MINUTE_WINDOW for s in state.minute} | {s + MINUTE_WINDOW for s in state.batch}
+    moments |= {s + DAY_WINDOW for s in state.day} | set(state.lanes.values())
+    held_by, first = None, None
+    for moment in sorted(m for m in moments if m >= now):
+        room, limit = _fits(state, limits, moment, priority=priority, holder=holder, units=units, batch=batch)
+        if limit is None and first is None:
+            first = Slot(moment, max(units, min(want, room)), held_by)
+        if first is not None and (room >= want or moment - first.at > BLOCK_PATIENCE):
+            # A whole block a moment later costs one booking instead of several small ones.
+            return first if room < want else Slot(moment, want, held_by)
+        if first is None:
+            held_by = limit  # what still held the calls back just before they fit
+    if first is not None:
+        return first
+    raise ValueError(f"{units} calls are more than the {held_by} window of this budget holds")
 
 
 def hold_for(
@@ -122,56 +236,28 @@ def hold_for(
     holder: str = "",
     units: int = 1,
     batch: bool = False,
-    block: int = 1,
 ) -> Hold | None:
-    """What holds `units` calls of `priority` back now (None: they may go). A caller held by the minute
-    is told to wait until `block` calls fit: waking for every call that ages out costs a write each."""
-    if state.paused_until > now:
-        return Hold(state.pause_limit or "minute", state.paused_until)
-    if limits.concurrent and holder not in {name for name, until in state.lanes.items() if until > now}:
-        others = sorted(_other_lanes(state, now, holder))
-        allowed = _lanes_allowed(limits, priority)
-        if len(others) >= allowed:
-            return Hold("concurrent", others[len(others) - allowed])
-    minute_capacity = _capacity(limits.per_minute, priority)
-    at = _fits_at(state.minute, now, MINUTE_WINDOW, minute_capacity, units)
-    if at is not None:
-        block = min(max(block, units), max(units, minute_capacity // 10))
-        return Hold("minute", _fits_at(state.minute, now, MINUTE_WINDOW, minute_capacity, block) or at)
-    if limits.per_day:
-        at = _fits_at(state.day, now, DAY_WINDOW, _capacity(limits.per_day, priority), units)
-        if at is not None:
-            return Hold("day", at)
-    if batch and limits.batch_per_minute:
-        at = _fits_at(state.batch, now, MINUTE_WINDOW, _capacity(limits.batch_per_minute, priority), 1)
-        if at is not None:
-            return Hold("batch", at)
-    return None
-
-
-def available(state: BudgetState, limits: ProviderLimits, now: float, *, priority: Priority) -> int:
-    """Calls of `priority` that fit every window now."""
-    room = _capacity(limits.per_minute, priority) - _used(state.minute, now, MINUTE_WINDOW)
-    if limits.per_day:
-        room = min(room, _capacity(limits.per_day, priority) - _used(state.day, now, DAY_WINDOW))
-    return room
+    """What holds `units` calls of `priority` back now, and until when (None: they may go)."""
+    slot = next_slot(state, limits, now, priority=priority, holder=holder, units=units, batch=batch)
+    return None if slot.at <= now else Hold(slot.held_by or "minute", slot.at)
 
 
 def _aged_out(state: BudgetState, now: float) -> list[str]:
-    """Attributes of the item no window counts any more (removed with the next grant)."""
+    """Attributes of the item no window counts any more (removed with the next booking)."""
     names = [f"m{start}" for start in state.minute if start + MINUTE_WINDOW <= now]
     names += [f"q{start}" for start in state.batch if start + MINUTE_WINDOW <= now]
     names += [f"d{start}" for start in state.day if start + DAY_WINDOW <= now]
-    names += [f"l{holder}" for holder, until in state.lanes.items() if until + LANE_SECONDS <= now]
+    names += [f"l{holder}" for holder, until in state.lanes.items() if until <= now]
     return names[:20]
 
 
 @dataclass
 class _Block:
-    """Calls a thread of this process may still make without asking DynamoDB."""
+    """Calls a thread of this process may still make without asking DynamoDB, from `good_from`."""
 
     left: int = 0
     size: int = 0
+    good_from: float = 0.0
     good_until: float = 0.0
     next_size: int = 2
 
@@ -205,8 +291,10 @@ class CallBudget:
         self._state = BudgetState()
         self._fresh_at = 0.0
         self._corrected_at: dict[str, float] = {}
+        self._app_watched_until = 0.0
         self._blocks: dict[int, _Block] = {}
         self._lock = threading.Lock()
+        self._max_block = max(MAX_BLOCK, limits.per_minute // 100)
 
     # ------------------------------------------------------------------ taking
 
@@ -221,106 +309,117 @@ class CallBudget:
         """Wait until `units` calls (a batch request: its items) may be made, then count them.
 
         Raises CallBudgetSpent when the wait would not fit the caller's time (nothing is counted)."""
-        if self.app is not None:
-            self.app.take(priority=priority, units=units, time_left=time_left)
-        while True:
-            hold = self._try_take(priority, units, batch)
-            if hold is None:
-                return
-            self._wait(hold, time_left)
-
-    def _try_take(self, priority: Priority, units: int, batch: bool) -> Hold | None:
         thread = threading.get_ident()
-        holder = f"{self.holder}-{thread}"
         with self._lock:
             block = self._blocks.setdefault(thread, _Block())
-            if not batch and block.left >= units and block.good_until > self._clock():
-                block.left -= units
-                return None
-            # A block used up in time earns a bigger one; a block left unused, a smaller one.
-            if block.size:
-                used = block.size - block.left
-                block.next_size = min(MAX_BLOCK, block.next_size * 2) if block.left == 0 else max(1, used)
-                block.size = block.left = 0
-            want = units if batch else max(units, block.next_size)
             now = self._clock()
-            # What we last saw undercounts (others took since): a hold it shows is real.
-            hold = hold_for(
-                self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, block=want
-            )
-            if hold is not None:
-                return hold
-            granted = max(units, min(want, available(self._state, self.limits, now, priority=priority)))
-            counts = self._counts(now, granted, batch)
-            had_lane = holder in {name for name, until in self._state.lanes.items() if until > now}
-            lane = (holder, now + LANE_SECONDS) if self.limits.concurrent else None
-            self._state = self.store.add(
-                self.provider, self.scope, counts, now=now, lane=lane, aged_out=_aged_out(self._state, now)
-            )
-            self._fresh_at = now
-            over = self._overdraft(self._state, now, holder, priority, granted, had_lane=had_lane, batch=batch)
-            if over == 0:
-                self._keep(block, granted, units, now)
-                return None
-            if over < granted and granted - over >= units:
-                # Part of the block went over: keep what fits, give the rest back.
-                self._state = self.store.add(self.provider, self.scope, self._counts(now, -over, False), now=now)
-                self._keep(block, granted - over, units, now)
-                return None
-            free_lane = holder if lane is not None and not had_lane else None
-            self._state = self.store.add(
-                self.provider, self.scope, self._counts(now, -granted, batch), now=now, free_lane=free_lane
-            )
-            return hold_for(
-                self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, block=want
-            ) or Hold("minute", now)
+            # A pause (a 429 this process saw) voids the block in hand.
+            if batch or block.left < units or block.good_until <= now or self._state.paused_until > now:
+                self._book(
+                    block,
+                    holder=f"{self.holder}-{thread}",
+                    priority=priority,
+                    units=units,
+                    batch=batch,
+                    time_left=time_left,
+                )
+            block.left -= units
+            start = block.good_from
+        now = self._clock()
+        if start > now:
+            self._wait(start - now)
 
-    def _counts(self, now: float, calls: int, batch: bool) -> dict[str, int]:
-        counts = {f"m{int(now) // MINUTE_BUCKET * MINUTE_BUCKET}": calls}
-        if self.limits.per_day:
-            counts[f"d{int(now) // DAY_BUCKET * DAY_BUCKET}"] = calls
-        if batch and self.limits.batch_per_minute:
-            counts[f"q{int(now) // MINUTE_BUCKET * MINUTE_BUCKET}"] = 1 if calls > 0 else -1
-        return counts
-
-    def _overdraft(
+    def _book(
         self,
-        state: BudgetState,
-        now: float,
+        block: _Block,
+        *,
         holder: str,
         priority: Priority,
-        granted: int,
-        *,
-        had_lane: bool,
+        units: int,
         batch: bool,
-    ) -> int:
-        """How many of the calls just granted went over (all of them: a pause, a lane or a batch too many)."""
-        if state.paused_until > now:
-            return granted
-        if (
-            self.limits.concurrent
-            and not had_lane
-            and len(_other_lanes(state, now, holder)) >= _lanes_allowed(self.limits, priority)
-        ):
-            return granted
-        batches = _used(state.batch, now, MINUTE_WINDOW)
-        if batch and self.limits.batch_per_minute and batches > _capacity(self.limits.batch_per_minute, priority):
-            return granted
-        return max(0, -available(state, self.limits, now, priority=priority))
-
-    def _keep(self, block: _Block, granted: int, units: int, now: float) -> None:
-        self.granted += granted
-        block.size, block.left, block.good_until = granted, granted - units, now + TOKEN_VALIDITY
-
-    def _wait(self, hold: Hold, time_left: Callable[[], float] | None) -> None:
-        delay = max(0.0, hold.until - self._clock()) + random.uniform(0.0, 0.5)  # noqa: S311 - jitter
+        time_left: Callable[[], float] | None,
+    ) -> None:
+        """Book this thread's next block: at the first moment it fits, as far as the item shows."""
+        # A block used up in time earns a bigger one; a block left unused, a smaller one.
+        if block.size:
+            used = block.size - block.left
+            block.next_size = min(self._max_block, block.next_size * 2) if block.left <= 0 else max(1, used)
+        want = units if batch else max(units, block.next_size)
         longest = DEFAULT_LONGEST_WAIT if time_left is None else min(LONGEST_WAIT, time_left() - DEADLINE_MARGIN)
-        if delay > longest:
-            raise CallBudgetSpent(hold.limit, delay)
+        if self.app is not None and self._app_watched_until > self._clock():
+            self.app.take(priority=priority, units=want, time_left=time_left)
+        while True:
+            now = self._clock()
+            slot = next_slot(
+                self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, want=want
+            )
+            if slot.at - now > longest:
+                raise CallBudgetSpent(slot.held_by or "minute", slot.at - now)
+            booked, self._state = self.store.book(
+                self.provider,
+                self.scope,
+                self._counts(slot.at, slot.calls, batch),
+                ceilings=self._ceilings(slot, priority, holder, units, batch),
+                starts=slot.at,
+                now=now,
+                lane=(holder, slot.at + LANE_SPAN) if self.limits.concurrent else None,
+                aged_out=_aged_out(self._state, now),
+            )
+            self._fresh_at = now
+            if not booked:
+                continue  # the bucket filled since we looked: book again from the item as it is
+            if _over(self._state, self.limits, slot.at, holder=holder, batch=batch):
+                # Others booked beside us in the same window: give ours back and book again.
+                self._state = self.store.add(
+                    self.provider, self.scope, self._counts(slot.at, -slot.calls, batch), now=now, free_lane=holder
+                )
+                continue
+            self.granted += slot.calls
+            block.size = block.left = slot.calls
+            block.good_from = max(now, slot.at)
+            block.good_until = block.good_from + TOKEN_VALIDITY
+            if slot.at > now:
+                logger.debug(
+                    "Booked the call budget ahead", extra={"limit": slot.held_by, "delay_s": round(slot.at - now, 2)}
+                )
+            return
+
+    def _counts(self, moment: float, calls: int, batch: bool) -> dict[str, int]:
+        counts = {f"m{_bucket(moment, MINUTE_BUCKET)}": calls}
+        if self.limits.per_day:
+            counts[f"d{_bucket(moment, DAY_BUCKET)}"] = calls
+        if batch and self.limits.batch_per_minute:
+            counts[f"q{_bucket(moment, MINUTE_BUCKET)}"] = 1 if calls > 0 else -1
+        return counts
+
+    def _ceilings(self, slot: Slot, priority: Priority, holder: str, units: int, batch: bool) -> dict[str, int]:
+        """The most the buckets booked into may hold before the booking, for it to fit as we saw: a bucket
+        that others filled since makes the booking fail and answer what they did. Only the booked bucket
+        is guarded: conditions on every bucket of the window made bookings lose to changes that still left
+        room (measured: more requests a call, not fewer); a booking that finds itself over after all
+        gives its calls back."""
+        minute = _bucket(slot.at, MINUTE_BUCKET)
+        room, _ = _fits(self._state, self.limits, slot.at, priority=priority, holder=holder, units=units, batch=batch)
+        spare = room - slot.calls
+        ceilings = {f"m{minute}": self._state.minute.get(minute, 0) + spare}
+        if self.limits.per_day:
+            day = _bucket(slot.at, DAY_BUCKET)
+            ceilings[f"d{day}"] = self._state.day.get(day, 0) + spare
+        if batch and self.limits.batch_per_minute:
+            batches = _room(
+                self._state.batch,
+                minute,
+                MINUTE_BUCKET,
+                MINUTE_WINDOW,
+                _capacity(self.limits.batch_per_minute, priority),
+            )
+            ceilings[f"q{minute}"] = self._state.batch.get(minute, 0) + batches - 1
+        return ceilings
+
+    def _wait(self, delay: float) -> None:
         self.waits += 1
         self.waited_seconds += delay
         _count("ThrottledWaits", self.provider)
-        logger.debug("Waiting for the call budget", extra={"limit": hold.limit, "delay_s": round(delay, 2)})
         self._sleep(delay)
 
     # ------------------------------------------------------------------ learning
@@ -330,6 +429,7 @@ class CallBudget:
         _count("Provider429s", self.provider)
         limit = _XERO_PROBLEM_LIMITS.get((problem or "").lower(), "minute")
         if limit == "app minute" and self.app is not None:
+            self._app_watched_until = self._clock() + APP_WATCH_SECONDS
             self.app.throttled(retry_after)
             return
         seconds = retry_after if retry_after is not None else DEFAULT_PAUSE_SECONDS
@@ -352,28 +452,38 @@ class CallBudget:
         if day is not None and self.limits.per_day:
             self._correct("day", day)
         app_minute = _header_int(headers, "X-AppMinLimit-Remaining")
-        if app_minute is not None and self.app is not None:
-            self.app._correct("minute", app_minute)
+        if (
+            app_minute is not None
+            and self.app is not None
+            and app_minute < self.app.limits.per_minute * APP_WATCH_SHARE
+        ):
+            self._app_watched_until = self._clock() + APP_WATCH_SECONDS
+            self.app._correct("minute", app_minute, look=True)
 
-    def _correct(self, window: str, provider_remaining: int) -> None:
+    def _correct(self, window: str, provider_remaining: int, *, look: bool = False) -> None:
         with self._lock:
             now = self._clock()
-            # Only against a state seen this second (others' grants since would look like unseen calls),
-            # and at most every CORRECTION_SECONDS.
-            if now - self._fresh_at > 1.0 or now - self._corrected_at.get(window, 0.0) < CORRECTION_SECONDS:
+            if now - self._corrected_at.get(window, 0.0) < CORRECTION_SECONDS:
                 return
+            # Only against a state seen this second (others' bookings since would look like unseen calls);
+            # `look`: read it now if it is older.
+            if now - self._fresh_at > 1.0:
+                if not look:
+                    return
+                self._state, self._fresh_at = self.store.load(self.provider, self.scope), now
             counts, span, bucket, limit = (
                 (self._state.minute, MINUTE_WINDOW, MINUTE_BUCKET, self.limits.per_minute)
                 if window == "minute"
                 else (self._state.day, DAY_WINDOW, DAY_BUCKET, self.limits.per_day or 0)
             )
-            unseen = (limit - _used(counts, now, span)) - provider_remaining
-            if unseen <= max(2, limit // 10 if window == "minute" else limit // 100):
-                return  # ours counts grants before the calls arrive, and a block or two may be in flight
+            used = sum(count for start, count in counts.items() if now - span < start <= now)
+            unseen = (limit - used) - provider_remaining
             self._corrected_at[window] = now
+            if unseen <= max(2, limit // 10 if window == "minute" else limit // 100):
+                return  # ours counts bookings before the calls arrive, and a block or two may be in flight
             logger.info("The provider counts calls we did not", extra={"window": window, "unseen": unseen})
             self._state = self.store.add(
-                self.provider, self.scope, {f"{window[0]}{int(now) // bucket * bucket}": unseen}, now=now
+                self.provider, self.scope, {f"{window[0]}{_bucket(now, bucket)}": unseen}, now=now
             )
             self._fresh_at = now
 

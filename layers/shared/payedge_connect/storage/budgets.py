@@ -5,18 +5,20 @@ Key design (the rest of the table: storage/records.py):
           m<start>     calls granted in the 2-second bucket starting at <start> (epoch seconds)
           d<start>     calls granted in the hour starting at <start> (Xero's day)
           q<start>     QuickBooks batch requests granted in the 2-second bucket
-          l<holder>    when the holder's concurrency lane expires (epoch seconds)
+          l<holder>    when the holder's concurrency lane ends (epoch seconds; it began LANE_SPAN before)
           pausedUntil, pauseLimit   the provider answered 429: nobody calls before then
           expiresAt    TTL: a budget nobody has used for two days disappears
-A grant is one atomic ADD that answers the whole item as it is after it (ReturnValues ALL_NEW): the
-caller counts the window itself and, when the grant went over, gives the excess back with a second
-ADD. Concurrent callers never conflict; aged-out buckets and lanes are removed as grants go by.
+A booking is one conditional ADD: it goes through only if the bucket it adds to holds no more than the
+booker saw room for, and answers the whole item either way (ReturnValues ALL_NEW, or
+ReturnValuesOnConditionCheckFailure ALL_OLD), so a booker that lost a race learns what won it without a
+second request. Buckets may start in the future (a caller books the moment the window has room and
+sleeps until then). Aged-out buckets and lanes are removed as bookings go by.
 """
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.exceptions import ClientError
@@ -50,6 +52,7 @@ class BudgetStore:
         self._table_name = table_name
         self._client = client
         self.requests = 0
+        self.lost = 0  # bookings that lost a race (each also a request)
 
     @property
     def client(self) -> "DynamoDBClient":
@@ -72,41 +75,63 @@ class BudgetStore:
         counts: Mapping[str, int],
         *,
         now: float,
-        lane: tuple[str, float] | None = None,
         free_lane: str | None = None,
-        aged_out: Iterable[str] = (),
     ) -> BudgetState:
-        """Add `counts` ({attribute: calls}, negative to give back) atomically, set or free a holder's
-        lane, remove the named aged-out attributes; answers the item as it is after."""
-        names: dict[str, str] = {"#ttl": "expiresAt"}
-        values: dict[str, Any] = {":ttl": {"N": str(int(now) + _UNUSED_FOR_SECONDS)}}
-        sets, adds = ["#ttl = :ttl"], []
-        for index, (name, count) in enumerate(counts.items()):
-            names[f"#a{index}"], values[f":a{index}"] = name, {"N": str(count)}
-            adds.append(f"#a{index} :a{index}")
-        if lane is not None:
-            names["#lane"], values[":lane"] = f"l{lane[0]}", {"N": _number(lane[1])}
-            sets.append("#lane = :lane")
-        removed = [name for name in aged_out if name not in counts and name != names.get("#lane")]
+        """Add `counts` ({attribute: calls}, negative to give back) atomically, free a holder's lane;
+        answers the item as it is after."""
+        update = _Update(now)
+        update.add(counts)
         if free_lane is not None:
-            removed.append(f"l{free_lane}")
-        for index, name in enumerate(removed):
-            names[f"#r{index}"] = name
-        expression = "SET " + ", ".join(sets)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        if removed:
-            expression += " REMOVE " + ", ".join(f"#r{index}" for index in range(len(removed)))
+            update.remove([f"l{free_lane}"])
+        return _state(self._update(provider, scope, update, returns="ALL_NEW") or {})
+
+    def book(
+        self,
+        provider: Provider,
+        scope: str,
+        counts: Mapping[str, int],
+        *,
+        ceilings: Mapping[str, int],
+        starts: float,
+        now: float,
+        lane: tuple[str, float] | None = None,
+        aged_out: Iterable[str] = (),
+    ) -> tuple[bool, BudgetState]:
+        """Add `counts` if no bucket of `ceilings` holds more than its ceiling and no pause lasts past
+        `starts`; set the holder's lane; remove the named aged-out attributes. Answers whether it was
+        booked and the item as it is after (booked) or as it was (not booked), in one request."""
+        update = _Update(now)
+        update.add(counts)
+        if lane is not None:
+            update.set(f"l{lane[0]}", lane[1])
+        update.remove([name for name in aged_out if name not in counts and name != (f"l{lane[0]}" if lane else "")])
+        for index, (name, ceiling) in enumerate(ceilings.items()):
+            update.names[f"#c{index}"], update.values[f":c{index}"] = name, {"N": str(ceiling)}
+            update.conditions.append(f"(attribute_not_exists(#c{index}) OR #c{index} <= :c{index})")
+        update.values[":starts"] = {"N": _number(starts)}
+        update.conditions.append("(attribute_not_exists(pausedUntil) OR pausedUntil <= :starts)")
+        try:
+            return True, _state(self._update(provider, scope, update, returns="ALL_NEW") or {})
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            self.lost += 1
+            return False, _state(cast(dict[str, Any], error.response).get("Item", {}))
+
+    def _update(self, provider: Provider, scope: str, update: "_Update", *, returns: str) -> dict[str, Any] | None:
         self.requests += 1
-        response = self.client.update_item(
-            TableName=self._table_name,
-            Key=_key(provider, scope),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-        )
-        return _state(response.get("Attributes", {}))
+        arguments: dict[str, Any] = {
+            "TableName": self._table_name,
+            "Key": _key(provider, scope),
+            "UpdateExpression": update.expression(),
+            "ExpressionAttributeNames": update.names,
+            "ExpressionAttributeValues": update.values,
+            "ReturnValues": returns,
+        }
+        if update.conditions:
+            arguments["ConditionExpression"] = " AND ".join(update.conditions)
+            arguments["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return self.client.update_item(**arguments).get("Attributes")
 
     def pause(self, provider: Provider, scope: str, *, until: float, limit: str, now: float) -> None:
         """Nobody calls before `until` (a later pause already stored stands)."""
@@ -126,6 +151,43 @@ class BudgetStore:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
+
+
+class _Update:
+    """An UpdateExpression being built: every update refreshes the item's TTL."""
+
+    def __init__(self, now: float) -> None:
+        self.names: dict[str, str] = {"#ttl": "expiresAt"}
+        self.values: dict[str, Any] = {":ttl": {"N": str(int(now) + _UNUSED_FOR_SECONDS)}}
+        self.sets = ["#ttl = :ttl"]
+        self.adds: list[str] = []
+        self.removes: list[str] = []
+        self.conditions: list[str] = []
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        for name, count in counts.items():
+            index = len(self.names)
+            self.names[f"#a{index}"], self.values[f":a{index}"] = name, {"N": str(count)}
+            self.adds.append(f"#a{index} :a{index}")
+
+    def set(self, name: str, value: float) -> None:
+        index = len(self.names)
+        self.names[f"#s{index}"], self.values[f":s{index}"] = name, {"N": _number(value)}
+        self.sets.append(f"#s{index} = :s{index}")
+
+    def remove(self, names: Iterable[str]) -> None:
+        for name in names:
+            index = len(self.names)
+            self.names[f"#r{index}"] = name
+            self.removes.append(f"#r{index}")
+
+    def expression(self) -> str:
+        expression = "SET " + ", ".join(self.sets)
+        if self.adds:
+            expression += " ADD " + ", ".join(self.adds)
+        if self.removes:
+            expression += " REMOVE " + ", ".join(self.removes)
+        return expression
 
 
 def _key(provider: Provider, scope: str) -> dict[str, Any]:
