@@ -345,7 +345,6 @@ class CallBudget:
             used = block.size - block.left
             block.next_size = min(self._max_block, block.next_size * 2) if block.left <= 0 else max(1, used)
         want = units if batch else max(units, block.next_size)
-        longest = DEFAULT_LONGEST_WAIT if time_left is None else min(LONGEST_WAIT, time_left() - DEADLINE_MARGIN)
         if self.app is not None and self._app_watched_until > self._clock():
             self.app.take(priority=priority, units=want, time_left=time_left)
         while True:
@@ -353,7 +352,7 @@ class CallBudget:
             slot = next_slot(
                 self._state, self.limits, now, priority=priority, holder=holder, units=units, batch=batch, want=want
             )
-            if slot.at - now > longest:
+            if slot.at > now and slot.at - now > _longest_wait(time_left):
                 raise CallBudgetSpent(slot.held_by or "minute", slot.at - now)
             booked, self._state = self.store.book(
                 self.provider,
@@ -514,6 +513,10 @@ class CallerBudget:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         self.budget.observe(headers)
+
+
+def _longest_wait(time_left: Callable[[], float] | None) -> float:
+    return DEFAULT_LONGEST_WAIT if time_left is None else min(LONGEST_WAIT, time_left() - DEADLINE_MARGIN)
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
