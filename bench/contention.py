@@ -30,6 +30,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -349,6 +350,7 @@ def _payments(services: Services, role: Role, connection: Connection, ends_at: f
         report["payments"].append(
             {
                 "status": order.status.value,
+                "reason": order.reason_code,
                 "waited_s": round(budget.waited_seconds - waited_before + requeued, 2),
             }
         )
@@ -440,6 +442,9 @@ def _row(
         "sandbox_429s": sum(1 for entry in entries if entry.status == 429),
         "payments_posted": sum(1 for p in payments if p["status"] == PaymentOrderStatus.POSTED.value),
         "payments": len(payments),
+        "payment_statuses": dict(
+            sorted(Counter(f"{p['status']} {p['reason'] or ''}".strip() for p in payments).items())
+        ),
         "writeback_p95_wait_s": p95,
         "writeback_median_wait_s": statistics.median(waits) if waits else None,
         "ddb_requests_per_provider_call": round(budget_requests / calls, 3) if calls else None,
