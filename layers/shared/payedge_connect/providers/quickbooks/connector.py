@@ -1,6 +1,6 @@
 """QuickBooks Online (Intuit Accounting API v3): OAuth, the company (realm), accounts, and the sync reads.
 
-Facts: /work/shared/PROVIDERS.md section 1 (endpoints, scopes, realmId, query language, CDC, limits).
+Facts: docs/providers.md#quickbooks-online (endpoints, scopes, realmId, query language, CDC, limits).
 
 What a sync costs at QuickBooks (queries at MAXRESULTS 1000, the largest QuickBooks accepts):
 - open bills: ceil(n / 1000) Bill queries (one more, empty, when n is a multiple of 1000: a query

@@ -1,7 +1,7 @@
 """Sage Business Cloud Accounting (API v3.1): OAuth, businesses, bank and expense ledger accounts, and
 the sync reads (open bills, vendors, changes, documents) delegated to paging, bills and documents.
 
-Facts: PROVIDERS.md section 3 in the shared notes (endpoints, full_access scope, X-Business, paging).
+Facts: docs/providers.md#sage-accounting (endpoints, full_access scope, X-Business, paging).
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence

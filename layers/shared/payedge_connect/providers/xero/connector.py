@@ -1,6 +1,6 @@
 """Xero (Accounting API 2.0): OAuth, organisations, accounts, and reading bills and vendors.
 
-Facts: /work/shared/PROVIDERS.md section 2 (endpoints, scopes, tenants, limits). Mapping of bills
+Facts: docs/providers.md#xero (endpoints, scopes, tenants, limits). Mapping of bills
 and vendors: bills.py; Xero's JSON: wire.py.
 """
 
@@ -67,7 +67,7 @@ BROAD_SCOPES = (
 # Account types a payment fee can be booked to.
 _EXPENSE_TYPES = {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"}
 
-# Xero clamps pageSize to 1000 (PROVIDERS.md 2.2, a third-party figure: see its section 6).
+# Xero clamps pageSize to 1000 (docs/providers.md#xero-bills: a third-party figure).
 MAX_PAGE_SIZE = 1000
 # The IDs filter breaks past about 52 GUIDs (URL length; XeroAPI/Xero-OpenAPI#534).
 IDS_PER_REQUEST = 50
