@@ -1,6 +1,6 @@
 """Contract: every field the QuickBooks sandbox emits exists on its type in Intuit's XSDs.
 
-The XSDs (shared/specs/quickbooks/*.xsd beside the repository, from intuit/QuickBooks-V3-Java-SDK) are read with
+The XSDs (the specs' quickbooks/*.xsd, docs/providers.md#specs; from intuit/QuickBooks-V3-Java-SDK) are read with
 xml.etree: complexContent extension chains are followed to their base types, element types are
 followed across the four files, `ref="IntuitObject"` stands for every entity of that substitution
 group, attributes and simpleContent values (`{"value", "name"}` of a ReferenceType) count as fields.

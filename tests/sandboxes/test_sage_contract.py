@@ -1,6 +1,6 @@
 """Contract: every body the Sage sandbox serves validates against the Sage Accounting v3.1 Swagger.
 
-Schemas come from shared/specs/sage/sage-accounting-v3.1.swagger.json (`#/definitions/...`),
+Schemas come from the specs' sage/sage-accounting-v3.1.swagger.json (docs/providers.md#specs; `#/definitions/...`),
 checked with jsonschema's Draft4Validator (Swagger 2.0 schemas are a Draft 4 dialect) and format
 checks for date and date-time. Two readings of the Swagger are made explicit here:
 

@@ -1,6 +1,6 @@
 """Contract: every body the Xero sandbox serves validates against Xero's own OpenAPI documents.
 
-Sources: shared/specs/xero/xero_accounting.yaml (Accounting API 16.1.0), xero-identity.yaml
+Sources: the specs' xero/xero_accounting.yaml (docs/providers.md#specs; Accounting API 16.1.0), xero-identity.yaml
 (/connections) and xero-webhooks.yaml (event payloads), from XeroAPI/Xero-OpenAPI. Each body is
 checked against the matching operation's response schema ($refs resolved in the document) with
 openapi-schema-validator's OAS30Validator (OAS31Validator for the 3.1 webhooks document) and its

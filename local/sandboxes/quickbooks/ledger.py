@@ -61,7 +61,7 @@ OTHER_QBO_ENTITIES = frozenset(
         "VendorCredit",
     }
 )
-DOC_NUMBER_MAX = 21  # BillPayment/Bill DocNumber limit (PROVIDERS.md §6.7: from a mirror of the XSD docs)
+DOC_NUMBER_MAX = 21  # BillPayment/Bill DocNumber limit (docs/providers.md#quickbooks-payments: a 3P mirror)
 PRIVATE_NOTE_MAX = 4000
 CURRENCY_NAMES = {
     "AUD": "Australian Dollar",

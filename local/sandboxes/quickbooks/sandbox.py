@@ -1,6 +1,6 @@
 """QuickBooksSandbox: a local stand-in of Intuit's OAuth 2.0 server and the QBO Accounting API v3.
 
-Wire formats follow /work/shared/PROVIDERS.md §1 and the XSDs in specs/quickbooks (JSON field names
+Wire formats follow docs/providers.md#quickbooks-online and the XSDs in its #specs (JSON field names
 are the XSD element names). Routes:
 
 - OAuth: `GET|POST /connect/oauth2` (consent: the user picks ONE company), `POST
@@ -72,14 +72,14 @@ from local.sandboxes.quickbooks.webhooks import (
     build_delivery,
 )
 
-PER_MINUTE_LIMIT = 500  # per realm, batch calls included (PROVIDERS.md §1.6)
+PER_MINUTE_LIMIT = 500  # per realm, batch calls included (docs/providers.md#quickbooks-rate-limits)
 CONCURRENT_LIMIT = 10  # per app and realm
 CDC_MAX_DAYS = 30
 CDC_MAX_OBJECTS = 1000
-# Current batch page says 10, the 2023 blog and a 2025 API-explorer test say 30 (§6.4): the sandbox
-# accepts what the API was seen to accept.
+# Current batch page says 10, the 2023 blog and a 2025 API-explorer test say 30 (docs/providers.md#quickbooks-batch):
+# the sandbox accepts what the API was seen to accept.
 BATCH_MAX_ITEMS = 30
-# 40 batch requests a minute per realm and app, on top of the 500 calls (PROVIDERS.md §7, Intuit's
+# 40 batch requests a minute per realm and app, on top of the 500 calls (docs/providers.md#quickbooks-batch, Intuit's
 # limits-and-throttles page).
 BATCH_PER_MINUTE_LIMIT = 40
 # Metering (Intuit developer blog 2025-08-11): reads are CorePlus (metered), writes Core; each batch
@@ -467,7 +467,7 @@ class QuickBooksSandbox(ProviderSandbox):
 
     def throttled_response(self, request: Request) -> Response:
         # Intuit answers 429 in XML even to Accept: application/json (python-quickbooks#43), and
-        # documents no Retry-After or quota headers (PROVIDERS.md §6.5): none are sent.
+        # documents no Retry-After or quota headers (docs/providers.md#quickbooks-rate-limits): none are sent.
         body = (
             '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<IntuitResponse time="{self._time()}" xmlns="http://schema.intuit.com/finance/v3">\n'

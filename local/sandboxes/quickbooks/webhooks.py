@@ -1,7 +1,7 @@
 """QuickBooks webhook notifications: CloudEvents (default) or the legacy `eventNotifications` body.
 
 Signature (both formats): header `intuit-signature` = base64(HMAC-SHA256(raw body, verifier token)).
-CloudEvents (the mandatory migration, PROVIDERS.md §1.8): a JSON array of
+CloudEvents (the mandatory migration, docs/providers.md#quickbooks-webhooks): a JSON array of
 `{specversion, id, source, type: "qbo.<entity>.<created|updated|deleted>.v1", datacontenttype, time,
 intuitentityid, intuitaccountid, data}`, sent as `application/cloudevents+json` (Intuit's migration
 guide warns receivers about that content type). Legacy: `{"eventNotifications": [{"realmId",

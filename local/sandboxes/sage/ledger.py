@@ -40,7 +40,7 @@ VENDOR_REFERENCE_MAX = 31
 INVOICE_NOTES_MAX = 2000
 PAYMENT_REFERENCE_MAX = 25
 
-# Artefact statuses (S-STAT; no primary listing was found, PROVIDERS.md §6.18, so the set Sage's UI
+# Artefact statuses (S-STAT; no primary listing was found, docs/providers.md#sage-bills, so the set Sage's UI
 # shows for purchase artefacts is used).
 DRAFT, UNPAID, PART_PAID, PAID, VOID = "DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"
 ARTEFACT_STATUSES: dict[str, str] = {

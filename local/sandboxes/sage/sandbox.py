@@ -1,7 +1,7 @@
 """`SageSandbox`: a local stand-in of Sage Business Cloud Accounting API v3.1 and its OAuth server.
 
 One server plays both hosts: the OAuth paths (`/oauth2/auth/central`, `/token`, `/revoke`) and the
-API under `/v3.1/`. Sage has no webhooks (PROVIDERS.md §3.8), so this sandbox sends none.
+API under `/v3.1/`. Sage has no webhooks (docs/providers.md#sage-webhooks), so this sandbox sends none.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from local.sandboxes.sage.oauth import (
 
 API_PREFIX = "/v3.1"
 AUTHORIZE_PATH = "/oauth2/auth/central"
-DEFAULT_RATE_LIMIT_PER_MINUTE = 200  # S-V30 (v3.0 figure; none published for v3.1, §6.15)
+DEFAULT_RATE_LIMIT_PER_MINUTE = 200  # S-V30 (v3.0 figure; none published for v3.1, #sage-rate-limits)
 MAX_ITEMS_PER_PAGE = 200  # S-PAG
 DEFAULT_ITEMS_PER_PAGE = 20
 # S-RC documents no rate-limit header; Retry-After (seconds) is this sandbox's choice.
@@ -768,7 +768,7 @@ class SageSandbox(ProviderSandbox):
         def action(context: ApiContext) -> Response:
             business = context.business
             contacts = _changed(request, list(business.contacts.values()))
-            # Swagger: `contact_type_id`; PROVIDERS.md §3.3 also names the values as `contact_types`.
+            # Swagger: `contact_type_id`; its description also names the values as `contact_types`.
             type_id = request.args.get("contact_type_id") or request.args.get("contact_types")
             if type_id:
                 contacts = [item for item in contacts if item.contact_type == type_id]

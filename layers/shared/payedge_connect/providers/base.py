@@ -1,6 +1,7 @@
 """What every accounting package offers the service, and the shapes connectors return.
 
-Each provider module (quickbooks.py, xero.py, sage.py) builds one `AccountingConnector`.
+Each provider folder (providers/quickbooks/, xero/, sage/) builds one `AccountingConnector` in its connector.py,
+on the common part in providers/connector.py.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence

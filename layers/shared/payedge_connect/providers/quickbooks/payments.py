@@ -1,6 +1,6 @@
 """Where QuickBooks payments are built and read back: a bill's payment (BillPayment) and its fee (Purchase).
 
-Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity references.
+Facts: docs/providers.md#quickbooks-payments, #quickbooks-fees and #quickbooks-errors.
 - A payment is `POST billpayment?requestid=<key>`: a Check bill payment from the mapped bank account
   with one line linking the bill. Intuit answers a repeated requestid with the first answer (I-REQID),
   so a dropped or failed call is resent with the same key; when our record says an earlier attempt may
@@ -11,7 +11,7 @@ Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity re
 
 Payment runs go through `POST /batch`: up to 30 BillPayment (or Purchase) creates in one request under
 one requestid, each answered by its `bId` with the created entity or its own Fault (I-BATCH; Intuit's
-limits page recommends at most 30 items, PROVIDERS.md §7). A look-up of many is one query
+limits page recommends at most 30 items, docs/providers.md#quickbooks-batch). A look-up of many is one query
 `select * from BillPayment where DocNumber in (...)`.
 
 Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (resends after a dropped answer aside);
@@ -42,7 +42,7 @@ REQUEST_ID_MAX = 50
 _ALLOW_DUPLICATE_DOC_NUMBER = "allowduplicatedocnum"
 _VALIDATION_FAULT = "ValidationFault"
 # "Recommended maximum of 30" items per batch; 31 failed for a user (QuickBooks-V3-DotNET-SDK #358, the
-# SDK raised its cap to 30 in #363; PROVIDERS.md §7). bId holds at most 10 characters (I-REQID).
+# SDK raised its cap to 30 in #363; docs/providers.md#quickbooks-batch). bId holds at most 10 characters (I-REQID).
 BATCH_MAX_ITEMS = 30
 # A query answers at most 1,000 objects (MAXRESULTS).
 _LOOKUP_CHUNK = 1000

@@ -2,7 +2,7 @@
 payment (VENDOR_PAYMENT) allocated to its purchase invoice, and its fee one other payment
 (OTHER_PAYMENT) from the same bank account to the fee expense account, each exactly once.
 
-Facts: PROVIDERS.md 3.5 and 3.7, and the Swagger (postContactPayments, postOtherPayments, ContactPayment).
+Facts: docs/providers.md#sage-payments, #sage-fees, #sage-errors (Swagger: postContactPayments, postOtherPayments).
 - Every post carries Sage's `idempotency_id` inside the resource (S-IDEM): Sage answers a repeated id
   with the first answer for 7 days, so a dropped or failed call is resent with the same id. When our
   record says an earlier attempt may have reached Sage, the write-back service asks `find_payment` /
@@ -45,12 +45,12 @@ from payedge_connect.providers.sage.paging import Listing
 # ContactPayment.reference and OtherPayment.reference have maxLength 25 in the Swagger (S-SW; its note
 # allows 40 "conditionally", so 25 is what always fits).
 REFERENCE_MAX = 25
-# Sage has no batch path (none of the Swagger's 169 paths takes many payments, PROVIDERS.md 3.6): a
+# Sage has no batch path (none of the Swagger's 169 paths takes many payments, docs/providers.md#sage-batch): a
 # payment run posts one contact payment per payment order, each under its own idempotency_id.
 BATCH_MAX_ELEMENTS = 1
 VENDOR_PAYMENT = "VENDOR_PAYMENT"
 # The transaction type of a bank payment out that pays no invoice. No primary listing names it
-# (PROVIDERS.md 6.18); it is the id Sage's /transaction_types lists as "Other Payment", and the one
+# (docs/providers.md#sage-fees); it is the id Sage's /transaction_types lists as "Other Payment", and the one
 # public Sage clients post.
 OTHER_PAYMENT = "OTHER_PAYMENT"
 # Sage keeps exchange rates to 6 decimal places (its inverse rates read like 0.833333).

@@ -39,7 +39,7 @@ from payedge_connect.providers.xero import wire
 # Xero's OpenAPI (16.1.0) gives Payment.Reference and BankTransaction.Reference no maxLength; 255 is
 # its limit on the neighbouring reference fields (BatchPayment.Reference, Invoice.InvoiceNumber).
 REFERENCE_MAX_LENGTH = 255
-# The Idempotency-Key header takes at most 128 characters (PROVIDERS.md 2.5).
+# The Idempotency-Key header takes at most 128 characters (docs/providers.md#xero-payments).
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
 # Ten places keep the bank amount Xero derives (Amount / CurrencyRate) exact to the cent; Xero has
 # been seen answering rates with 7 places (singer-io/tap-xero#87), so 6 would be too few.
@@ -50,7 +50,7 @@ _SEPARATOR = " - "
 _MESSAGE = re.compile(r'"Message"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 # PUT /Payments and PUT /BankTransactions take arrays; about 50 elements a request is what Xero
-# recommends (PROVIDERS.md 2.6 and §7; paulschwarz/kohana-xero README).
+# recommends (docs/providers.md#xero-batch; paulschwarz/kohana-xero README).
 BATCH_MAX_ELEMENTS = 50
 # Look-ups of many name them in one `where` of ORs; 25 keep the URL well under what Xero accepts.
 _LOOKUP_CHUNK = 25
