@@ -30,6 +30,8 @@ from decimal import Decimal
 
 from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import (
+    PENDING_PAYMENT_STATUSES,
+    SETTLED_PAYMENT_STATUSES,
     ClosedReason,
     Connection,
     ConnectionStatus,
@@ -53,7 +55,15 @@ _LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
-_FINAL = {PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.NEEDS_ATTENTION}
+_FINAL = {
+    PaymentOrderStatus.POSTED,
+    PaymentOrderStatus.REJECTED,
+    PaymentOrderStatus.NEEDS_ATTENTION,
+    # Not final, but nothing a run does now: a later event (settled) or a reversal moves these on.
+    PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+    PaymentOrderStatus.REVERSED,
+    PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION,
+}
 
 
 class WritebackBusy(Exception):
@@ -99,16 +109,39 @@ def submit_payment(
         updated_at=now,
     )
     existing = services.store.create_payment_order(order)
-    if existing is None:
-        return order
-    if existing.model_dump(include=set(PaymentDetails.model_fields)) != order.model_dump(
-        include=set(PaymentDetails.model_fields)
-    ):
-        raise ConflictError(
-            f"payment order {order.payment_order_number} was already received with different details",
-            field="body.paymentOrderNumber",
-        )
-    return existing
+    for _ in range(3):
+        if existing is None:
+            return order
+        if _details(existing) == _details(order):
+            return existing
+        if _details(existing, "payment_status") != _details(order, "payment_status"):
+            break
+        if settlement(existing.payment_status) == settlement(order.payment_status):
+            return existing  # "completed" then "settled": the same news
+        if existing.status not in (PaymentOrderStatus.RECEIVED, PaymentOrderStatus.WAITING_FOR_SETTLEMENT):
+            break
+        # A later status of a payment not posted yet (pending, then settled or failed): processed again.
+        update = {"payment_status": order.payment_status, "status": PaymentOrderStatus.RECEIVED, "updated_at": now}
+        try:
+            return services.store.save_payment_order(existing.model_copy(update=update))
+        except ConflictError:
+            existing = services.store.get_payment_order(connection_id, order.payment_order_number)
+    raise ConflictError(
+        f"payment order {order.payment_order_number} was already received with different details",
+        field="body.paymentOrderNumber",
+    )
+
+
+def _details(order: PaymentOrder, *leave_out: str) -> dict[str, object]:
+    return order.model_dump(include=set(PaymentDetails.model_fields) - set(leave_out))
+
+
+def settlement(payment_status: str) -> str:
+    """What the platform's payment status means here: "settled", "pending" or "unpaid" (models.py)."""
+    status = payment_status.lower()
+    if status in SETTLED_PAYMENT_STATUSES:
+        return "settled"
+    return "pending" if status in PENDING_PAYMENT_STATUSES else "unpaid"
 
 
 def retry_payment(
@@ -573,6 +606,15 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
     """The checks made before anything is written at the provider, each with a reason a user can read."""
     rejected = PaymentOrderStatus.REJECTED
     held = PaymentOrderStatus.NEEDS_ATTENTION
+    status = order.payment_status.lower()
+    if settlement(status) == "pending":
+        return Outcome(
+            PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+            "payment_not_settled",
+            f"The payment is {status}: it is posted when the platform reports it settled.",
+        )
+    if settlement(status) == "unpaid":
+        return Outcome(rejected, f"payment_{status}", f"The payment {status}: nothing is posted for it.")
     if payable is None:
         return Outcome(rejected, "unknown_bill", f"Bill {order.bill_id} is not one of this connection's unpaid bills.")
     if payable.status is PayableStatus.CLOSED:
