@@ -292,6 +292,18 @@ class XeroConnector:
     def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
         return payments.post_fee(api, fee)
 
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        payments.delete_payment(api, provider_payment_id)
+
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return payments.payment_deleted(api, provider_payment_id)
+
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        payments.delete_fee(api, provider_fee_id)
+
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return payments.fee_deleted(api, provider_fee_id)
+
 
 # ---------------------------------------------------------------------------------------------- paging
 
