@@ -211,6 +211,28 @@ def test_a_reversal_the_provider_refuses_needs_attention_with_its_words_and_noth
         assert provider_bill(paying, payable.bill_id).is_open
 
 
+@pytest.mark.parametrize("world", [Provider.XERO], indirect=True, ids=["xero"])
+def test_a_payment_undone_whose_fee_is_refused_says_so_and_continues_when_asked_again(paying: SyncWorld) -> None:
+    payable = a_payable(paying)
+    posted = pay(paying, details(payable, "PO-3108", fee_amount=Decimal("3.00")))
+    assert posted.provider_fee_id is not None
+    # Given only the fee's bank transaction is reconciled
+    paying.sandbox.reconcile(paying.tenant_id, posted.provider_fee_id)
+    held = reverse(paying, "PO-3108")
+    # Then the payment is deleted and the bill open again, and the standing fee is reported as such
+    assert (held.status, held.reason_code) == (PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION, "fee_reversal_refused")
+    assert held.payment_reversed and not held.fee_reversed
+    assert held.reason and "reconciled" in held.reason and "Already undone: payment" in held.reason
+    assert undone_at_provider(paying, held) == (True, False)
+    assert provider_bill(paying, payable.bill_id).amount_due == payable.amount_due
+    # When the user unreconciles it and asks again: only the fee is deleted now
+    paying.sandbox.reconcile(paying.tenant_id, posted.provider_fee_id, reconciled=False)
+    deletes = paying.sandbox.requests.count("delete_payment")
+    done = reverse(paying, "PO-3108")
+    assert done.status is PaymentOrderStatus.REVERSED and undone_at_provider(paying, done) == (True, True)
+    assert paying.sandbox.requests.count("delete_payment") == deletes
+
+
 def test_a_reversal_before_posting_cancels_and_nothing_is_posted(paying: SyncWorld) -> None:
     payable = a_payable(paying)
     before = len(provider_payments(paying))

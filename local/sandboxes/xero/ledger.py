@@ -785,12 +785,12 @@ class Organisation:
         transaction.updated_at = self.next_update(transaction.updated_at)
         return transaction
 
-    def reconcile(self, transaction_id: str) -> None:
-        """The bank statement line was matched to this payment or bank transaction in Xero."""
+    def reconcile(self, transaction_id: str, *, reconciled: bool = True) -> None:
+        """The bank statement line was matched to this payment or bank transaction in Xero (or unmatched)."""
         record = self.payments.get(transaction_id) or self.bank_transactions.get(transaction_id)
         if record is None:
             raise LedgerError(f"no payment or bank transaction {transaction_id}")
-        record.is_reconciled = True
+        record.is_reconciled = reconciled
 
     # ---- test controls ----------------------------------------------------------------------
 

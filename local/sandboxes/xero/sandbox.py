@@ -832,11 +832,11 @@ class XeroSandbox(ProviderSandbox):
 
         return self._accounting(request, "update_bank_transaction", work)
 
-    def reconcile(self, tenant: str, transaction_id: str) -> None:
-        """Match a payment or bank transaction to the bank statement (it can no longer be deleted)."""
+    def reconcile(self, tenant: str, transaction_id: str, *, reconciled: bool = True) -> None:
+        """Match a payment or bank transaction to the bank statement (it can no longer be deleted), or undo that."""
         org = self.organisation(tenant)
         with org.lock:
-            org.reconcile(transaction_id.lower())
+            org.reconcile(transaction_id.lower(), reconciled=reconciled)
 
     # ---- writes: idempotency, elements, summarizeErrors ---------------------------------------------
 
