@@ -19,7 +19,7 @@ from tests.writeback.test_writeback import BUS, a_payable, details, pay, paying,
 __all__ = ["paying"]  # the fixture, shared with the single-payment tests
 
 
-def test_a_pending_payment_waits_and_posts_once_when_a_later_event_says_settled(paying: SyncWorld) -> None:
+def test_a_pending_payment_posts_once_when_settled_and_a_failed_one_never_posts(paying: SyncWorld) -> None:
     payable = a_payable(paying)
     before = len(provider_payments(paying))
     # Given the platform reports the payment as still processing
@@ -38,16 +38,13 @@ def test_a_pending_payment_waits_and_posts_once_when_a_later_event_says_settled(
     assert len(provider_payments(paying)) == before + 1
     stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.amount_due == 0
-
-
-def test_a_failed_cancelled_or_returned_payment_is_never_posted(paying: SyncWorld) -> None:
-    payable = a_payable(paying)
+    # And a failed, cancelled or returned payment is never posted
     before = len(provider_payments(paying))
     for number, status in (("PO-3002", "failed"), ("PO-3003", "cancelled"), ("PO-3004", "returned")):
         order = pay(paying, details(payable, number, payment_status=status))
         assert (order.status, order.reason_code) == (PaymentOrderStatus.REJECTED, f"payment_{status}")
         assert order.reason and status in order.reason
-    # A pending payment that then failed is rejected too, and a settled event after that posts nothing
+    # A pending payment that then failed is rejected too, and that event again changes nothing
     pay(paying, details(payable, "PO-3005", payment_status="pending"))
     failed = pay(paying, details(payable, "PO-3005", payment_status="failed"))
     assert (failed.status, failed.reason_code) == (PaymentOrderStatus.REJECTED, "payment_failed")
@@ -233,7 +230,7 @@ def test_a_payment_undone_whose_fee_is_refused_says_so_and_continues_when_asked_
     assert paying.sandbox.requests.count("delete_payment") == deletes
 
 
-def test_a_reversal_before_posting_cancels_and_nothing_is_posted(paying: SyncWorld) -> None:
+def test_a_reversal_before_posting_cancels_and_one_of_an_unknown_order_is_refused(paying: SyncWorld) -> None:
     payable = a_payable(paying)
     before = len(provider_payments(paying))
     # A pending payment, and one received but not processed yet, are both reversed
@@ -256,11 +253,8 @@ def test_a_reversal_before_posting_cancels_and_nothing_is_posted(paying: SyncWor
         PaymentOrderStatus.REJECTED
     )
     assert len(provider_payments(paying)) == before
-
-
-def test_a_reversal_of_an_unknown_or_another_businesss_order_is_refused(paying: SyncWorld) -> None:
-    payable = a_payable(paying)
-    pay(paying, details(payable, "PO-3107"))
+    # A reversal for an order nobody sent, or for another business's, is refused with a named field
+    pay(paying, details(payable, "PO-3107", amount=Decimal("1.00")))
     connection_id = paying.connection.connection_id
     for business_id, number in (("biz-1", "PO-NO-SUCH"), ("biz-2", "PO-3107")):
         with pytest.raises(NotFoundError) as refused:
