@@ -1,11 +1,12 @@
 """Write-back: bills paid through the platform, posted as payments in the accounting software, once.
 
 Events:
-- SQS (the write-back queue): the platform's PaymentCompleted events (EventBridge rule on its bus) and
-  our own {"connectionId", "paymentOrderNumber"} messages (API submissions, retries, reconnects), up
-  to BatchSize a time: grouped per connection, each group written back as one payment run.
+- SQS (the write-back queue): the platform's PaymentCompleted and PaymentReversed events (EventBridge
+  rule on its bus) and our own {"connectionId", "paymentOrderNumber"} messages (API submissions,
+  reversals, retries, reconnects), up to BatchSize a time: grouped per connection, each group written
+  back (or undone) as one payment run.
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
-  POST .../payments/{paymentOrderNumber}/retry.
+  POST .../payments/{paymentOrderNumber}/retry, POST .../payments/{paymentOrderNumber}/reversal.
 - Console: {"action": "process_payment", "connectionId": "...", "paymentOrderNumber": "..."} processes now;
            {"action": "show_payment", "connectionId": "...", "paymentOrderNumber": "..."}.
 Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
@@ -33,9 +34,23 @@ from payedge_connect.models import PaymentOrder, PaymentOrderStatus
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings, load_settings
-from payedge_connect.writeback.events import PAYMENT_COMPLETED, PaymentCompleted, PaymentDetails, publish_rejected_event
+from payedge_connect.writeback.events import (
+    PAYMENT_COMPLETED,
+    PAYMENT_REVERSED,
+    PaymentCompleted,
+    PaymentDetails,
+    PaymentReversed,
+    ReversalDetails,
+    publish_rejected_event,
+)
 from payedge_connect.writeback.queue import PaymentMessage, queue_payment, queue_payments
-from payedge_connect.writeback.service import PaymentRun, process_payments, retry_payment, submit_payment
+from payedge_connect.writeback.service import (
+    PaymentRun,
+    process_payments,
+    request_reversal,
+    retry_payment,
+    submit_payment,
+)
 
 app = HttpApi()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -117,6 +132,31 @@ def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -
     return Response(status_code=202, body=_accepted(order), content_type="application/json")
 
 
+@app.post("/connections/<connection_id>/payments/<payment_order_number>/reversal", status_code=202)
+def reversal(
+    connection_id: IdentifierPath, payment_order_number: IdentifierPath, reversal: ReversalDetails
+) -> Response[PaymentAccepted]:
+    """The platform reversed a payment (returned, stopped, recalled, cancelled): undone at the provider by
+    the worker; before it was posted, it is cancelled. Asking again is safe, and retries one that needs
+    attention."""
+    business_id = caller()
+    owned_connection(services().store, business_id, connection_id)
+    order = request_reversal(
+        services(),
+        reversal,
+        business_id=business_id,
+        connection_id=connection_id,
+        payment_order_number=payment_order_number,
+        bus_name=settings().platform_event_bus_name,
+    )
+    if order.status is PaymentOrderStatus.REVERSING:
+        queue_payment(
+            settings().writeback_queue_url,
+            PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
+        )
+    return Response(status_code=202, body=_accepted(order), content_type="application/json")
+
+
 # ---------------------------------------------------------------------------------------------- worker
 # An invocation takes up to BatchSize messages (template.yaml): each is read on its own (a bad one fails
 # alone), then the payment orders are grouped per connection and each group is one payment run.
@@ -169,6 +209,8 @@ def read_message(record: SQSRecord) -> PaymentMessage | None:
     recorded as one first. A malformed event, or one for a connection of another business, is named back
     to the platform (None: nothing to process)."""
     body = json.loads(record.body)
+    if body.get("detail-type") == PAYMENT_REVERSED:
+        return read_reversal(body.get("detail"))
     if body.get("detail-type") != PAYMENT_COMPLETED:
         return PaymentMessage.model_validate(body)
     try:
@@ -203,6 +245,37 @@ def read_message(record: SQSRecord) -> PaymentMessage | None:
         code = "invalid_event" if isinstance(error, InvalidInputError) else "duplicate_payment_order_number"
         publish_rejected_event(settings().platform_event_bus_name, body.get("detail"), code, error.detail)
         return None
+    return PaymentMessage(connection_id=order.connection_id, payment_order_number=order.payment_order_number)
+
+
+def read_reversal(detail: Any) -> PaymentMessage | None:
+    """A PaymentReversed event recorded on its payment order; one that is malformed, names no order of
+    that business, or an order never posted (rejected) is named back to the platform."""
+    bus = settings().platform_event_bus_name
+    try:
+        event = PaymentReversed.model_validate(detail)
+    except ValidationError as error:
+        fields = sorted({".".join(str(part) for part in item["loc"]) for item in error.errors()})
+        publish_rejected_event(bus, detail, "invalid_event", f"Invalid fields: {', '.join(fields)}")
+        return None
+    try:
+        order = request_reversal(
+            services(),
+            ReversalDetails.model_validate(event.model_dump(include=set(ReversalDetails.model_fields))),
+            business_id=event.business_id,
+            connection_id=event.connection_id,
+            payment_order_number=event.payment_order_number,
+            bus_name=bus,
+        )
+    except NotFoundError:
+        reason = "No payment order of this number was received for this business and connection."
+        publish_rejected_event(bus, detail, "unknown_payment_order", reason)
+        return None
+    except ConflictError as error:
+        publish_rejected_event(bus, detail, "nothing_to_reverse", error.detail)
+        return None
+    if order.status is not PaymentOrderStatus.REVERSING:
+        return None  # reversed or cancelled already: a duplicate delivery
     return PaymentMessage(connection_id=order.connection_id, payment_order_number=order.payment_order_number)
 
 

@@ -208,7 +208,7 @@ def emitted() -> Iterator[dict[str, Any]]:
             "PrivateNote": "Paid via PayEdge",
             "Line": [{"Amount": 1.00, "LinkedTxn": [{"TxnId": open_bill["Id"], "TxnType": "Bill"}]}],
         }
-        post("billpayment", payment, requestid="contract-1")
+        paid = post("billpayment", payment, requestid="contract-1")["BillPayment"]
         fee = {
             "PaymentType": "Check",
             "AccountRef": {"value": bank["Id"]},
@@ -220,8 +220,16 @@ def emitted() -> Iterator[dict[str, Any]]:
                 }
             ],
         }
-        post("purchase", fee, requestid="contract-2")
+        spent = post("purchase", fee, requestid="contract-2")["Purchase"]
         get("query", query="select * from Purchase")
+        # A payment reversed: the BillPayment voided (a sparse update), its fee's Purchase deleted.
+        post("billpayment", {"Id": paid["Id"], "SyncToken": paid["SyncToken"]}, operation="void")
+        void = {"Id": paid["Id"], "SyncToken": paid["SyncToken"], "sparse": True}
+        post("billpayment", void, operation="update", include="void")
+        post("billpayment", void, operation="update", include="void")  # stale SyncToken
+        get(f"billpayment/{paid['Id']}")
+        post("purchase", {"Id": spent["Id"], "SyncToken": spent["SyncToken"]}, operation="delete")
+        get(f"purchase/{spent['Id']}")
         post("billpayment", {**payment, "TotalAmt": 999999.00, "Line": [{**payment["Line"][0], "Amount": 999999.00}]})
         get("query", query="select * from Bill maxresults 1001")
         get("query", query="select * from Bill where Balance > '0' or Id = '1'")

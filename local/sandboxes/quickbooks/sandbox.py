@@ -272,6 +272,11 @@ class QuickBooksSandbox(ProviderSandbox):
         with self._ledger_lock:
             self._realm(realm_id).delete_bill(bill_id, self.clock.now())
 
+    def close_books(self, realm_id: str, through: date | None) -> None:
+        """Set the company's closing date: transactions dated on or before it can no longer be voided."""
+        with self._ledger_lock:
+            self._realm(realm_id).books_closed_on = through
+
     def edit_vendor(self, realm_id: str, vendor_id: str, **changes: Any) -> dict[str, Any]:
         """Change a vendor: generic keys name/email/active/phone/notes/tax_id, or Intuit field names."""
         with self._ledger_lock:
@@ -925,6 +930,26 @@ class QuickBooksSandbox(ProviderSandbox):
     def create_purchase(self, request: Request, realm_id: str) -> Response:
         return self._create(request, realm_id, "Purchase")
 
+    def _change(self, realm: Realm, entity_type: str, request: Request) -> Response:
+        operation, include = request.args.get("operation"), request.args.get("include")
+        include = "void" if include is not None and "void" in include.split(",") else None
+        change = _CHANGES.get((entity_type, operation or "", include))
+        if change is None:
+            return self._fault(QboError("500", "Unsupported Operation", f"Operation {operation} is not supported."))
+        try:
+            body = _parse_decimal_json(request.get_data())
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return self._fault(qbo.missing_param(entity_type))
+        now = self.clock.now()
+        try:
+            if change == "void":
+                return self._ok({entity_type: realm.void_bill_payment(body, now)})
+            return self._ok({entity_type: realm.delete_purchase(body, now)})
+        except QboError as exc:
+            return self._fault(exc)
+
     def _create(self, request: Request, realm_id: str, entity_type: str) -> Response:
         authenticated = self._authenticate(request, realm_id)
         if isinstance(authenticated, Response):
@@ -932,6 +957,8 @@ class QuickBooksSandbox(ProviderSandbox):
         realm, _ = authenticated
         self._count(realm, UNMETERED)
         with self._ledger_lock:
+            if "operation" in request.args:
+                return self._idempotent(request, realm, lambda: self._change(realm, entity_type, request))
             return self._idempotent(request, realm, lambda: self._create_entity(realm, entity_type, request))
 
     def _create_entity(self, realm: Realm, entity_type: str, request: Request) -> Response:
@@ -1040,6 +1067,12 @@ class QuickBooksSandbox(ProviderSandbox):
         )
         body, headers = build_delivery(config, [event])
         self.post_webhook(config.url, body, headers)
+
+
+# The operations Intuit's references give these entities besides create: a BillPayment is voided by a
+# sparse update `?operation=update&include=void`; a Purchase is deleted (`?operation=delete`). Any other is
+# the Fault Intuit answers ("Operation void is not supported.").
+_CHANGES = {("BillPayment", "update", "void"): "void", ("Purchase", "delete", None): "delete"}
 
 
 def _known_scopes(params: Mapping[str, str]) -> list[str] | None:

@@ -394,9 +394,11 @@ class SageSandbox(ProviderSandbox):
             Rule(f"{api}/contact_payments", methods=["GET"], endpoint="list_contact_payments"),
             Rule(f"{api}/contact_payments", methods=["POST"], endpoint="create_contact_payment"),
             Rule(f"{api}/contact_payments/<key>", methods=["GET"], endpoint="get_contact_payment"),
+            Rule(f"{api}/contact_payments/<key>", methods=["DELETE"], endpoint="delete_contact_payment"),
             Rule(f"{api}/other_payments", methods=["GET"], endpoint="list_other_payments"),
             Rule(f"{api}/other_payments", methods=["POST"], endpoint="create_other_payment"),
             Rule(f"{api}/other_payments/<key>", methods=["GET"], endpoint="get_other_payment"),
+            Rule(f"{api}/other_payments/<key>", methods=["DELETE"], endpoint="delete_other_payment"),
         ]
 
     def error_response(self, request: Request, status: int, message: str) -> Response:
@@ -933,6 +935,41 @@ class SageSandbox(ProviderSandbox):
             return self._single(request, wire.contact_payment_json(context.business, payment))
 
         return self._serve(request, action)
+
+    def delete_contact_payment(self, request: Request, key: str) -> Response:
+        """`deleteContactPaymentsKey`: 204 and no body; a payment already deleted is not found (404)."""
+
+        def action(context: ApiContext) -> Response:
+            _live(context.business.contact_payments, key)
+            try:
+                context.business.delete_contact_payment(key, self.clock.now())
+            except SageValidationError as exc:
+                raise ApiError(422, exc.errors) from None
+            return Response(status=204)
+
+        return self._serve(request, action, write=True)
+
+    def delete_other_payment(self, request: Request, key: str) -> Response:
+        """`deleteOtherPaymentsKey`: 204 and no body; a payment already deleted is not found (404)."""
+
+        def action(context: ApiContext) -> Response:
+            _live(context.business.other_payments, key)
+            try:
+                context.business.delete_other_payment(key, self.clock.now())
+            except SageValidationError as exc:
+                raise ApiError(422, exc.errors) from None
+            return Response(status=204)
+
+        return self._serve(request, action, write=True)
+
+    def reconcile(self, business_id: str, payment_id: str) -> None:
+        """Match a contact or other payment to the bank statement (it can no longer be deleted)."""
+        with self._state:
+            business = self.business(business_id)
+            payment = business.contact_payments.get(payment_id) or business.other_payments.get(payment_id)
+            if payment is None:
+                raise KeyError(f"no payment {payment_id}")
+            payment.reconciled = True
 
     def create_contact_payment(self, request: Request) -> Response:
         def action(context: ApiContext) -> Response:

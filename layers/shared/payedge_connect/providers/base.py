@@ -323,6 +323,26 @@ class AccountingConnector(Protocol):
         """Record the fee as its own spend transaction; returns the provider's transaction id."""
         ...
 
+    # ------------------------------------------------------------------ reversal (a payment undone)
+
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        """Undo a payment we posted (QuickBooks voids the BillPayment, Xero and Sage delete it), so the bill
+        owes the amount again; nothing when it is undone already. Never resent after a lost answer (the
+        caller asks `payment_reversed`). Raises PaymentRejected when the provider refuses, in its words."""
+        ...
+
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        """Whether that payment is undone (voided, deleted or gone) at the provider."""
+        ...
+
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        """Undo a fee transaction we posted (deleted at every provider), as reverse_payment."""
+        ...
+
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        """Whether that fee transaction is undone at the provider."""
+        ...
+
 
 def rebase(url: str, base_url: str | None) -> str:
     """The same path on another host: how a provider's endpoints point at its sandbox."""

@@ -30,6 +30,8 @@ from decimal import Decimal
 
 from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import (
+    PENDING_PAYMENT_STATUSES,
+    SETTLED_PAYMENT_STATUSES,
     ClosedReason,
     Connection,
     ConnectionStatus,
@@ -43,7 +45,7 @@ from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected
 from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
-from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
+from payedge_connect.writeback.events import PaymentDetails, ReversalDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
@@ -53,7 +55,15 @@ _LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
-_FINAL = {PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.NEEDS_ATTENTION}
+_FINAL = {
+    PaymentOrderStatus.POSTED,
+    PaymentOrderStatus.REJECTED,
+    PaymentOrderStatus.NEEDS_ATTENTION,
+    # Not final, but nothing a run does now: a later event (settled) or a reversal moves these on.
+    PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+    PaymentOrderStatus.REVERSED,
+    PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION,
+}
 
 
 class WritebackBusy(Exception):
@@ -99,16 +109,39 @@ def submit_payment(
         updated_at=now,
     )
     existing = services.store.create_payment_order(order)
-    if existing is None:
-        return order
-    if existing.model_dump(include=set(PaymentDetails.model_fields)) != order.model_dump(
-        include=set(PaymentDetails.model_fields)
-    ):
-        raise ConflictError(
-            f"payment order {order.payment_order_number} was already received with different details",
-            field="body.paymentOrderNumber",
-        )
-    return existing
+    for _ in range(3):
+        if existing is None:
+            return order
+        if _details(existing) == _details(order):
+            return existing
+        if _details(existing, "payment_status") != _details(order, "payment_status"):
+            break
+        if settlement(existing.payment_status) == settlement(order.payment_status):
+            return existing  # "completed" then "settled": the same news
+        if existing.status not in (PaymentOrderStatus.RECEIVED, PaymentOrderStatus.WAITING_FOR_SETTLEMENT):
+            break
+        # A later status of a payment not posted yet (pending, then settled or failed): processed again.
+        update = {"payment_status": order.payment_status, "status": PaymentOrderStatus.RECEIVED, "updated_at": now}
+        try:
+            return services.store.save_payment_order(existing.model_copy(update=update))
+        except ConflictError:
+            existing = services.store.get_payment_order(connection_id, order.payment_order_number)
+    raise ConflictError(
+        f"payment order {order.payment_order_number} was already received with different details",
+        field="body.paymentOrderNumber",
+    )
+
+
+def _details(order: PaymentOrder, *leave_out: str) -> dict[str, object]:
+    return order.model_dump(include=set(PaymentDetails.model_fields) - set(leave_out))
+
+
+def settlement(payment_status: str) -> str:
+    """What the platform's payment status means here: "settled", "pending" or "unpaid" (models.py)."""
+    status = payment_status.lower()
+    if status in SETTLED_PAYMENT_STATUSES:
+        return "settled"
+    return "pending" if status in PENDING_PAYMENT_STATUSES else "unpaid"
 
 
 def retry_payment(
@@ -134,6 +167,54 @@ def retry_payment(
             }
         )
     )
+
+
+def request_reversal(
+    services: Services,
+    reversal: ReversalDetails,
+    *,
+    business_id: str,
+    connection_id: str,
+    payment_order_number: str,
+    bus_name: str,
+) -> PaymentOrder:
+    """Record that the platform reversed a payment (no provider call yet; the caller queues the order).
+    The same reversal again returns the order as it stands; one that needs attention is tried again."""
+    for _ in range(3):
+        order = services.store.get_payment_order(connection_id, payment_order_number)
+        if order is None or order.business_id != business_id:
+            raise NotFoundError(
+                f"no payment order {payment_order_number} of this business on connection {connection_id}",
+                field="path.paymentOrderNumber",
+            )
+        if order.reversal_requested_at is not None and order.status is not PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION:
+            return order  # reversing, reversed, or cancelled before it posted
+        if order.status is PaymentOrderStatus.REJECTED:
+            raise ConflictError(
+                f"payment order {payment_order_number} was rejected ({order.reason_code}): nothing was posted "
+                "to reverse",
+                field="path.paymentOrderNumber",
+            )
+        now = services.clock()
+        update = {
+            "status": PaymentOrderStatus.REVERSING,
+            "reason_code": None,
+            "reason": None,
+            "reversal_reason": reversal.reason,
+            "reversal_date": reversal.reversal_date,
+            "reversal_requested_at": order.reversal_requested_at or now,
+            # Tried again after attention: the undo calls get their attempts back (each is looked up first).
+            "reversal_attempts": min(order.reversal_attempts, MAX_ATTEMPTS - 1),
+            "fee_reversal_attempts": min(order.fee_reversal_attempts, MAX_ATTEMPTS - 1),
+            "updated_at": now,
+        }
+        try:
+            saved = services.store.save_payment_order(order.model_copy(update=update))
+        except ConflictError:
+            continue  # the order moved on meanwhile (a run posting it): read it again
+        publish_outcome(bus_name, saved)
+        return saved
+    raise WritebackBusy(f"payment order {payment_order_number} kept changing; try the reversal again")
 
 
 def process_payment(
@@ -197,7 +278,7 @@ def process_payments(
     unreachable = _unreachable(connection)
     if unreachable is not None:
         for order in pending:
-            run.orders[order.payment_order_number] = _conclude(services, order, unreachable, bus_name)
+            run.orders[order.payment_order_number] = _conclude(services, order, _held(order, unreachable), bus_name)
     if connection is None or unreachable is not None or not pending:
         return run
 
@@ -213,13 +294,15 @@ def process_payments(
     pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
     group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
     try:
-        group.process(pending)
+        group.process([o for o in pending if o.status is not PaymentOrderStatus.REVERSING])
+        group.reverse([o for o in pending if o.status is PaymentOrderStatus.REVERSING])
     except ReauthorizationRequired:
         refreshed = store.get_connection(connection_id) or connection
         for order in pending:
             current = _current(services, order)
             if current.status not in _FINAL:
-                run.orders[order.payment_order_number] = _conclude(services, current, _waiting(refreshed), bus_name)
+                outcome = _held(current, _waiting(refreshed))
+                run.orders[order.payment_order_number] = _conclude(services, current, outcome, bus_name)
             run.retry_later.pop(order.payment_order_number, None)
     finally:
         store.release_lease(lease)
@@ -234,6 +317,18 @@ def _unreachable(connection: Connection | None) -> Outcome | None:
     if connection.status is not ConnectionStatus.CONNECTED:
         return _waiting(connection)
     return None
+
+
+def _held(order: PaymentOrder, outcome: Outcome) -> Outcome:
+    """What a connection that cannot be reached makes of an order: a reversal waits for the user (who
+    reverses again once reconnected), anything else as `outcome` says."""
+    if order.status is not PaymentOrderStatus.REVERSING:
+        return outcome
+    return Outcome(
+        PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION,
+        outcome.reason_code,
+        f"{outcome.reason} The reversal is made when it is requested again after that.",
+    )
 
 
 def _waiting(connection: Connection) -> Outcome:
@@ -262,6 +357,23 @@ class _Kind:
 
 _PAYMENTS = _Kind("payment", "provider_payment_id", "attempts")
 _FEES = _Kind("fee", "provider_fee_id", "fee_attempts")
+
+
+@dataclass(frozen=True)
+class _Undo:
+    """A payment or its fee undone: the connector's undo and look-up, where it is recorded."""
+
+    id_field: str
+    done_field: str
+    attempts_field: str
+    undo: str
+    check: str
+
+
+_PAYMENT_UNDO = _Undo(
+    "provider_payment_id", "payment_reversed", "reversal_attempts", "reverse_payment", "payment_reversed"
+)
+_FEE_UNDO = _Undo("provider_fee_id", "fee_reversed", "fee_reversal_attempts", "reverse_fee", "fee_reversed")
 # A batch whose answer was lost is resolved (looked up, the missing re-posted) this many times in one
 # invocation; what is still unknown after that is retried later.
 _RESOLUTIONS_PER_INVOCATION = 1
@@ -483,6 +595,130 @@ class _Group:
         self.run.orders[saved.payment_order_number] = saved
         return saved
 
+    # ------------------------------------------------------------------------------------ reversal
+
+    def reverse(self, orders: list[PaymentOrder]) -> None:
+        """Undo what each reversed order posted: the payment first (so a refusal, a reconciled payment
+        say, leaves nothing undone), then the fee; the bill reopened from the provider's state. A
+        reversal of an order that never reached the provider cancels it."""
+        if not orders:
+            return
+        self.payables.update(self.store.get_payables(self.connection.connection_id, {o.bill_id for o in orders}))
+        for order in orders:
+            if self.time_left() < _TIME_IN_HAND_SECONDS:
+                self.run.not_reached.append(order.payment_order_number)
+                continue
+            current = _current(self.services, order)
+            try:
+                self._reverse(current)
+            except (ProviderError, TokenRefreshUnavailable) as error:
+                current = _current(self.services, current)
+                if isinstance(error, ProviderError) and not _retryable(error):
+                    words = f"{error.status}: {error.message[:300]}"
+                    self._conclude(current, _reversal_held("provider_refused_reversal", current, words))
+                elif max(current.reversal_attempts, current.fee_reversal_attempts) >= MAX_ATTEMPTS:
+                    self._conclude(current, _reversal_held("provider_unavailable", current, str(error)))
+                else:
+                    self.run.orders[current.payment_order_number] = current
+                    self.run.retry_later[current.payment_order_number] = f"the reversal got no answer: {error}"
+                    if isinstance(error, ProviderError) and error.retry_after:
+                        self.run.wait_s[current.payment_order_number] = error.retry_after
+
+    def _reverse(self, order: PaymentOrder) -> None:
+        # What may have reached the provider without its id recorded is looked up first.
+        if order.bill_id in self.payables:
+            if order.provider_payment_id is None and order.attempts > 0:
+                self._record_found(_PAYMENTS, [order])
+            if order.fee_amount and order.provider_fee_id is None and order.fee_attempts > 0:
+                self._record_found(_FEES, [_current(self.services, order)])
+        order = _current(self.services, order)
+        if order.provider_payment_id is None and order.provider_fee_id is None:
+            cancelled = Outcome(
+                PaymentOrderStatus.REJECTED,
+                "reversed_before_posting",
+                f"The payment was reversed before it was posted ({order.reversal_reason}): nothing was posted.",
+            )
+            self._conclude(order, cancelled)
+            return
+        undone = self._undo(_PAYMENT_UNDO, order)
+        if undone is None:
+            return
+        if undone.provider_payment_id is not None:
+            self._reopen(undone)
+        undone = self._undo(_FEE_UNDO, undone)
+        if undone is None:
+            return
+        self._conclude(
+            undone,
+            Outcome(
+                PaymentOrderStatus.REVERSED,
+                "payment_reversed",
+                f"Undone in the accounting software: the payment was reversed ({undone.reversal_reason}).",
+            ),
+        )
+
+    def _undo(self, kind: "_Undo", order: PaymentOrder) -> PaymentOrder | None:
+        """Undo one transaction exactly once: an earlier attempt is looked up first, the attempt counted
+        before the call, a lost answer looked up at once. None: the order was concluded (refused)."""
+        provider_id = getattr(order, kind.id_field)
+        if provider_id is None or getattr(order, kind.done_field):
+            return order
+        done = getattr(self.connector, kind.check)
+        if getattr(order, kind.attempts_field) > 0 and done(self.api, provider_id):
+            return self._undone(kind, order)
+        order = self.store.save_payment_order(
+            order.model_copy(
+                update={
+                    kind.attempts_field: getattr(order, kind.attempts_field) + 1,
+                    "updated_at": self.services.clock(),
+                }
+            )
+        )
+        try:
+            getattr(self.connector, kind.undo)(self.api, provider_id)
+        except PaymentRejected as refusal:
+            if kind is _FEE_UNDO and order.payment_reversed:
+                words = f"The payment was undone; the fee's transaction was refused: {refusal}"
+                self._conclude(order, _reversal_held("fee_reversal_refused", order, words))
+            else:
+                self._conclude(order, _reversal_held("provider_refused_reversal", order, str(refusal)))
+            return None
+        except ProviderUnavailable:
+            if not done(self.api, provider_id):
+                raise
+            logger.info("The lost undo had been made", extra={"order": order.payment_order_number})
+        return self._undone(kind, order)
+
+    def _undone(self, kind: "_Undo", order: PaymentOrder) -> PaymentOrder:
+        saved = self.store.save_payment_order(
+            _current(self.services, order).model_copy(
+                update={kind.done_field: True, "updated_at": self.services.clock()}
+            )
+        )
+        self.run.orders[saved.payment_order_number] = saved
+        return saved
+
+    def _reopen(self, order: PaymentOrder) -> None:
+        """The payable as the provider's bill now stands (open or part-paid again, its amount due back),
+        so that the next sync agrees."""
+        stored = self.store.get_payable(self.connection.connection_id, order.bill_id)
+        page = self.connector.bills_by_id(self.api, [order.bill_id])
+        bill = next((b for b in page.bills if b.bill_id == order.bill_id), None)
+        if stored is None or bill is None or not bill.is_open:
+            return  # gone or closed at the provider since: the next sync says why
+        status = PayableStatus.PART_PAID if bill.amount_due < bill.total_amount else PayableStatus.OPEN
+        reopened = stored.model_copy(
+            update={
+                "amount_due": bill.amount_due,
+                "total_amount": bill.total_amount,
+                "status": status,
+                "closed_reason": None,
+                "provider_updated_at": bill.updated_at,
+            }
+        )
+        self.store.put_payables([reopened], pinned=set())
+        self.payables[order.bill_id] = reopened
+
     # ------------------------------------------------------------------------------------ what is posted
 
     def _payment(self, order: PaymentOrder) -> PaymentToPost:
@@ -559,6 +795,14 @@ class _Group:
         self.run.orders[order.payment_order_number] = _conclude(self.services, order, outcome, self.bus_name)
 
 
+def _reversal_held(reason_code: str, order: PaymentOrder, words: str) -> Outcome:
+    """A reversal the provider would not make (its words), or could not be reached for: the user acts
+    (unreconciles, reopens the period) and reverses again; what was undone stays recorded."""
+    undone = [what for what, done in (("payment", order.payment_reversed), ("fee", order.fee_reversed)) if done]
+    state = f" Already undone: {' and '.join(undone)}." if undone else " Nothing was undone."
+    return Outcome(PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION, reason_code, f"{words}{state}")
+
+
 def _retryable(error: ProviderError) -> bool:
     """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
     return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
@@ -573,6 +817,15 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
     """The checks made before anything is written at the provider, each with a reason a user can read."""
     rejected = PaymentOrderStatus.REJECTED
     held = PaymentOrderStatus.NEEDS_ATTENTION
+    status = order.payment_status.lower()
+    if settlement(status) == "pending":
+        return Outcome(
+            PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+            "payment_not_settled",
+            f"The payment is {status}: it is posted when the platform reports it settled.",
+        )
+    if settlement(status) == "unpaid":
+        return Outcome(rejected, f"payment_{status}", f"The payment {status}: nothing is posted for it.")
     if payable is None:
         return Outcome(rejected, "unknown_bill", f"Bill {order.bill_id} is not one of this connection's unpaid bills.")
     if payable.status is PayableStatus.CLOSED:

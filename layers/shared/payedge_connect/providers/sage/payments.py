@@ -321,3 +321,55 @@ def _posted(post: Callable[[], str]) -> Posted:
 
 def _spanning(days: list[date]) -> dict[str, str]:
     return {"from_date": (min(days) - _LOOKUP_MARGIN).isoformat(), "to_date": (max(days) + _LOOKUP_MARGIN).isoformat()}
+
+
+# ---------------------------------------------------------------------------------------------- reversal
+# A payment the platform reversed is undone: the contact payment deleted (the invoice owes the amount
+# again), the fee's other payment deleted. Neither call is resent by the HTTP layer: after a lost answer
+# the write-back reads the record instead (a deleted one is not found).
+
+
+def delete_payment(api: ProviderApi, payment_id: str) -> None:
+    """`DELETE /contact_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation
+    deleteContactPaymentsKey); a 422 is Sage refusing, in its words."""
+    _delete(api, "contact_payments", payment_id)
+
+
+def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+    return _gone(api, "contact_payments", payment_id)
+
+
+def delete_fee(api: ProviderApi, fee_id: str) -> None:
+    """`DELETE /other_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation deleteOtherPaymentsKey)."""
+    _delete(api, "other_payments", fee_id)
+
+
+def fee_deleted(api: ProviderApi, fee_id: str) -> bool:
+    return _gone(api, "other_payments", fee_id)
+
+
+def _key(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise ValueError(f"a Sage key is 32 hex characters, not {value!r}")
+    return value
+
+
+def _delete(api: ProviderApi, collection: str, key: str) -> None:
+    try:
+        api.request("DELETE", f"{collection}/{_key(key)}", idempotent=False, route=f"DELETE /{collection}/{{key}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return  # already deleted: what we wanted
+        if error.status == 422:
+            raise PaymentRejected(_refusal(error.message)) from None
+        raise
+
+
+def _gone(api: ProviderApi, collection: str, key: str) -> bool:
+    try:
+        api.get(f"{collection}/{_key(key)}", route=f"GET /{collection}/{{key}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return True
+        raise
+    return False

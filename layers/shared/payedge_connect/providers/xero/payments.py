@@ -337,3 +337,63 @@ def _outcomes[T: wire.WrittenElement](records: list[T], sent: int, ident: Callab
         else:
             outcomes.append(Posted(provider_id=ident(record)))
     return outcomes
+
+
+# ----------------------------------------------------------------------------------------- reversal
+# A payment the platform reversed is undone: the Payment deleted (the bill owes the amount again, PAID
+# becomes AUTHORISED), the fee's spend-money BankTransaction deleted. Neither call is resent by the HTTP
+# layer: after a lost answer the write-back reads the record's Status instead.
+
+
+def delete_payment(api: ProviderApi, payment_id: str) -> None:
+    """`POST /Payments/{PaymentID}` with `{"Payments": [{"Status": "DELETED"}]}`: Xero's OpenAPI operation
+    `deletePayment` (schema PaymentDelete: Status, default DELETED); only Status is accepted for updates
+    (calcinai/xero-php#250, XeroAPI/xero-node#115). A reconciled payment cannot be deleted, nor one made
+    through a batch payment (PROVIDERS.md §7): PaymentRejected with Xero's words."""
+    _delete(api, "Payments", payment_id)
+
+
+def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+    """Whether the payment is DELETED (or gone): one `GET /Payments/{PaymentID}`."""
+    return _deleted(api, "Payments", payment_id)
+
+
+def delete_fee(api: ProviderApi, transaction_id: str) -> None:
+    """`POST /BankTransactions/{BankTransactionID}` with `{"BankTransactions": [{"Status": "DELETED"}]}`:
+    Xero's `updateBankTransaction`; a bank transaction is removed by its Status (PROVIDERS.md §7), and
+    a reconciled one is refused as a reconciled payment is."""
+    _delete(api, "BankTransactions", transaction_id)
+
+
+def fee_deleted(api: ProviderApi, transaction_id: str) -> bool:
+    return _deleted(api, "BankTransactions", transaction_id)
+
+
+def _delete(api: ProviderApi, collection: str, record_id: str) -> None:
+    try:
+        response = api.request(
+            "POST",
+            f"{collection}/{uuid.UUID(record_id)}",
+            idempotent=False,
+            route=f"POST /{collection}/{{id}}",
+            json={collection: [{"Status": "DELETED"}]},
+        )
+    except ProviderError as error:
+        if error.status == 400 and '"ValidationException"' in error.message:
+            raise PaymentRejected(_messages(error.message)) from None
+        raise
+    answer = _read(response, write=True)
+    records = answer.payments if collection == "Payments" else answer.bank_transactions
+    _accepted(list(records), "deletion")
+
+
+def _deleted(api: ProviderApi, collection: str, record_id: str) -> bool:
+    try:
+        response = api.get(f"{collection}/{uuid.UUID(record_id)}", route=f"GET /{collection}/{{id}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return True
+        raise
+    answer = _read(response, write=False)
+    records = answer.payments if collection == "Payments" else answer.bank_transactions
+    return bool(records) and all(record.status == "DELETED" for record in records)

@@ -197,6 +197,8 @@ class WrittenElement(XeroModel):
 
     status_attribute_string: str | None = Field(default=None, alias="StatusAttributeString")
     validation_errors: list[ValidationMessage] = Field(default_factory=list, alias="ValidationErrors")
+    # Xero's own state of the record: AUTHORISED, or DELETED once it was removed.
+    status: str | None = Field(default=None, alias="Status")
 
 
 class Payment(WrittenElement):
