@@ -104,7 +104,7 @@ def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) ->
 
 @app.post("/connections/<connection_id>/payments/<payment_order_number>/retry", status_code=202)
 def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> Response[PaymentAccepted]:
-    """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
+    """Try a payment order that is not final again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
     order = retry_payment(
@@ -148,7 +148,7 @@ def _run(connection_id: str, numbers: list[str], time_left: Callable[[], float] 
     by_delay: dict[int, list[str]] = {}
     for number, reason in run.retry_later.items():
         order = run.orders.get(number)
-        attempts = max(order.attempts, order.fee_attempts) if order else 0
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts) if order else 0
         # The provider's Retry-After where it named one, else a delay growing with the attempts.
         delay = min(900, math.ceil(run.wait_s.get(number) or 30 * 2**attempts))
         logger.info("Payment retried later", extra={"order": number, "delay_s": delay, "reason": reason})

@@ -252,6 +252,8 @@ class PaymentOrder(Record):
     # for the payment, and for its fee.
     attempts: int = 0
     fee_attempts: int = 0
+    # Staleness checks the provider did not answer (nothing was posted by them): bounded like attempts.
+    check_attempts: int = 0
     created_at: datetime
     updated_at: datetime
     version: int = 0

@@ -39,8 +39,9 @@ from payedge_connect.models import (
     PaymentOrderStatus,
 )
 from payedge_connect.observability import logger, metrics
+from payedge_connect.providers.answers import Verdict, classify, provider_words
 from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
-from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
+from payedge_connect.providers.http import CallBudgetSpent, ProviderError
 from payedge_connect.services import Services
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
@@ -114,12 +115,13 @@ def submit_payment(
 def retry_payment(
     services: Services, *, business_id: str, connection_id: str, payment_order_number: str
 ) -> PaymentOrder:
-    """Make a failed (or held) payment order eligible again; the caller queues it."""
+    """Make a payment order that is not final (failed, held, waiting for reconnection, or still received or
+    posting: its message may have been lost) eligible again; the caller queues it."""
     order = services.store.get_payment_order(connection_id, payment_order_number)
     if order is None or order.business_id != business_id:
         raise NotFoundError(f"no payment order {payment_order_number}")
-    if order.status not in (PaymentOrderStatus.FAILED, PaymentOrderStatus.NEEDS_ATTENTION):
-        raise ConflictError(f"payment order is {order.status.value}; only failed or held orders are retried")
+    if order.status in (PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED):
+        raise ConflictError(f"payment order is {order.status.value}; only orders that are not final are retried")
     # An order whose payment may have reached the provider keeps its attempts: it is looked up first.
     status = PaymentOrderStatus.POSTING if order.attempts or order.fee_attempts else PaymentOrderStatus.RECEIVED
     return services.store.save_payment_order(
@@ -130,6 +132,7 @@ def retry_payment(
                 "reason_code": None,
                 "attempts": min(order.attempts, MAX_ATTEMPTS - 1),
                 "fee_attempts": min(order.fee_attempts, MAX_ATTEMPTS - 1),
+                "check_attempts": 0,
                 "updated_at": services.clock(),
             }
         )
@@ -307,7 +310,7 @@ class _Group:
         except TokenRefreshUnavailable as error:
             for order in pending:
                 current = _current(self.services, order)
-                if current.status not in _FINAL:
+                if current.status not in _FINAL and current.status is not PaymentOrderStatus.FAILED:
                     self._retry_or_fail(current, str(error))
         for order in alive:
             current = _current(self.services, order)
@@ -337,12 +340,23 @@ class _Group:
             check = self.connector.check_bills(
                 self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
             )
-        except ProviderError as error:
-            if not _retryable(error):
-                raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
+        except (ProviderError, TokenRefreshUnavailable) as error:
+            # Nothing was posted: each unanswered check is counted on the order, so an outage that lasts
+            # ends in `failed` (with its outcome event) rather than on the dead-letter queue unseen.
+            verdict = classify(error)
             for order in passing:
+                if verdict is Verdict.REFUSED:
+                    refused = f"The accounting software refused the check of the bill: {provider_words(error)}"
+                    self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+                    continue
+                counted = self.store.save_payment_order(
+                    order.model_copy(
+                        update={"check_attempts": order.check_attempts + 1, "updated_at": self.services.clock()}
+                    )
+                )
+                wait_s = error.retry_after if isinstance(error, ProviderError) else None
                 self._retry_or_fail(
-                    order, f"the staleness check got no answer ({error.status})", wait_s=error.retry_after, error=error
+                    counted, f"the staleness check got no answer ({provider_words(error)})", wait_s=wait_s, error=error
                 )
             return []
         current = []
@@ -366,13 +380,17 @@ class _Group:
         try:
             posted += self._record_found(kind, maybe) if maybe else []
         except ProviderError as error:
-            if not _retryable(error):
-                raise
             # Not looked up, so not posted: an earlier attempt may be there already.
             for order in maybe:
-                reason = f"the look-up got no answer ({error.status})"
-                self._retry_or_fail(_current(self.services, order), reason, wait_s=error.retry_after, error=error)
-        done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
+                current = _current(self.services, order)
+                if _retryable(error):
+                    reason = f"the look-up got no answer ({error.status})"
+                    self._retry_or_fail(current, reason, wait_s=error.retry_after, error=error)
+                else:
+                    refused = f"The accounting software refused the look-up of the payment: {provider_words(error)}"
+                    self._conclude(current, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+        failed = {n for n, o in self.run.orders.items() if o.status is PaymentOrderStatus.FAILED}
+        done = {o.payment_order_number for o in posted} | set(self.run.retry_later) | failed
         waiting = []
         for order in orders:
             if order.payment_order_number in done:
@@ -540,7 +558,7 @@ class _Group:
     def _retry_or_fail(
         self, order: PaymentOrder, reason: str, *, wait_s: float | None = None, error: Exception | None = None
     ) -> None:
-        attempts = max(order.attempts, order.fee_attempts)
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts)
         # Waiting for the call budget (a day's limit spent, say) is not the provider failing: never final.
         if attempts >= MAX_ATTEMPTS and not isinstance(error, CallBudgetSpent):
             self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason))
@@ -561,7 +579,7 @@ class _Group:
 
 def _retryable(error: ProviderError) -> bool:
     """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
-    return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
+    return classify(error) is Verdict.RETRY_LATER
 
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:

@@ -10,6 +10,7 @@ What a sync costs at QuickBooks (queries at MAXRESULTS 1000, the largest QuickBo
 """
 
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,6 +91,7 @@ class QuickBooksConnector:
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         return ProviderApi(
             f"{rebase(API_URL, self._base_url)}/v3/company/{tenant_id}",
@@ -97,6 +99,7 @@ class QuickBooksConnector:
             refresh_access_token=refresh_access_token,
             calls=calls,
             budget=budget,
+            sleep=sleep,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

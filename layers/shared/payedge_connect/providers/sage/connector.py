@@ -4,6 +4,7 @@ the sync reads (open bills, vendors, changes, documents) delegated to paging, bi
 Facts: PROVIDERS.md section 3 in the shared notes (endpoints, full_access scope, X-Business, paging).
 """
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ class SageConnector:
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         # Without X-Business Sage silently uses the user's lead business: always name it.
         return ProviderApi(
@@ -97,6 +99,7 @@ class SageConnector:
             headers={"X-Business": tenant_id},
             calls=calls,
             budget=budget,
+            sleep=sleep,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

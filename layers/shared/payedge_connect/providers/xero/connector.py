@@ -6,6 +6,7 @@ and vendors: bills.py; Xero's JSON: wire.py.
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,6 +119,7 @@ class XeroConnector:
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         return ProviderApi(
             rebase(API_URL, self._base_url),
@@ -126,6 +128,7 @@ class XeroConnector:
             headers={"xero-tenant-id": tenant_id},
             calls=calls,
             budget=budget,
+            sleep=sleep,
         )
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
