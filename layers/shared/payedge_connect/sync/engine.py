@@ -84,6 +84,10 @@ _BACKGROUND_TRIGGERS = frozenset({SyncTrigger.SCHEDULE, SyncTrigger.WEBHOOK})
 # Provider-trouble pauses in a row (no page applied between) before the run ends failed and the
 # connection is retried on its own schedule (sync/schedule.py) instead of re-queued forever.
 MAX_TROUBLE_PAUSES = 10
+# A refusal (a steady 4xx: Xero's 403 once the organisation is disconnected from the app) is asked again
+# this many times, in case it was a passing state at the provider, before the run ends failed with the
+# provider's words.
+MAX_REFUSED_PAUSES = 2
 # Vendor ids an incremental run remembers to check in its checkpoint (a sync run is one item); past
 # this, it checks every open bill's vendor, as a full reconciliation does.
 _VENDORS_TO_CHECK_LISTED = 1000
@@ -100,11 +104,12 @@ class SyncResult:
 class _Pause(Exception):
     """Stop now, checkpointed; continue after `seconds`. `trouble`: the provider failed us."""
 
-    def __init__(self, seconds: int, detail: str, *, trouble: bool = True) -> None:
+    def __init__(self, seconds: int, detail: str, *, trouble: bool = True, refused: bool = False) -> None:
         super().__init__(detail)
         self.seconds = seconds
         self.detail = detail
         self.trouble = trouble
+        self.refused = refused
 
 
 @dataclass
@@ -206,8 +211,9 @@ def _paused(services: Services, run: SyncRun, pause: _Pause) -> SyncResult:
     """Checkpoint and continue later; after too much provider trouble in a row, end failed instead."""
     if pause.trouble and run.checkpoint is not None:
         run.checkpoint.trouble_pauses += 1
-        if run.checkpoint.trouble_pauses > MAX_TROUBLE_PAUSES:
-            detail = f"{pause.detail}; gave up after {MAX_TROUBLE_PAUSES} tries, retried on the connection's schedule"
+        limit = MAX_REFUSED_PAUSES if pause.refused else MAX_TROUBLE_PAUSES
+        if run.checkpoint.trouble_pauses > limit:
+            detail = f"{pause.detail}; gave up after {limit} tries, retried on the connection's schedule"
             return SyncResult(_finish(services, run, SyncOutcome.FAILED, detail[:500]))
     run.detail = pause.detail
     services.store.put_sync_run(run)
@@ -350,7 +356,7 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
         raise _Pause(60, str(error)) from None
     except ProviderError as error:
         raise _Pause(
-            300, f"the accounting software refused a listing ({error.status}): {error.message[:120]}"
+            300, f"the accounting software refused a listing ({error.status}): {error.message[:300]}", refused=True
         ) from None
 
 
