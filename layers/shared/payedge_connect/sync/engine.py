@@ -58,6 +58,7 @@ from payedge_connect.providers.http import (
 )
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
+from payedge_connect.storage.heartbeat import HeldLease
 from payedge_connect.storage.records import (
     PAYABLE_HASH_EXCLUDE,
     StoredState,
@@ -76,7 +77,6 @@ WATERMARK_OVERLAP = timedelta(minutes=5)
 DOCUMENTS_PER_RUN = 20
 # Stop this long before the Lambda's deadline, checkpointed, and let the queue run the rest.
 STOP_BEFORE_DEADLINE_SECONDS = 60.0
-_LEASE_SECONDS = 900.0
 # More errors than this are counted but not listed (a sync run is one DynamoDB item).
 _ERRORS_LISTED = 100
 _CLOSED = PayableStatus.CLOSED.value
@@ -166,12 +166,11 @@ def run_sync(
         status = connection.status.value if connection else "missing"
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, f"the connection is {status}; nothing synced"))
 
-    lease = store.acquire_lease(
-        connection.connection_id, "sync", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
-    )
-    if lease is None:
+    lease = HeldLease(store, connection.connection_id, "sync", uuid.uuid4().hex, clock=services.clock)
+    if not lease.held:
         # Another sync of this connection is running: this one waits its turn.
         return SyncResult(run, continue_after_seconds=30)
+    lease.start()
     calls = CallCounter(total=run.provider_calls)
     context = _Context(
         services=services,
@@ -204,7 +203,7 @@ def run_sync(
         run.provider_calls = calls.total
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, "the accounting software needs reauthorisation"))
     finally:
-        store.release_lease(lease)
+        lease.stop()
 
 
 def _paused(services: Services, run: SyncRun, pause: _Pause) -> SyncResult:

@@ -43,14 +43,12 @@ from payedge_connect.providers.answers import Verdict, classify, provider_words
 from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import CallBudgetSpent, ProviderError
 from payedge_connect.services import Services
+from payedge_connect.storage.heartbeat import HeldLease
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
-# Longer than the write-back function's Timeout (template.yaml), so no other run of the connection can
-# start while this one may still be posting.
-_LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
@@ -204,28 +202,24 @@ def process_payments(
     if connection is None or unreachable is not None or not pending:
         return run
 
-    lease = store.acquire_lease(
-        connection_id, "writeback", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
-    )
-    if lease is None:
-        run.busy = True
-        return run
-    # Read again under the lease: the run that held it before may have moved these orders on.
-    pending = [_current(services, order) for order in pending]
-    run.orders.update({order.payment_order_number: order for order in pending})
-    pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
-    group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
-    try:
-        group.process(pending)
-    except ReauthorizationRequired:
-        refreshed = store.get_connection(connection_id) or connection
-        for order in pending:
-            current = _current(services, order)
-            if current.status not in _FINAL:
-                run.orders[order.payment_order_number] = _conclude(services, current, _waiting(refreshed), bus_name)
-            run.retry_later.pop(order.payment_order_number, None)
-    finally:
-        store.release_lease(lease)
+    with HeldLease(store, connection_id, "writeback", uuid.uuid4().hex, clock=services.clock) as lease:
+        if not lease.held:
+            run.busy = True
+            return run
+        # Read again under the lease: the run that held it before may have moved these orders on.
+        pending = [_current(services, order) for order in pending]
+        run.orders.update({order.payment_order_number: order for order in pending})
+        pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
+        group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")), lease=lease)
+        try:
+            group.process(pending)
+        except ReauthorizationRequired:
+            refreshed = store.get_connection(connection_id) or connection
+            for order in pending:
+                current = _current(services, order)
+                if current.status not in _FINAL:
+                    run.orders[order.payment_order_number] = _conclude(services, current, _waiting(refreshed), bus_name)
+                run.retry_later.pop(order.payment_order_number, None)
     return run
 
 
@@ -282,8 +276,11 @@ class _Group:
         bus_name: str,
         run: PaymentRun,
         time_left: Callable[[], float],
+        *,
+        lease: HeldLease,
     ) -> None:
         self.services = services
+        self.lease = lease
         self.store = services.store
         self.connection = connection
         self.bus_name = bus_name
@@ -403,7 +400,8 @@ class _Group:
         size = self.connector.payment_batch_size
         for start in range(0, len(waiting), size):
             chunk = waiting[start : start + size]
-            if self.time_left() < _TIME_IN_HAND_SECONDS:
+            # A lost lease: another worker presumed this one dead and may be posting these orders now.
+            if self.time_left() < _TIME_IN_HAND_SECONDS or self.lease.lost:
                 self.run.not_reached += [o.payment_order_number for o in waiting[start:]]
                 break
             posted += self._post_batch(kind, chunk, resolutions=_RESOLUTIONS_PER_INVOCATION)
