@@ -6,6 +6,7 @@ Events:
   to BatchSize a time: grouped per connection, each group written back as one payment run.
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
   POST .../payments/{paymentOrderNumber}/retry.
+- EventBridge Scheduler: {"action": "sweep"} (payedge_connect/sweep.py: work that stopped moving, moved on).
 - Console: {"action": "process_payment", "connectionId": "...", "paymentOrderNumber": "..."} processes now;
            {"action": "show_payment", "connectionId": "...", "paymentOrderNumber": "..."}.
 Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
@@ -33,6 +34,7 @@ from payedge_connect.models import PaymentOrder, PaymentOrderStatus
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings, load_settings
+from payedge_connect.sweep import sweep
 from payedge_connect.writeback.events import PAYMENT_COMPLETED, PaymentCompleted, PaymentDetails, publish_rejected_event
 from payedge_connect.writeback.queue import PaymentMessage, queue_payment, queue_payments
 from payedge_connect.writeback.service import PaymentRun, process_payments, retry_payment, submit_payment
@@ -238,7 +240,9 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
         if order is None:
             raise NotFoundError(f"no payment order {number}")
         return _view(order).model_dump(mode="json", by_alias=True)
-    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment")
+    if action == "sweep":
+        return {"action": "sweep", **sweep(services(), writeback_queue_url=settings().writeback_queue_url).as_dict()}
+    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment, sweep")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
