@@ -225,3 +225,13 @@ def test_every_function_with_http_routes_has_an_alarm_on_its_5xx_answers(templat
         if dimension["Name"] == "service"
     }
     assert services and services <= alarmed
+
+
+def test_the_dashboard_shows_syncs_payments_queue_age_and_dead_letters(template: dict[str, Any]) -> None:
+    (dashboard,) = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
+    body, names = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body)["widgets"]  # valid JSON once substituted (the placeholders sit inside strings)
+    shown = {metric for widget in widgets for line in widget["properties"]["metrics"] for metric in line}
+    assert {"SyncFailed", "PaymentPosted", "PaymentFailed", "ApproximateAgeOfOldestMessage"} <= shown
+    assert {"ApproximateNumberOfMessagesVisible", "HttpServerError"} <= shown
+    assert {"SyncDlqName", "WritebackDlqName", "DispatchFailureName"} <= set(names)
