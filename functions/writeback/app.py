@@ -7,6 +7,7 @@ Events:
   back (or undone) as one payment run.
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
   POST .../payments/{paymentOrderNumber}/retry, POST .../payments/{paymentOrderNumber}/reversal.
+- EventBridge Scheduler: {"action": "sweep"} (payedge_connect/sweep.py: work that stopped moving, moved on).
 - Console: {"action": "process_payment", "connectionId": "...", "paymentOrderNumber": "..."} processes now;
            {"action": "show_payment", "connectionId": "...", "paymentOrderNumber": "..."}.
 Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
@@ -34,6 +35,7 @@ from payedge_connect.models import PaymentOrder, PaymentOrderStatus
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings, load_settings
+from payedge_connect.sweep import sweep
 from payedge_connect.writeback.events import (
     PAYMENT_COMPLETED,
     PAYMENT_REVERSED,
@@ -119,7 +121,7 @@ def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) ->
 
 @app.post("/connections/<connection_id>/payments/<payment_order_number>/retry", status_code=202)
 def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> Response[PaymentAccepted]:
-    """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
+    """Try a payment order that is not final again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
     order = retry_payment(
@@ -188,7 +190,7 @@ def _run(connection_id: str, numbers: list[str], time_left: Callable[[], float] 
     by_delay: dict[int, list[str]] = {}
     for number, reason in run.retry_later.items():
         order = run.orders.get(number)
-        attempts = max(order.attempts, order.fee_attempts) if order else 0
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts) if order else 0
         # The provider's Retry-After where it named one, else a delay growing with the attempts.
         delay = min(900, math.ceil(run.wait_s.get(number) or 30 * 2**attempts))
         logger.info("Payment retried later", extra={"order": number, "delay_s": delay, "reason": reason})
@@ -311,7 +313,9 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
         if order is None:
             raise NotFoundError(f"no payment order {number}")
         return _view(order).model_dump(mode="json", by_alias=True)
-    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment")
+    if action == "sweep":
+        return {"action": "sweep", **sweep(services(), writeback_queue_url=settings().writeback_queue_url).as_dict()}
+    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment, sweep")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

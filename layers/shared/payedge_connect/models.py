@@ -278,6 +278,8 @@ class PaymentOrder(Record):
     fee_reversed: bool = False
     reversal_attempts: int = 0
     fee_reversal_attempts: int = 0
+    # Staleness checks the provider did not answer (nothing was posted by them): bounded like attempts.
+    check_attempts: int = 0
     created_at: datetime
     updated_at: datetime
     version: int = 0

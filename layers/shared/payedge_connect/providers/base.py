@@ -4,6 +4,7 @@ Each provider folder (providers/quickbooks/, xero/, sage/) builds one `Accountin
 on the common part in providers/connector.py.
 """
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -228,10 +229,11 @@ class AccountingConnector(Protocol):
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         """The accounting API of one organisation, called with a connection's access token; every call
         takes from `budget`, the organisation's fleet-wide call budget (None: unbudgeted, for one-off
-        calls such as discovering the organisation during the OAuth callback)."""
+        calls such as discovering the organisation during the OAuth callback). `sleep`: how backoffs wait."""
         ...
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:

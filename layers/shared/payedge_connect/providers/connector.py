@@ -2,6 +2,7 @@
 their payments module. Everything that differs by provider stays in its folder (connector.py: OAuth,
 organisations, reads; payments.py: payments and fees)."""
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -47,6 +48,7 @@ class Connector:
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         base_url, headers = self.organisation_endpoint(tenant_id)
         return ProviderApi(
@@ -56,6 +58,7 @@ class Connector:
             headers=headers,
             calls=calls,
             budget=budget,
+            sleep=sleep,
         )
 
     # ------------------------------------------------------------------------------------ write-back

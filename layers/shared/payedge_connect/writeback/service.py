@@ -41,17 +41,16 @@ from payedge_connect.models import (
     PaymentOrderStatus,
 )
 from payedge_connect.observability import logger, metrics
+from payedge_connect.providers.answers import Verdict, classify, provider_words
 from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
+from payedge_connect.storage.heartbeat import HeldLease
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, ReversalDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
-# Longer than the write-back function's Timeout (template.yaml), so no other run of the connection can
-# start while this one may still be posting.
-_LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
@@ -147,12 +146,17 @@ def settlement(payment_status: str) -> str:
 def retry_payment(
     services: Services, *, business_id: str, connection_id: str, payment_order_number: str
 ) -> PaymentOrder:
-    """Make a failed (or held) payment order eligible again; the caller queues it."""
+    """Make a payment order that is not final (failed, held, waiting for reconnection, or still received or
+    posting: its message may have been lost) eligible again; the caller queues it."""
     order = services.store.get_payment_order(connection_id, payment_order_number)
     if order is None or order.business_id != business_id:
         raise NotFoundError(f"no payment order {payment_order_number}")
-    if order.status not in (PaymentOrderStatus.FAILED, PaymentOrderStatus.NEEDS_ATTENTION):
-        raise ConflictError(f"payment order is {order.status.value}; only failed or held orders are retried")
+    if order.status in (PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.REVERSED):
+        raise ConflictError(f"payment order is {order.status.value}; only orders that are not final are retried")
+    if order.status is PaymentOrderStatus.WAITING_FOR_SETTLEMENT:
+        raise ConflictError("payment order is waiting_for_settlement; it posts when the platform reports it settled")
+    if order.status in (PaymentOrderStatus.REVERSING, PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION):
+        raise ConflictError(f"payment order is {order.status.value}; ask for its reversal again to continue it")
     # An order whose payment may have reached the provider keeps its attempts: it is looked up first.
     status = PaymentOrderStatus.POSTING if order.attempts or order.fee_attempts else PaymentOrderStatus.RECEIVED
     return services.store.save_payment_order(
@@ -163,6 +167,7 @@ def retry_payment(
                 "reason_code": None,
                 "attempts": min(order.attempts, MAX_ATTEMPTS - 1),
                 "fee_attempts": min(order.fee_attempts, MAX_ATTEMPTS - 1),
+                "check_attempts": 0,
                 "updated_at": services.clock(),
             }
         )
@@ -282,30 +287,26 @@ def process_payments(
     if connection is None or unreachable is not None or not pending:
         return run
 
-    lease = store.acquire_lease(
-        connection_id, "writeback", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
-    )
-    if lease is None:
-        run.busy = True
-        return run
-    # Read again under the lease: the run that held it before may have moved these orders on.
-    pending = [_current(services, order) for order in pending]
-    run.orders.update({order.payment_order_number: order for order in pending})
-    pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
-    group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
-    try:
-        group.process([o for o in pending if o.status is not PaymentOrderStatus.REVERSING])
-        group.reverse([o for o in pending if o.status is PaymentOrderStatus.REVERSING])
-    except ReauthorizationRequired:
-        refreshed = store.get_connection(connection_id) or connection
-        for order in pending:
-            current = _current(services, order)
-            if current.status not in _FINAL:
-                outcome = _held(current, _waiting(refreshed))
-                run.orders[order.payment_order_number] = _conclude(services, current, outcome, bus_name)
-            run.retry_later.pop(order.payment_order_number, None)
-    finally:
-        store.release_lease(lease)
+    with HeldLease(store, connection_id, "writeback", uuid.uuid4().hex, clock=services.clock) as lease:
+        if not lease.held:
+            run.busy = True
+            return run
+        # Read again under the lease: the run that held it before may have moved these orders on.
+        pending = [_current(services, order) for order in pending]
+        run.orders.update({order.payment_order_number: order for order in pending})
+        pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
+        group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")), lease=lease)
+        try:
+            group.process([o for o in pending if o.status is not PaymentOrderStatus.REVERSING])
+            group.reverse([o for o in pending if o.status is PaymentOrderStatus.REVERSING])
+        except ReauthorizationRequired:
+            refreshed = store.get_connection(connection_id) or connection
+            for order in pending:
+                current = _current(services, order)
+                if current.status not in _FINAL:
+                    outcome = _held(current, _waiting(refreshed))
+                    run.orders[order.payment_order_number] = _conclude(services, current, outcome, bus_name)
+                run.retry_later.pop(order.payment_order_number, None)
     return run
 
 
@@ -391,8 +392,11 @@ class _Group:
         bus_name: str,
         run: PaymentRun,
         time_left: Callable[[], float],
+        *,
+        lease: HeldLease,
     ) -> None:
         self.services = services
+        self.lease = lease
         self.store = services.store
         self.connection = connection
         self.bus_name = bus_name
@@ -419,7 +423,7 @@ class _Group:
         except TokenRefreshUnavailable as error:
             for order in pending:
                 current = _current(self.services, order)
-                if current.status not in _FINAL:
+                if current.status not in _FINAL and current.status is not PaymentOrderStatus.FAILED:
                     self._retry_or_fail(current, str(error))
         for order in alive:
             current = _current(self.services, order)
@@ -449,12 +453,23 @@ class _Group:
             check = self.connector.check_bills(
                 self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
             )
-        except ProviderError as error:
-            if not _retryable(error):
-                raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
+        except (ProviderError, TokenRefreshUnavailable) as error:
+            # Nothing was posted: each unanswered check is counted on the order, so an outage that lasts
+            # ends in `failed` (with its outcome event) rather than on the dead-letter queue unseen.
+            verdict = classify(error)
             for order in passing:
+                if verdict is Verdict.REFUSED:
+                    refused = f"The accounting software refused the check of the bill: {provider_words(error)}"
+                    self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+                    continue
+                counted = self.store.save_payment_order(
+                    order.model_copy(
+                        update={"check_attempts": order.check_attempts + 1, "updated_at": self.services.clock()}
+                    )
+                )
+                wait_s = error.retry_after if isinstance(error, ProviderError) else None
                 self._retry_or_fail(
-                    order, f"the staleness check got no answer ({error.status})", wait_s=error.retry_after, error=error
+                    counted, f"the staleness check got no answer ({provider_words(error)})", wait_s=wait_s, error=error
                 )
             return []
         current = []
@@ -478,13 +493,17 @@ class _Group:
         try:
             posted += self._record_found(kind, maybe) if maybe else []
         except ProviderError as error:
-            if not _retryable(error):
-                raise
             # Not looked up, so not posted: an earlier attempt may be there already.
             for order in maybe:
-                reason = f"the look-up got no answer ({error.status})"
-                self._retry_or_fail(_current(self.services, order), reason, wait_s=error.retry_after, error=error)
-        done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
+                current = _current(self.services, order)
+                if _retryable(error):
+                    reason = f"the look-up got no answer ({error.status})"
+                    self._retry_or_fail(current, reason, wait_s=error.retry_after, error=error)
+                else:
+                    refused = f"The accounting software refused the look-up of the payment: {provider_words(error)}"
+                    self._conclude(current, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+        failed = {n for n, o in self.run.orders.items() if o.status is PaymentOrderStatus.FAILED}
+        done = {o.payment_order_number for o in posted} | set(self.run.retry_later) | failed
         waiting = []
         for order in orders:
             if order.payment_order_number in done:
@@ -497,7 +516,8 @@ class _Group:
         size = self.connector.payment_batch_size
         for start in range(0, len(waiting), size):
             chunk = waiting[start : start + size]
-            if self.time_left() < _TIME_IN_HAND_SECONDS:
+            # A lost lease: another worker presumed this one dead and may be posting these orders now.
+            if self.time_left() < _TIME_IN_HAND_SECONDS or self.lease.lost:
                 self.run.not_reached += [o.payment_order_number for o in waiting[start:]]
                 break
             posted += self._post_batch(kind, chunk, resolutions=_RESOLUTIONS_PER_INVOCATION)
@@ -776,7 +796,7 @@ class _Group:
     def _retry_or_fail(
         self, order: PaymentOrder, reason: str, *, wait_s: float | None = None, error: Exception | None = None
     ) -> None:
-        attempts = max(order.attempts, order.fee_attempts)
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts)
         # Waiting for the call budget (a day's limit spent, say) is not the provider failing: never final.
         if attempts >= MAX_ATTEMPTS and not isinstance(error, CallBudgetSpent):
             self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason))
@@ -805,7 +825,7 @@ def _reversal_held(reason_code: str, order: PaymentOrder, words: str) -> Outcome
 
 def _retryable(error: ProviderError) -> bool:
     """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
-    return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
+    return classify(error) is Verdict.RETRY_LATER
 
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
