@@ -62,8 +62,10 @@ format: venv
 typecheck: venv
 	$(VENV)/bin/mypy functions layers/shared/payedge_connect local scripts bench
 
+# Every core, a whole test file per worker (module-scoped stacks and fleets are built once); every
+# test binds free loopback ports and writes only its own tmp_path (the browser tests: .screenshots).
 unit: venv browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 SCREENSHOTS := docs/screenshots
 screenshots: venv browser

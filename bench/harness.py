@@ -33,7 +33,7 @@ TEMPLATE = ROOT / "template.yaml"
 RESULTS = ROOT / "bench" / "results"
 PROVIDERS = (Provider.QUICKBOOKS, Provider.XERO, Provider.SAGE)
 
-# The providers' published limits per organisation (PROVIDERS.md), which the sandboxes enforce here.
+# The providers' published limits per organisation (docs/providers.md), which the sandboxes enforce here.
 REAL_LIMITS: dict[Provider, dict[str, int]] = {
     Provider.QUICKBOOKS: {"per_minute": 500, "concurrent": 10},
     Provider.XERO: {"per_minute": 60, "concurrent": 5, "per_day": 5000},

@@ -393,6 +393,47 @@ def next_sync_closes_paid_bills(demo: Demo) -> None:
             expect(payable["status"] in ("closed", "part_paid"), f"bill {bill_id} is still {payable['status']}")
 
 
+def _undone_payment(demo: Demo, connection_id: str, number: str) -> dict[str, Any] | None:
+    order = _api(demo.stack, "GET", f"/connections/{connection_id}/payments/{number}").json()
+    return dict(order) if order["status"] not in ("posted", "reversing") else None
+
+
+def reverse_one_payment_per_provider(demo: Demo) -> None:
+    """The platform reports a payment returned (an ACH return) with PaymentReversed on its bus: the payment
+    and its fee are undone in the accounting software, and the bill is open again there and here."""
+    events = demo.stack.client("events")
+    for connection in _connections(demo):
+        connection_id, provider = connection["connectionId"], connection["provider"]
+        number, bill_id = f"PO-{provider[:2].upper()}-1001", demo.paid[connection_id][0]
+        detail = {
+            "businessId": BUSINESS,
+            "connectionId": connection_id,
+            "paymentOrderNumber": number,
+            "reason": "ACH return R01: insufficient funds",
+            "reversalDate": datetime.now(UTC).date().isoformat(),
+        }
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "payedge.payments",
+                    "DetailType": "PaymentReversed",
+                    "Detail": json.dumps(detail),
+                    "EventBusName": "default",
+                }
+            ]
+        )
+        order = _wait_for(f"reversal of {number}", partial(_undone_payment, demo, connection_id, number))
+        undone = "voided" if provider == "quickbooks" else "deleted"
+        print(f"  {connection['accountingSoftware']}: {number} -> {order['status']}")
+        print(f"    payment {order['providerPaymentId']} {undone}, fee {order['providerFeeId']} deleted there")
+        expect(order["status"] == "reversed", f"{number} was not reversed: {order.get('reason')}")
+        tenant = demo.fleet.tenant_ids[provider][0] if provider != "xero" else _xero_tenant(demo, connection)
+        print(f"    in {connection['accountingSoftware']}: {_provider_bill(demo, provider, tenant, bill_id)}")
+        payable = _api(demo.stack, "GET", f"/connections/{connection_id}/payables/{bill_id}").json()
+        print(f"    here: bill {bill_id} {payable['status']}, {payable['currency']} {payable['amountDue']} due")
+        expect(payable["status"] == "open", f"bill {bill_id} did not reopen: {payable['status']}")
+
+
 STEPS: list[tuple[str, Callable[[Demo], None]]] = [
     ("Resources created from template.yaml", show_resources),
     ("Providers listed through the local gateway with a JWT", list_providers),
@@ -412,6 +453,10 @@ STEPS: list[tuple[str, Callable[[Demo], None]]] = [
         pay_two_bills_per_provider,
     ),
     ("The next sync closes what was paid", next_sync_closes_paid_bills),
+    (
+        "The platform reverses one payment per provider: undone there, the bill open again",
+        reverse_one_payment_per_provider,
+    ),
 ]
 
 

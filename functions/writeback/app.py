@@ -1,11 +1,13 @@
 """Write-back: bills paid through the platform, posted as payments in the accounting software, once.
 
 Events:
-- SQS (the write-back queue): the platform's PaymentCompleted events (EventBridge rule on its bus) and
-  our own {"connectionId", "paymentOrderNumber"} messages (API submissions, retries, reconnects), up
-  to BatchSize a time: grouped per connection, each group written back as one payment run.
+- SQS (the write-back queue): the platform's PaymentCompleted and PaymentReversed events (EventBridge
+  rule on its bus) and our own {"connectionId", "paymentOrderNumber"} messages (API submissions,
+  reversals, retries, reconnects), up to BatchSize a time: grouped per connection, each group written
+  back (or undone) as one payment run.
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
-  POST .../payments/{paymentOrderNumber}/retry.
+  POST .../payments/{paymentOrderNumber}/retry, POST .../payments/{paymentOrderNumber}/reversal.
+- EventBridge Scheduler: {"action": "sweep"} (payedge_connect/sweep.py: work that stopped moving, moved on).
 - Console: {"action": "process_payment", "connectionId": "...", "paymentOrderNumber": "..."} processes now;
            {"action": "show_payment", "connectionId": "...", "paymentOrderNumber": "..."}.
 Every outcome is published to the platform's bus as PaymentWriteBackUpdated.
@@ -33,9 +35,24 @@ from payedge_connect.models import PaymentOrder, PaymentOrderStatus
 from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings, load_settings
-from payedge_connect.writeback.events import PAYMENT_COMPLETED, PaymentCompleted, PaymentDetails, publish_rejected_event
+from payedge_connect.sweep import sweep
+from payedge_connect.writeback.events import (
+    PAYMENT_COMPLETED,
+    PAYMENT_REVERSED,
+    PaymentCompleted,
+    PaymentDetails,
+    PaymentReversed,
+    ReversalDetails,
+    publish_rejected_event,
+)
 from payedge_connect.writeback.queue import PaymentMessage, queue_payment, queue_payments
-from payedge_connect.writeback.service import PaymentRun, process_payments, retry_payment, submit_payment
+from payedge_connect.writeback.service import (
+    PaymentRun,
+    process_payments,
+    request_reversal,
+    retry_payment,
+    submit_payment,
+)
 
 app = HttpApi()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -104,7 +121,7 @@ def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) ->
 
 @app.post("/connections/<connection_id>/payments/<payment_order_number>/retry", status_code=202)
 def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> Response[PaymentAccepted]:
-    """Try a failed or held payment order again (after the cause is fixed: reconnect, re-sync, mapping)."""
+    """Try a payment order that is not final again (after the cause is fixed: reconnect, re-sync, mapping)."""
     business_id = caller()
     owned_connection(services().store, business_id, connection_id)
     order = retry_payment(
@@ -114,6 +131,31 @@ def retry(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -
         settings().writeback_queue_url,
         PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
     )
+    return Response(status_code=202, body=_accepted(order), content_type="application/json")
+
+
+@app.post("/connections/<connection_id>/payments/<payment_order_number>/reversal", status_code=202)
+def reversal(
+    connection_id: IdentifierPath, payment_order_number: IdentifierPath, reversal: ReversalDetails
+) -> Response[PaymentAccepted]:
+    """The platform reversed a payment (returned, stopped, recalled, cancelled): undone at the provider by
+    the worker; before it was posted, it is cancelled. Asking again is safe, and retries one that needs
+    attention."""
+    business_id = caller()
+    owned_connection(services().store, business_id, connection_id)
+    order = request_reversal(
+        services(),
+        reversal,
+        business_id=business_id,
+        connection_id=connection_id,
+        payment_order_number=payment_order_number,
+        bus_name=settings().platform_event_bus_name,
+    )
+    if order.status is PaymentOrderStatus.REVERSING:
+        queue_payment(
+            settings().writeback_queue_url,
+            PaymentMessage(connection_id=connection_id, payment_order_number=payment_order_number),
+        )
     return Response(status_code=202, body=_accepted(order), content_type="application/json")
 
 
@@ -148,7 +190,7 @@ def _run(connection_id: str, numbers: list[str], time_left: Callable[[], float] 
     by_delay: dict[int, list[str]] = {}
     for number, reason in run.retry_later.items():
         order = run.orders.get(number)
-        attempts = max(order.attempts, order.fee_attempts) if order else 0
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts) if order else 0
         # The provider's Retry-After where it named one, else a delay growing with the attempts.
         delay = min(900, math.ceil(run.wait_s.get(number) or 30 * 2**attempts))
         logger.info("Payment retried later", extra={"order": number, "delay_s": delay, "reason": reason})
@@ -169,6 +211,8 @@ def read_message(record: SQSRecord) -> PaymentMessage | None:
     recorded as one first. A malformed event, or one for a connection of another business, is named back
     to the platform (None: nothing to process)."""
     body = json.loads(record.body)
+    if body.get("detail-type") == PAYMENT_REVERSED:
+        return read_reversal(body.get("detail"))
     if body.get("detail-type") != PAYMENT_COMPLETED:
         return PaymentMessage.model_validate(body)
     try:
@@ -206,6 +250,37 @@ def read_message(record: SQSRecord) -> PaymentMessage | None:
     return PaymentMessage(connection_id=order.connection_id, payment_order_number=order.payment_order_number)
 
 
+def read_reversal(detail: Any) -> PaymentMessage | None:
+    """A PaymentReversed event recorded on its payment order; one that is malformed, names no order of
+    that business, or an order never posted (rejected) is named back to the platform."""
+    bus = settings().platform_event_bus_name
+    try:
+        event = PaymentReversed.model_validate(detail)
+    except ValidationError as error:
+        fields = sorted({".".join(str(part) for part in item["loc"]) for item in error.errors()})
+        publish_rejected_event(bus, detail, "invalid_event", f"Invalid fields: {', '.join(fields)}")
+        return None
+    try:
+        order = request_reversal(
+            services(),
+            ReversalDetails.model_validate(event.model_dump(include=set(ReversalDetails.model_fields))),
+            business_id=event.business_id,
+            connection_id=event.connection_id,
+            payment_order_number=event.payment_order_number,
+            bus_name=bus,
+        )
+    except NotFoundError:
+        reason = "No payment order of this number was received for this business and connection."
+        publish_rejected_event(bus, detail, "unknown_payment_order", reason)
+        return None
+    except ConflictError as error:
+        publish_rejected_event(bus, detail, "nothing_to_reverse", error.detail)
+        return None
+    if order.status is not PaymentOrderStatus.REVERSING:
+        return None  # reversed or cancelled already: a duplicate delivery
+    return PaymentMessage(connection_id=order.connection_id, payment_order_number=order.payment_order_number)
+
+
 def handle_queue(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Read every record (partial failures per record), then one payment run per connection. A run that
     raises fails only its own records, which SQS delivers again."""
@@ -238,7 +313,9 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
         if order is None:
             raise NotFoundError(f"no payment order {number}")
         return _view(order).model_dump(mode="json", by_alias=True)
-    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment")
+    if action == "sweep":
+        return {"action": "sweep", **sweep(services(), writeback_queue_url=settings().writeback_queue_url).as_dict()}
+    raise ValueError(f"unknown action {action!r}; known: process_payment, show_payment, sweep")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -1,23 +1,42 @@
-"""Where the providers' machine-readable specs are: `shared/specs/` beside the repository (as in CI), or
-this workplace's shared folder when the clone lives elsewhere.
+"""Where the providers' machine-readable specs are, for the contract tests (docs/providers.md#specs).
 
-A clone with neither skips the contract tests locally; in CI (CI=true) a missing spec folder fails the
-run instead, so a contract test is never skipped silently there.
+`PAYEDGE_PROVIDER_SPECS` names a folder holding `quickbooks/`, `xero/` and `sage/`; unset, it is
+`../shared/specs` beside the repository's root folder (where CI lays them next to its clone).
+
+Missing specs fail the contract tests, with a message saying where to put them: a contract test that
+skips unnoticed proves nothing. `PAYEDGE_PROVIDER_SPECS=skip` skips them knowingly, and the skip
+says so in the test summary (a warning, shown without -rs).
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
-CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "specs", Path("/work/shared/specs"))
+ENV_VAR = "PAYEDGE_PROVIDER_SPECS"
+SKIP = "skip"
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEFAULT = REPOSITORY.parent / "shared" / "specs"
+
+
+def spec_root() -> Path:
+    configured = os.environ.get(ENV_VAR, "").strip()
+    return Path(configured).expanduser() if configured else DEFAULT
 
 
 def spec_dir(provider: str) -> Path:
-    for root in CANDIDATES:
-        if (root / provider).is_dir():
-            return root / provider
-    message = f"{provider} specs not found in {', '.join(str(root) for root in CANDIDATES)}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    """The folder of `provider`'s specs; fails (or, opted out, skips) the calling test when it is absent."""
+    if os.environ.get(ENV_VAR, "").strip().lower() == SKIP:
+        reason = f"{provider} contract tests skipped: {ENV_VAR}={SKIP}"
+        warnings.warn(reason, stacklevel=2)
+        pytest.skip(reason)
+    folder = spec_root() / provider
+    if folder.is_dir():
+        return folder
+    pytest.fail(
+        f"The {provider} provider specs are not in {folder}. Put the quickbooks/, xero/ and sage/ spec "
+        f"folders (sources: docs/providers.md#specs) in {folder.parent} ({ENV_VAR}; unset, ../shared/specs "
+        f"beside the repository), or set {ENV_VAR}={SKIP} to skip the contract tests knowingly.",
+        pytrace=False,
+    )

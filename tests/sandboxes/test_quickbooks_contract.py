@@ -1,6 +1,6 @@
 """Contract: every field the QuickBooks sandbox emits exists on its type in Intuit's XSDs.
 
-The XSDs (shared/specs/quickbooks/*.xsd beside the repository, from intuit/QuickBooks-V3-Java-SDK) are read with
+The XSDs (the specs' quickbooks/*.xsd, docs/providers.md#specs; from intuit/QuickBooks-V3-Java-SDK) are read with
 xml.etree: complexContent extension chains are followed to their base types, element types are
 followed across the four files, `ref="IntuitObject"` stands for every entity of that substitution
 group, attributes and simpleContent values (`{"value", "name"}` of a ReferenceType) count as fields.
@@ -208,7 +208,7 @@ def emitted() -> Iterator[dict[str, Any]]:
             "PrivateNote": "Paid via PayEdge",
             "Line": [{"Amount": 1.00, "LinkedTxn": [{"TxnId": open_bill["Id"], "TxnType": "Bill"}]}],
         }
-        post("billpayment", payment, requestid="contract-1")
+        paid = post("billpayment", payment, requestid="contract-1")["BillPayment"]
         fee = {
             "PaymentType": "Check",
             "AccountRef": {"value": bank["Id"]},
@@ -220,8 +220,16 @@ def emitted() -> Iterator[dict[str, Any]]:
                 }
             ],
         }
-        post("purchase", fee, requestid="contract-2")
+        spent = post("purchase", fee, requestid="contract-2")["Purchase"]
         get("query", query="select * from Purchase")
+        # A payment reversed: the BillPayment voided (a sparse update), its fee's Purchase deleted.
+        post("billpayment", {"Id": paid["Id"], "SyncToken": paid["SyncToken"]}, operation="void")
+        void = {"Id": paid["Id"], "SyncToken": paid["SyncToken"], "sparse": True}
+        post("billpayment", void, operation="update", include="void")
+        post("billpayment", void, operation="update", include="void")  # stale SyncToken
+        get(f"billpayment/{paid['Id']}")
+        post("purchase", {"Id": spent["Id"], "SyncToken": spent["SyncToken"]}, operation="delete")
+        get(f"purchase/{spent['Id']}")
         post("billpayment", {**payment, "TotalAmt": 999999.00, "Line": [{**payment["Line"][0], "Amount": 999999.00}]})
         get("query", query="select * from Bill maxresults 1001")
         get("query", query="select * from Bill where Balance > '0' or Id = '1'")

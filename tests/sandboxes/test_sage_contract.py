@@ -1,6 +1,6 @@
 """Contract: every body the Sage sandbox serves validates against the Sage Accounting v3.1 Swagger.
 
-Schemas come from shared/specs/sage/sage-accounting-v3.1.swagger.json (`#/definitions/...`),
+Schemas come from the specs' sage/sage-accounting-v3.1.swagger.json (docs/providers.md#specs; `#/definitions/...`),
 checked with jsonschema's Draft4Validator (Swagger 2.0 schemas are a Draft 4 dialect) and format
 checks for date and date-time. Two readings of the Swagger are made explicit here:
 
@@ -242,7 +242,15 @@ def test_every_sage_response_body_fits_the_swagger(
     created = api.post("/contact_payments", payment_body(invoice, bank["id"], "1.00"))
     assert created.status_code == 201
     contract.check("POST", "/contact_payments", 201, created.json())
-    contract.check("POST", "/other_payments", 201, _post_fee(api))
+    fee = _post_fee(api)
+    contract.check("POST", "/other_payments", 201, fee)
+    # A payment reversed: both deleted (204, no body, as the Swagger declares); then they are not found
+    for path, key in (("/contact_payments", created.json()["id"]), ("/other_payments", fee["id"])):
+        assert "204" in contract.spec["paths"][f"{path}/{{key}}"]["delete"]["responses"]
+        deleted_answer = api.session.delete(f"{api.base}{path}/{key}")
+        assert (deleted_answer.status_code, deleted_answer.content) == (204, b"")
+        contract.operations.add(f"DELETE {path}/{{key}}")
+        assert api.get(f"{path}/{key}").status_code == 404
 
     # The file download is bytes (Accept: application/octet-stream); its declared JSON schema does not apply
     attachment = api.items("/attachments")[0]
@@ -258,6 +266,7 @@ def test_every_sage_response_body_fits_the_swagger(
         api.get("/purchase_invoices/0123456789abcdef0123456789abcdef"),
         api.post("/contact_payments", {"contact_payment": {"transaction_type_id": "VENDOR_PAYMENT"}}),
         api.get("/attachments", attachment_context_id=attachment["id"]),
+        api.session.delete(f"{api.base}/contact_payments/{created.json()['id']}"),
         SageApi(running, "not-a-token").get("/contacts"),
         api.session.get(f"{api.base}/attachments/{attachment['id']}/file"),
     ):
@@ -267,7 +276,7 @@ def test_every_sage_response_body_fits_the_swagger(
     swagger_operations = sum(
         1 for op in contract.operations if not op.startswith("GET /businesses") and "binary" not in op
     )
-    assert swagger_operations >= 22
+    assert swagger_operations >= 24
     with capsys.disabled():
         print(
             f"\nSage contract: {len(contract.operations)} operations ({swagger_operations} from the Swagger), "

@@ -1,6 +1,6 @@
 """Contract: every body the Xero sandbox serves validates against Xero's own OpenAPI documents.
 
-Sources: shared/specs/xero/xero_accounting.yaml (Accounting API 16.1.0), xero-identity.yaml
+Sources: the specs' xero/xero_accounting.yaml (docs/providers.md#specs; Accounting API 16.1.0), xero-identity.yaml
 (/connections) and xero-webhooks.yaml (event payloads), from XeroAPI/Xero-OpenAPI. Each body is
 checked against the matching operation's response schema ($refs resolved in the document) with
 openapi-schema-validator's OAS30Validator (OAS31Validator for the 3.1 webhooks document) and its
@@ -65,6 +65,10 @@ EXPECTED_OPERATIONS = {
     "createPayment",
     "getBankTransactions",
     "createBankTransactions",
+    "getPayment",
+    "deletePayment",
+    "getBankTransaction",
+    "updateBankTransaction",
     "getConnections",
     "publishInvoiceEvent",
     "publishContactEvent",
@@ -292,7 +296,19 @@ def _exercise(org: Org, contract: Contract) -> None:
     contract.check("/Organisation", "get", org.get("Organisation"))
 
     payments = "/Payments"
-    contract.check(payments, "put", org.put("Payments", {"Payments": [_payment(org, open_keys[0], "10.00")]}))
+    first = org.put("Payments", {"Payments": [_payment(org, open_keys[0], "10.00")]})
+    contract.check(payments, "put", first)
+    # A payment reversed: read, deleted (Status DELETED); a reconciled one is refused.
+    payment_id = first.json()["Payments"][0]["PaymentID"]
+    one = "/Payments/{PaymentID}"
+    contract.check(one, "get", org.get(f"Payments/{payment_id}"))
+    contract.check(one, "post", org.post(f"Payments/{payment_id}", {"Payments": [{"Status": "DELETED"}]}))
+    contract.check(one, "post", org.post(f"Payments/{payment_id}", {"Amount": "1.00"}), echoes="Payment")
+    second = org.put("Payments", {"Payments": [_payment(org, open_keys[0], "1.00")]}).json()["Payments"][0]
+    org.sandbox.reconcile(org.tenant, second["PaymentID"])
+    refused_delete = org.post(f"Payments/{second['PaymentID']}", {"Payments": [{"Status": "DELETED"}]})
+    assert refused_delete.status_code == 400
+    contract.check(one, "post", refused_delete, echoes="Payment")
     eur = next(b.key for b in org.ledger.bills if b.state == "open" and b.currency == "EUR")
     contract.check(payments, "put", org.put("Payments", {"Payments": [_payment(org, eur, "5.00")]}))
     contract.check(payments, "post", org.post("Payments", _payment(org, open_keys[1], "1.00")))
@@ -316,7 +332,13 @@ def _exercise(org: Org, contract: Contract) -> None:
     contract.check(payments, "get", org.get("Payments", where='Reference=="PO-2001"', page=1))
 
     transactions = "/BankTransactions"
-    contract.check(transactions, "put", org.put("BankTransactions", {"BankTransactions": [_fee(org)]}))
+    spent = org.put("BankTransactions", {"BankTransactions": [_fee(org)]})
+    contract.check(transactions, "put", spent)
+    transaction_id = spent.json()["BankTransactions"][0]["BankTransactionID"]
+    one = "/BankTransactions/{BankTransactionID}"
+    contract.check(one, "get", org.get(f"BankTransactions/{transaction_id}"))
+    deleted = {"BankTransactions": [{"Status": "DELETED"}]}
+    contract.check(one, "post", org.post(f"BankTransactions/{transaction_id}", deleted))
     bad_fee = {"BankTransactions": [_fee(org, code="477")]}
     contract.check(transactions, "put", org.put("BankTransactions", bad_fee), echoes="BankTransaction")
     contract.check(transactions, "get", org.get("BankTransactions", page=1))

@@ -7,8 +7,10 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from pydantic import BaseModel, Field
 
 from payedge_connect.api.identity import business_id_of
-from payedge_connect.api.problems import install_problem_handlers
+from payedge_connect.api.problems import DEFAULT_RETRY_AFTER_SECONDS, HTTP_SERVER_ERROR_METRIC, install_problem_handlers
 from payedge_connect.errors import NotFoundError
+from payedge_connect.observability import metrics
+from payedge_connect.tokens.refresh import TokenRefreshUnavailable
 
 
 class NewThing(BaseModel):
@@ -86,3 +88,25 @@ def test_the_caller_is_the_business_in_the_token() -> None:
     response = an_app().resolve(http_event("POST", "/things", {"provider": "xero", "amount": 3}), {})
     assert response["statusCode"] == 200
     assert json.loads(response["body"]) == {"caller": "biz-1", "provider": "xero", "amount": 3}
+
+
+def test_a_routes_failure_is_a_500_problem_counted_for_the_alarm_and_a_stuck_refresh_a_503_with_retry_after() -> None:
+    app = APIGatewayHttpResolver(enable_validation=True)
+    install_problem_handlers(app)
+
+    @app.get("/broken")
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    @app.get("/refreshing")
+    def refreshing() -> dict[str, Any]:
+        raise TokenRefreshUnavailable("the token endpoint did not answer; the connection is intact")
+
+    before = len(metrics.metric_set.get(HTTP_SERVER_ERROR_METRIC, {}).get("Value", []))
+    failed = app.resolve(http_event("GET", "/broken"), {})
+    assert failed["statusCode"] == 500 and json.loads(failed["body"])["title"] == "Internal error"
+    unavailable = app.resolve(http_event("GET", "/refreshing"), {})
+    assert unavailable["statusCode"] == 503
+    assert unavailable["headers"]["Retry-After"] == str(DEFAULT_RETRY_AFTER_SECONDS)
+    # Both are counted: Lambda's Errors metric never sees an HTTP route's failure
+    assert len(metrics.metric_set[HTTP_SERVER_ERROR_METRIC]["Value"]) == before + 2

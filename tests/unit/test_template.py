@@ -49,7 +49,12 @@ def test_every_work_queue_has_a_dead_letter_queue(translated: dict[str, Any]) ->
         for body in queues.values()
         if "RedrivePolicy" in body.get("Properties", {})
     }
-    work_queues = set(queues) - dead_letter_queues
+    # Where failed asynchronous invocations land is a queue of last resort too, not a work queue.
+    failure_destinations = {
+        config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        for config in resources_of_type(translated, "AWS::Lambda::EventInvokeConfig").values()
+    }
+    work_queues = set(queues) - dead_letter_queues - failure_destinations
     assert work_queues, "the template should declare work queues"
     for name in work_queues:
         assert "RedrivePolicy" in queues[name]["Properties"], f"{name} has no dead-letter queue"
@@ -138,3 +143,95 @@ def test_the_documents_bucket_is_private_encrypted_and_tls_only(template: dict[s
     assert rule["SSEAlgorithm"] == "aws:kms"
     statements = template["Resources"]["DocumentsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert any(s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false" for s in statements)
+
+
+def test_the_alarm_topic_is_encrypted_with_the_stack_key_that_cloudwatch_and_eventbridge_may_use(
+    template: dict[str, Any],
+) -> None:
+    topic = template["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "StackKey"}
+    statements = template["Resources"]["StackKey"]["Properties"]["KeyPolicy"]["Statement"]
+    allowed = {
+        (service, action)
+        for statement in statements
+        if statement["Effect"] == "Allow"
+        for service in as_list(statement["Principal"].get("Service", []))
+        for action in as_list(statement["Action"])
+    }
+    for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
+        assert {(service, "kms:Decrypt"), (service, "kms:GenerateDataKey*")} <= allowed
+
+
+def test_scheduled_invocations_have_a_failure_destination_with_an_alarm(translated: dict[str, Any]) -> None:
+    alarmed = {
+        dimension["Value"]["Fn::GetAtt"][0]
+        for alarm in resources_of_type(translated, "AWS::CloudWatch::Alarm").values()
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    schedules = resources_of_type(translated, "AWS::Scheduler::Schedule")
+    assert schedules
+    for schedule in schedules.values():
+        target = schedule["Properties"]["Target"]
+        assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0] in alarmed
+    # The schedule's invocation is asynchronous: what fails after Lambda's retries goes to the same queue.
+    configs = resources_of_type(translated, "AWS::Lambda::EventInvokeConfig")
+    invoked = {config["Properties"]["FunctionName"]["Ref"] for config in configs.values()}
+    assert {"SyncFunction", "WritebackFunction"} <= invoked
+    for config in configs.values():
+        destination = config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
+        assert destination["Fn::GetAtt"][0] in alarmed
+
+
+def test_the_write_back_queue_has_a_maximum_concurrency(template: dict[str, Any]) -> None:
+    source = template["Resources"]["WritebackFunction"]["Properties"]["Events"]["PaymentEvents"]["Properties"]
+    assert source["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WritebackWorkerMaxConcurrency"}
+
+
+def test_every_function_logs_to_a_group_with_the_retention_parameter(translated: dict[str, Any]) -> None:
+    functions = set(resources_of_type(translated, "AWS::Lambda::Function"))
+    kept = {
+        group["Properties"]["LogGroupName"]["Fn::Sub"]
+        for group in resources_of_type(translated, "AWS::Logs::LogGroup").values()
+        if group["Properties"].get("RetentionInDays") == {"Ref": "LogRetentionInDays"}
+        and "LogGroupName" in group["Properties"]
+    }
+    assert functions and {f"/aws/lambda/${{{name}}}" for name in functions} <= kept
+
+
+def test_the_http_api_access_log_holds_no_path_query_or_header(template: dict[str, Any]) -> None:
+    settings = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLog", "Arn"]}
+    logged = settings["Format"]
+    assert "$context.routeKey" in logged
+    # A path or query string can carry an OAuth code or state; headers carry tokens; the address is personal.
+    for leak in ("$context.path", "$request", "$context.identity", "querystring", "authorizer"):
+        assert leak.lower() not in logged.lower()
+    group = template["Resources"]["HttpApiAccessLog"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+
+def test_every_function_with_http_routes_has_an_alarm_on_its_5xx_answers(template: dict[str, Any]) -> None:
+    services = {
+        body["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+        for body in resources_of_type(template, "AWS::Serverless::Function").values()
+        if any(event["Type"] == "HttpApi" for event in body["Properties"].get("Events", {}).values())
+    }
+    alarmed = {
+        dimension["Value"]
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "HttpServerError"
+        for dimension in alarm["Properties"]["Dimensions"]
+        if dimension["Name"] == "service"
+    }
+    assert services and services <= alarmed
+
+
+def test_the_dashboard_shows_syncs_payments_queue_age_and_dead_letters(template: dict[str, Any]) -> None:
+    (dashboard,) = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
+    body, names = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body)["widgets"]  # valid JSON once substituted (the placeholders sit inside strings)
+    shown = {metric for widget in widgets for line in widget["properties"]["metrics"] for metric in line}
+    assert {"SyncFailed", "PaymentPosted", "PaymentFailed", "ApproximateAgeOfOldestMessage"} <= shown
+    assert {"ApproximateNumberOfMessagesVisible", "HttpServerError"} <= shown
+    assert {"SyncDlqName", "WritebackDlqName", "DispatchFailureName"} <= set(names)

@@ -47,6 +47,10 @@ class Outcomes:
             self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
         return next((detail for detail in self.seen if detail.get("paymentOrderNumber") == number), None)
 
+    def with_status(self, number: str, status: str) -> dict[str, Any] | None:
+        self.for_order(number)
+        return next((d for d in self.seen if d.get("paymentOrderNumber") == number and d.get("status") == status), None)
+
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[tuple[ConnectWorld, str, Outcomes]]:
@@ -74,13 +78,13 @@ def world() -> Iterator[tuple[ConnectWorld, str, Outcomes]]:
             yield connect, connection_id, Outcomes(stack)
 
 
-def publish(world: ConnectWorld, detail: dict[str, Any]) -> None:
-    """What the payments platform does when a payment completes."""
+def publish(world: ConnectWorld, detail: dict[str, Any], detail_type: str = "PaymentCompleted") -> None:
+    """What the payments platform does when a payment completes (or is reversed)."""
     world.stack.client("events").put_events(
         Entries=[
             {
                 "Source": "payedge.payments",
-                "DetailType": "PaymentCompleted",
+                "DetailType": detail_type,
                 "Detail": json.dumps(detail),
                 "EventBusName": "default",
             }
@@ -124,6 +128,41 @@ def test_a_payment_completed_on_the_platform_bus_is_posted_and_the_outcome_publi
     assert len(connect.fleet.quickbooks.bill_payments(realm)) == before + 1
     order = connect.call("GET", f"/connections/{connection_id}/payments/PO-EVT-1").json()
     assert order["status"] == "posted"
+
+
+def test_a_payment_reversed_on_the_platform_bus_is_undone_once_and_each_step_published(
+    world: tuple[ConnectWorld, str, Outcomes],
+) -> None:
+    connect, connection_id, outcomes = world
+    realm = connect.fleet.tenant_ids["quickbooks"][0]
+    # A part payment: once reversed, the bill is whole again for the tests after this one
+    publish(connect, {**a_payment(connect, connection_id, "PO-EVT-R1"), "amount": "1.00"})
+    posted = wait_for("the posting", lambda: outcomes.with_status("PO-EVT-R1", "posted"))
+    # When the platform publishes that the payment was returned
+    reversal = {"businessId": BUSINESS_A, "connectionId": connection_id, "paymentOrderNumber": "PO-EVT-R1",
+                "reason": "ACH return R01", "reversalDate": datetime.now(UTC).date().isoformat()}  # fmt: skip
+    publish(connect, reversal, "PaymentReversed")
+    # Then the platform hears each step, QuickBooks holds the payment voided, and the API shows it
+    wait_for("the reversal", lambda: outcomes.with_status("PO-EVT-R1", "reversed"))
+    assert outcomes.with_status("PO-EVT-R1", "reversing")
+    [voided] = [p for p in connect.fleet.quickbooks.bill_payments(realm) if p["Id"] == posted["providerPaymentId"]]
+    assert voided["TotalAmt"] == 0 and voided["PrivateNote"].startswith("Voided")
+    order = connect.call("GET", f"/connections/{connection_id}/payments/PO-EVT-R1").json()
+    assert (order["status"], order["reversalReason"], order["paymentReversed"]) == ("reversed", "ACH return R01", True)
+    # The web app's route asks again: the same order, nothing undone twice
+    path = f"/connections/{connection_id}/payments/PO-EVT-R1/reversal"
+    again = connect.call("POST", path, json={"reason": "ACH return R01", "reversalDate": reversal["reversalDate"]})
+    assert (again.status_code, again.json()["status"]) == (202, "reversed")
+    # A reversal of an order nobody sent is refused, named, on the bus and over HTTP
+    publish(connect, {**reversal, "paymentOrderNumber": "PO-EVT-NONE"}, "PaymentReversed")
+    refused = wait_for("the refusal", lambda: outcomes.for_order("PO-EVT-NONE"))
+    assert (refused["status"], refused["reasonCode"]) == ("rejected", "unknown_payment_order")
+    unknown = connect.call(
+        "POST", path.replace("PO-EVT-R1", "PO-EVT-NONE"), json={"reason": "x", "reversalDate": "2026-01-01"}
+    )
+    assert unknown.status_code == 404
+    missing = connect.call("POST", path, json={"reason": "x"})
+    assert missing.status_code == 422 and "reversalDate" in missing.text
 
 
 def test_a_malformed_event_is_rejected_naming_its_fields_and_nothing_is_posted(

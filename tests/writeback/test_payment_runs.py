@@ -324,7 +324,7 @@ def test_a_lost_answer_whose_look_up_also_fails_is_retried_and_never_posted_twic
 
 def test_a_run_throttled_past_its_retries_waits_as_long_as_the_provider_asked(paying: SyncWorld) -> None:
     if paying.provider is Provider.QUICKBOOKS:
-        pytest.skip("QuickBooks documents no Retry-After on its 429 (PROVIDERS.md 6.5)")
+        pytest.skip("QuickBooks documents no Retry-After on its 429 (docs/providers.md#quickbooks-rate-limits)")
     # Given the provider answers the run's staleness check 429 with Retry-After, every retry too
     paying.sandbox.faults.throttle(CHECK_ENDPOINT[paying.provider], count=5)
     payables = open_payables(paying, 3)

@@ -20,6 +20,11 @@ BUS = "default"
 @pytest.fixture
 def paying(world: SyncWorld) -> SyncWorld:
     """A synced organisation whose mapping names a bank account per currency and a fee account."""
+    return with_mapping(world)
+
+
+def with_mapping(world: SyncWorld) -> SyncWorld:
+    """`world` synced, with a mapping of a bank account per currency and a fee account."""
     world.sync()
     connector = world.services.connector(world.provider)
     accounts = connector.accounts(world.services.api(world.connection))

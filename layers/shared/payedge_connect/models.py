@@ -213,12 +213,29 @@ class Vendor(Record):
 
 class PaymentOrderStatus(StrEnum):
     RECEIVED = "received"
+    # The platform's payment is not settled yet (pending, processing): posted once an event says settled.
+    WAITING_FOR_SETTLEMENT = "waiting_for_settlement"
     POSTING = "posting"
     POSTED = "posted"
     NEEDS_ATTENTION = "needs_attention"
     REJECTED = "rejected"
     WAITING_FOR_RECONNECTION = "waiting_for_reconnection"
     FAILED = "failed"
+    # A posted payment the platform reversed (returned, stopped, recalled): being undone at the provider.
+    REVERSING = "reversing"
+    # Undone at the provider (payment and fee voided or deleted), the bill open again there and here.
+    REVERSED = "reversed"
+    # The provider refused to undo it (reconciled, period closed, ...): its words in `reason`; retryable.
+    REVERSAL_NEEDS_ATTENTION = "reversal_needs_attention"
+
+
+# The platform's payment statuses (PaymentCompleted's paymentStatus, compared without case): only a
+# settled payment is posted; a pending one waits for an event saying settled; one that failed, was
+# cancelled or returned is never posted.
+SETTLED_PAYMENT_STATUSES = frozenset({"completed", "settled"})
+PENDING_PAYMENT_STATUSES = frozenset({"pending", "processing"})
+UNPAID_PAYMENT_STATUSES = frozenset({"failed", "cancelled", "returned"})
+PAYMENT_STATUSES = SETTLED_PAYMENT_STATUSES | PENDING_PAYMENT_STATUSES | UNPAID_PAYMENT_STATUSES
 
 
 class PaymentOrder(Record):
@@ -252,6 +269,17 @@ class PaymentOrder(Record):
     # for the payment, and for its fee.
     attempts: int = 0
     fee_attempts: int = 0
+    # A reversal the platform reported (PaymentReversed, or the web app), and how far its undoing went:
+    # each undo is counted before its call, so after a lost answer it is looked up, not repeated.
+    reversal_reason: str | None = None
+    reversal_date: date | None = None
+    reversal_requested_at: datetime | None = None
+    payment_reversed: bool = False
+    fee_reversed: bool = False
+    reversal_attempts: int = 0
+    fee_reversal_attempts: int = 0
+    # Staleness checks the provider did not answer (nothing was posted by them): bounded like attempts.
+    check_attempts: int = 0
     created_at: datetime
     updated_at: datetime
     version: int = 0

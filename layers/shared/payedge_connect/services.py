@@ -141,4 +141,5 @@ class Services:
             refresh_access_token=tokens.force_refresh,
             calls=calls,
             budget=budget,
+            sleep=self.sleep,
         )

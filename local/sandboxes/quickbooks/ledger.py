@@ -61,7 +61,7 @@ OTHER_QBO_ENTITIES = frozenset(
         "VendorCredit",
     }
 )
-DOC_NUMBER_MAX = 21  # BillPayment/Bill DocNumber limit (PROVIDERS.md §6.7: from a mirror of the XSD docs)
+DOC_NUMBER_MAX = 21  # BillPayment/Bill DocNumber limit (docs/providers.md#quickbooks-payments: a 3P mirror)
 PRIVATE_NOTE_MAX = 4000
 CURRENCY_NAMES = {
     "AUD": "Australian Dollar",
@@ -211,6 +211,8 @@ class Realm:
     # Generator key (vendor, bill, account) → the Id QuickBooks gave it.
     ids_by_key: dict[str, str] = field(default_factory=dict)
     next_id: int = 1
+    # The company's closing date (Account and Settings > Advanced): transactions on or before it are locked.
+    books_closed_on: date | None = None
     # Called as (realm, entity type, Id, operation) after every committed change: Create/Update/Delete.
     on_change: ChangeListener | None = None
 
@@ -583,6 +585,68 @@ class Realm:
                 del self.entities["Attachable"][attachable["Id"]]
         self._refresh_vendor_balance(bill["VendorRef"]["value"])
         self._notify("Bill", bill_id, "Delete")
+
+    # ---- voids and deletes (a payment reversed) --------------------------------------------------
+
+    def _for_update(self, entity_type: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The entity a void or delete names by Id, at the SyncToken it was read at (else Stale Object)."""
+        entity_id = str(body.get("Id", ""))
+        if not entity_id:
+            raise missing_param("Id")
+        if body.get("SyncToken") is None:
+            raise missing_param("SyncToken")
+        entity = self.get(entity_type, entity_id)
+        if entity is None:
+            raise object_not_found(INACTIVE_DETAIL)
+        if str(body["SyncToken"]) != entity["SyncToken"]:
+            raise QboError(
+                "5010",
+                "Stale Object Error",
+                f"Stale Object Error : You and another user were working on the same thing. {entity_type} "
+                f"{entity_id} has SyncToken {entity['SyncToken']}, not {body['SyncToken']}.",
+            )
+        if self.books_closed_on is not None and entity["TxnDate"] <= self.books_closed_on.isoformat():
+            # Choice: the closing-date refusal's exact Intuit wording was not found; the generic 6000.
+            raise business_error(
+                f"The books are closed through {self.books_closed_on.isoformat()}: a transaction dated "
+                f"{entity['TxnDate']} cannot be changed."
+            )
+        return entity
+
+    def void_bill_payment(self, body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """Void as Intuit's BillPayment reference says: "the transaction remains active but all amounts
+        and quantities are zeroed, all lines are cleared, and the string, Voided, is injected into
+        BillPayment.PrivateNote, prepended to existing text if present". The bills it paid reopen."""
+        payment = self._for_update("BillPayment", body)
+        for line in payment["Line"]:
+            for link in line["LinkedTxn"]:
+                bill = self.get("Bill", link["TxnId"])
+                if bill is None:
+                    continue
+                bill["Balance"] = money(bill["Balance"] + line["Amount"])
+                bill["HomeBalance"] = money(bill["Balance"] * bill["ExchangeRate"])
+                bill["LinkedTxn"] = [t for t in bill.get("LinkedTxn", []) if t["TxnId"] != payment["Id"]]
+                if not bill["LinkedTxn"]:
+                    del bill["LinkedTxn"]
+                self.touch(bill, now)
+                self._notify("Bill", bill["Id"], "Update")
+        payment["Line"] = []
+        payment["TotalAmt"] = Decimal("0.00")
+        note = payment.get("PrivateNote")
+        payment["PrivateNote"] = f"Voided {note}" if note else "Voided"
+        self.touch(payment, now)
+        self._refresh_vendor_balance(payment["VendorRef"]["value"])
+        self._notify("BillPayment", payment["Id"], "Void")
+        return payment
+
+    def delete_purchase(self, body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """Delete a Purchase: it leaves reads and queries; the answer is its tombstone."""
+        purchase = self._for_update("Purchase", body)
+        del self.entities["Purchase"][purchase["Id"]]
+        tombstone = {"status": "Deleted", "domain": "QBO", "Id": purchase["Id"]}
+        self.deleted["Purchase"][purchase["Id"]] = {**tombstone, "MetaData": {"LastUpdatedTime": qbo_time(now)}}
+        self._notify("Purchase", purchase["Id"], "Delete")
+        return tombstone
 
     def edit_vendor(self, vendor_id: str, changes: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         vendor = self.get("Vendor", vendor_id)

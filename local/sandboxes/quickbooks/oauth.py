@@ -1,8 +1,8 @@
 """Intuit OAuth 2.0 grants: access tokens, rolling and rotating refresh tokens, revocation.
 
-Facts (PROVIDERS.md §1.1): access token 3600 s; refresh token 100-day rolling expiry, extended on
+Facts (docs/providers.md#quickbooks-oauth): access token 3600 s; refresh token 100-day rolling expiry, extended on
 each use; its VALUE changes about once a day — a refresh within 24 h of the last rotation returns the
-same refresh token, a later one returns a new value and the previous one dies at once (§6.2: no
+same refresh token, a later one returns a new value and the previous one dies at once (sources disagree: no
 grace); a 5-year hard cap, reported as `x_refresh_token_hard_expires_in` only when the client sends
 `x-include-refresh-token-hard-expires-in: true`. Revoking either token of a grant revokes the grant.
 """

@@ -1,6 +1,6 @@
 """QuickBooksSandbox: a local stand-in of Intuit's OAuth 2.0 server and the QBO Accounting API v3.
 
-Wire formats follow /work/shared/PROVIDERS.md §1 and the XSDs in specs/quickbooks (JSON field names
+Wire formats follow docs/providers.md#quickbooks-online and the XSDs in its #specs (JSON field names
 are the XSD element names). Routes:
 
 - OAuth: `GET|POST /connect/oauth2` (consent: the user picks ONE company), `POST
@@ -72,14 +72,14 @@ from local.sandboxes.quickbooks.webhooks import (
     build_delivery,
 )
 
-PER_MINUTE_LIMIT = 500  # per realm, batch calls included (PROVIDERS.md §1.6)
+PER_MINUTE_LIMIT = 500  # per realm, batch calls included (docs/providers.md#quickbooks-rate-limits)
 CONCURRENT_LIMIT = 10  # per app and realm
 CDC_MAX_DAYS = 30
 CDC_MAX_OBJECTS = 1000
-# Current batch page says 10, the 2023 blog and a 2025 API-explorer test say 30 (§6.4): the sandbox
-# accepts what the API was seen to accept.
+# Current batch page says 10, the 2023 blog and a 2025 API-explorer test say 30 (docs/providers.md#quickbooks-batch):
+# the sandbox accepts what the API was seen to accept.
 BATCH_MAX_ITEMS = 30
-# 40 batch requests a minute per realm and app, on top of the 500 calls (PROVIDERS.md §7, Intuit's
+# 40 batch requests a minute per realm and app, on top of the 500 calls (docs/providers.md#quickbooks-batch, Intuit's
 # limits-and-throttles page).
 BATCH_PER_MINUTE_LIMIT = 40
 # Metering (Intuit developer blog 2025-08-11): reads are CorePlus (metered), writes Core; each batch
@@ -271,6 +271,11 @@ class QuickBooksSandbox(ProviderSandbox):
     def delete_bill(self, realm_id: str, bill_id: str) -> None:
         with self._ledger_lock:
             self._realm(realm_id).delete_bill(bill_id, self.clock.now())
+
+    def close_books(self, realm_id: str, through: date | None) -> None:
+        """Set the company's closing date: transactions dated on or before it can no longer be voided."""
+        with self._ledger_lock:
+            self._realm(realm_id).books_closed_on = through
 
     def edit_vendor(self, realm_id: str, vendor_id: str, **changes: Any) -> dict[str, Any]:
         """Change a vendor: generic keys name/email/active/phone/notes/tax_id, or Intuit field names."""
@@ -467,7 +472,7 @@ class QuickBooksSandbox(ProviderSandbox):
 
     def throttled_response(self, request: Request) -> Response:
         # Intuit answers 429 in XML even to Accept: application/json (python-quickbooks#43), and
-        # documents no Retry-After or quota headers (PROVIDERS.md §6.5): none are sent.
+        # documents no Retry-After or quota headers (docs/providers.md#quickbooks-rate-limits): none are sent.
         body = (
             '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
             f'<IntuitResponse time="{self._time()}" xmlns="http://schema.intuit.com/finance/v3">\n'
@@ -925,6 +930,26 @@ class QuickBooksSandbox(ProviderSandbox):
     def create_purchase(self, request: Request, realm_id: str) -> Response:
         return self._create(request, realm_id, "Purchase")
 
+    def _change(self, realm: Realm, entity_type: str, request: Request) -> Response:
+        operation, include = request.args.get("operation"), request.args.get("include")
+        include = "void" if include is not None and "void" in include.split(",") else None
+        change = _CHANGES.get((entity_type, operation or "", include))
+        if change is None:
+            return self._fault(QboError("500", "Unsupported Operation", f"Operation {operation} is not supported."))
+        try:
+            body = _parse_decimal_json(request.get_data())
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return self._fault(qbo.missing_param(entity_type))
+        now = self.clock.now()
+        try:
+            if change == "void":
+                return self._ok({entity_type: realm.void_bill_payment(body, now)})
+            return self._ok({entity_type: realm.delete_purchase(body, now)})
+        except QboError as exc:
+            return self._fault(exc)
+
     def _create(self, request: Request, realm_id: str, entity_type: str) -> Response:
         authenticated = self._authenticate(request, realm_id)
         if isinstance(authenticated, Response):
@@ -932,6 +957,8 @@ class QuickBooksSandbox(ProviderSandbox):
         realm, _ = authenticated
         self._count(realm, UNMETERED)
         with self._ledger_lock:
+            if "operation" in request.args:
+                return self._idempotent(request, realm, lambda: self._change(realm, entity_type, request))
             return self._idempotent(request, realm, lambda: self._create_entity(realm, entity_type, request))
 
     def _create_entity(self, realm: Realm, entity_type: str, request: Request) -> Response:
@@ -1040,6 +1067,12 @@ class QuickBooksSandbox(ProviderSandbox):
         )
         body, headers = build_delivery(config, [event])
         self.post_webhook(config.url, body, headers)
+
+
+# The operations Intuit's references give these entities besides create: a BillPayment is voided by a
+# sparse update `?operation=update&include=void`; a Purchase is deleted (`?operation=delete`). Any other is
+# the Fault Intuit answers ("Operation void is not supported.").
+_CHANGES = {("BillPayment", "update", "void"): "void", ("Purchase", "delete", None): "delete"}
 
 
 def _known_scopes(params: Mapping[str, str]) -> list[str] | None:

@@ -1,7 +1,7 @@
 """QuickBooks webhook notifications: CloudEvents (default) or the legacy `eventNotifications` body.
 
 Signature (both formats): header `intuit-signature` = base64(HMAC-SHA256(raw body, verifier token)).
-CloudEvents (the mandatory migration, PROVIDERS.md §1.8): a JSON array of
+CloudEvents (the mandatory migration, docs/providers.md#quickbooks-webhooks): a JSON array of
 `{specversion, id, source, type: "qbo.<entity>.<created|updated|deleted>.v1", datacontenttype, time,
 intuitentityid, intuitaccountid, data}`, sent as `application/cloudevents+json` (Intuit's migration
 guide warns receivers about that content type). Legacy: `{"eventNotifications": [{"realmId",
@@ -24,7 +24,7 @@ from local.sandboxes.quickbooks.ledger import qbo_time
 
 CLOUDEVENTS = "cloudevents"
 LEGACY = "legacy"
-_PAST_TENSE = {"Create": "created", "Update": "updated", "Delete": "deleted"}
+_PAST_TENSE = {"Create": "created", "Update": "updated", "Delete": "deleted", "Void": "voided"}
 # Choice: Intuit's samples do not show the CloudEvents `source` value.
 CLOUDEVENTS_SOURCE = "intuit.qbo"
 
@@ -42,7 +42,7 @@ class ChangeEvent:
     realm_id: str
     entity_type: str
     entity_id: str
-    operation: str  # Create, Update or Delete
+    operation: str  # Create, Update, Delete or Void
     at: datetime
     data: dict[str, Any] | None  # the entity as it is after the change (CloudEvents `data`)
 

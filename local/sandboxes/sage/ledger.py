@@ -40,7 +40,7 @@ VENDOR_REFERENCE_MAX = 31
 INVOICE_NOTES_MAX = 2000
 PAYMENT_REFERENCE_MAX = 25
 
-# Artefact statuses (S-STAT; no primary listing was found, PROVIDERS.md §6.18, so the set Sage's UI
+# Artefact statuses (S-STAT; no primary listing was found, docs/providers.md#sage-bills, so the set Sage's UI
 # shows for purchase artefacts is used).
 DRAFT, UNPAID, PART_PAID, PAID, VOID = "DRAFT", "UNPAID", "PART_PAID", "PAID", "VOID"
 ARTEFACT_STATUSES: dict[str, str] = {
@@ -301,6 +301,8 @@ class ContactPayment:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    # Matched to a bank statement line: Sage keeps a reconciled bank transaction from being deleted.
+    reconciled: bool = False
 
 
 @dataclass
@@ -326,6 +328,7 @@ class OtherPayment:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    reconciled: bool = False
 
 
 @dataclass
@@ -943,6 +946,39 @@ class Business:
 
     # ---- changes made "in Sage" by someone else --------------------------------------------------
 
+    # ---- deletes (a payment reversed) -----------------------------------------------------------
+
+    def delete_contact_payment(self, payment_id: str, now: datetime) -> None:
+        """DELETE /contact_payments/{key} (204): the invoices it paid owe that amount again."""
+        payment = self.contact_payments[payment_id]
+        _refuse_if_reconciled(payment.reconciled, "contact payment")
+        stamp = to_second(now)
+        for allocation in payment.allocations:
+            invoice = self.purchase_invoices[allocation.invoice_id]
+            invoice.total_paid -= allocation.amount + allocation.discount
+            invoice.allocations = [a for a in invoice.allocations if a.payment_id != payment.id]
+            invoice.status_id = UNPAID if invoice.total_paid == 0 else PART_PAID
+            invoice.last_paid = max((a.date for a in invoice.allocations), default=None)
+            invoice.updated_at = stamp
+        bank = self.bank_accounts[payment.bank_account_id]
+        bank.balance += (
+            payment.total_amount
+            if bank.currency == payment.currency
+            else to_base(payment.total_amount, payment.base_rate)
+        )
+        payment.deleted_at = stamp
+        payment.updated_at = stamp
+
+    def delete_other_payment(self, payment_id: str, now: datetime) -> None:
+        """DELETE /other_payments/{key} (204): the money is back in the bank account."""
+        payment = self.other_payments[payment_id]
+        _refuse_if_reconciled(payment.reconciled, "other payment")
+        stamp = to_second(now)
+        bank = self.bank_accounts[payment.bank_account_id]
+        bank.balance += payment.total_amount if payment.transaction_type_id == OTHER_PAYMENT else -payment.total_amount
+        payment.deleted_at = stamp
+        payment.updated_at = stamp
+
     def pay_elsewhere(self, invoice_id: str, amount: Decimal | None, now: datetime) -> ContactPayment:
         invoice = self._payable_invoice(invoice_id)
         paid = cents(amount) if amount is not None else invoice.outstanding_amount
@@ -1107,3 +1143,11 @@ def _address(value: object) -> Address | None:
             country=str(value["country"]),
         )
     raise ValueError("address must be an Address, a mapping of its fields, or None")
+
+
+def _refuse_if_reconciled(reconciled: bool, what: str) -> None:
+    if reconciled:
+        # Choice: Sage's exact wording for this refusal was not found; its 422 error array shape is used.
+        raise SageValidationError(
+            [SageError("RecordInvalid", f"This {what} has been reconciled and cannot be deleted.", "base")]
+        )

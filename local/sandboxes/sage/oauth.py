@@ -1,6 +1,6 @@
 """Sage Accounting OAuth 2.0 state: registered apps, users, grants, access and refresh tokens.
 
-Facts (PROVIDERS.md §3.1): the grant belongs to a USER and covers every business the user can
+Facts (docs/providers.md#sage-oauth): the grant belongs to a USER and covers every business the user can
 reach; access tokens live 300 s and cannot be revoked; refresh tokens live 31 days and rotate on
 every use; scopes are `readonly` or `full_access`.
 """
@@ -90,7 +90,7 @@ class TokenStore:
             return self._new_pair(grant)
 
     def rotate(self, refresh_token: str, client_id: str) -> TokenPair | None:
-        """A new pair for a live refresh token; the old refresh token dies at once (§6.16: no grace)."""
+        """A new pair for a live refresh token; the old refresh token dies at once (not stated by Sage: no grace)."""
         now = self._clock.timestamp()
         with self._lock:
             current = self._refresh.get(refresh_token)

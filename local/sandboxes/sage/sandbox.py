@@ -1,7 +1,7 @@
 """`SageSandbox`: a local stand-in of Sage Business Cloud Accounting API v3.1 and its OAuth server.
 
 One server plays both hosts: the OAuth paths (`/oauth2/auth/central`, `/token`, `/revoke`) and the
-API under `/v3.1/`. Sage has no webhooks (PROVIDERS.md §3.8), so this sandbox sends none.
+API under `/v3.1/`. Sage has no webhooks (docs/providers.md#sage-webhooks), so this sandbox sends none.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from local.sandboxes.sage.oauth import (
 
 API_PREFIX = "/v3.1"
 AUTHORIZE_PATH = "/oauth2/auth/central"
-DEFAULT_RATE_LIMIT_PER_MINUTE = 200  # S-V30 (v3.0 figure; none published for v3.1, §6.15)
+DEFAULT_RATE_LIMIT_PER_MINUTE = 200  # S-V30 (v3.0 figure; none published for v3.1, #sage-rate-limits)
 MAX_ITEMS_PER_PAGE = 200  # S-PAG
 DEFAULT_ITEMS_PER_PAGE = 20
 # S-RC documents no rate-limit header; Retry-After (seconds) is this sandbox's choice.
@@ -394,9 +394,11 @@ class SageSandbox(ProviderSandbox):
             Rule(f"{api}/contact_payments", methods=["GET"], endpoint="list_contact_payments"),
             Rule(f"{api}/contact_payments", methods=["POST"], endpoint="create_contact_payment"),
             Rule(f"{api}/contact_payments/<key>", methods=["GET"], endpoint="get_contact_payment"),
+            Rule(f"{api}/contact_payments/<key>", methods=["DELETE"], endpoint="delete_contact_payment"),
             Rule(f"{api}/other_payments", methods=["GET"], endpoint="list_other_payments"),
             Rule(f"{api}/other_payments", methods=["POST"], endpoint="create_other_payment"),
             Rule(f"{api}/other_payments/<key>", methods=["GET"], endpoint="get_other_payment"),
+            Rule(f"{api}/other_payments/<key>", methods=["DELETE"], endpoint="delete_other_payment"),
         ]
 
     def error_response(self, request: Request, status: int, message: str) -> Response:
@@ -768,7 +770,7 @@ class SageSandbox(ProviderSandbox):
         def action(context: ApiContext) -> Response:
             business = context.business
             contacts = _changed(request, list(business.contacts.values()))
-            # Swagger: `contact_type_id`; PROVIDERS.md §3.3 also names the values as `contact_types`.
+            # Swagger: `contact_type_id`; its description also names the values as `contact_types`.
             type_id = request.args.get("contact_type_id") or request.args.get("contact_types")
             if type_id:
                 contacts = [item for item in contacts if item.contact_type == type_id]
@@ -933,6 +935,41 @@ class SageSandbox(ProviderSandbox):
             return self._single(request, wire.contact_payment_json(context.business, payment))
 
         return self._serve(request, action)
+
+    def delete_contact_payment(self, request: Request, key: str) -> Response:
+        """`deleteContactPaymentsKey`: 204 and no body; a payment already deleted is not found (404)."""
+
+        def action(context: ApiContext) -> Response:
+            _live(context.business.contact_payments, key)
+            try:
+                context.business.delete_contact_payment(key, self.clock.now())
+            except SageValidationError as exc:
+                raise ApiError(422, exc.errors) from None
+            return Response(status=204)
+
+        return self._serve(request, action, write=True)
+
+    def delete_other_payment(self, request: Request, key: str) -> Response:
+        """`deleteOtherPaymentsKey`: 204 and no body; a payment already deleted is not found (404)."""
+
+        def action(context: ApiContext) -> Response:
+            _live(context.business.other_payments, key)
+            try:
+                context.business.delete_other_payment(key, self.clock.now())
+            except SageValidationError as exc:
+                raise ApiError(422, exc.errors) from None
+            return Response(status=204)
+
+        return self._serve(request, action, write=True)
+
+    def reconcile(self, business_id: str, payment_id: str) -> None:
+        """Match a contact or other payment to the bank statement (it can no longer be deleted)."""
+        with self._state:
+            business = self.business(business_id)
+            payment = business.contact_payments.get(payment_id) or business.other_payments.get(payment_id)
+            if payment is None:
+                raise KeyError(f"no payment {payment_id}")
+            payment.reconciled = True
 
     def create_contact_payment(self, request: Request) -> Response:
         def action(context: ApiContext) -> Response:

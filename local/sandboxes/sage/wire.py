@@ -1,5 +1,5 @@
 """Sage Accounting v3.1 JSON shapes of the ledger entities (Swagger definitions in
-/work/shared/specs/sage), the `attributes` projection and the `$items` page envelope.
+docs/providers.md#specs), the `attributes` projection and the `$items` page envelope.
 
 Every renderer returns the full representation (what `attributes=all` exposes); `project` cuts it
 down to what a request asked for.

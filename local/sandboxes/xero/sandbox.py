@@ -112,6 +112,10 @@ ENDPOINT_SCOPES: dict[str, frozenset[str]] = {
     "create_payment": _scopes("accounting.transactions", "accounting.payments", read=False),
     "get_bank_transactions": _scopes("accounting.transactions", "accounting.banktransactions"),
     "create_bank_transactions": _scopes("accounting.transactions", "accounting.banktransactions", read=False),
+    "get_payment": _scopes("accounting.transactions", "accounting.payments"),
+    "delete_payment": _scopes("accounting.transactions", "accounting.payments", read=False),
+    "get_bank_transaction": _scopes("accounting.transactions", "accounting.banktransactions"),
+    "update_bank_transaction": _scopes("accounting.transactions", "accounting.banktransactions", read=False),
 }
 
 
@@ -196,6 +200,10 @@ class XeroSandbox(ProviderSandbox):
             Rule(f"{API}/Payments", methods=["POST"], endpoint="create_payment"),
             Rule(f"{API}/BankTransactions", methods=["GET"], endpoint="get_bank_transactions"),
             Rule(f"{API}/BankTransactions", methods=["PUT"], endpoint="create_bank_transactions"),
+            Rule(f"{API}/Payments/<record_id>", methods=["GET"], endpoint="get_payment"),
+            Rule(f"{API}/Payments/<record_id>", methods=["POST"], endpoint="delete_payment"),
+            Rule(f"{API}/BankTransactions/<record_id>", methods=["GET"], endpoint="get_bank_transaction"),
+            Rule(f"{API}/BankTransactions/<record_id>", methods=["POST"], endpoint="update_bank_transaction"),
         ]
 
     def tenant_of(self, request: Request) -> str | None:
@@ -765,6 +773,70 @@ class XeroSandbox(ProviderSandbox):
                 request, org, principal, key="BankTransactions", apply=self._spend, summarize=summarize
             ),
         )
+
+    # ---- one payment or bank transaction: read, and delete (Status DELETED) -------------------------
+
+    def get_payment(self, request: Request, record_id: str) -> Response:
+        def work(org: Organisation, principal: Principal) -> Response:
+            with org.lock:
+                payment = org.payments.get(record_id.lower())
+                if payment is None:
+                    return _not_found()
+                return self._envelope(principal, "Payments", [wire.payment_json(org, payment)])
+
+        return self._accounting(request, "get_payment", work)
+
+    def delete_payment(self, request: Request, record_id: str) -> Response:
+        """Xero's `deletePayment`: `POST /Payments/{PaymentID}` with `{"Payments": [{"Status": "DELETED"}]}`."""
+
+        def work(org: Organisation, principal: Principal) -> Response:
+            payment_id = record_id.lower()
+            if payment_id not in org.payments:
+                return _not_found()
+
+            def apply(org: Organisation, elements: list[Mapping[str, Any]], _: bool) -> tuple[int, list[JsonObject]]:
+                outcome = org.delete_payment(payment_id, elements[0])
+                if isinstance(outcome, list):
+                    return 400, [_payment_echo({**elements[0], "PaymentID": payment_id}, outcome)]
+                return 200, [wire.payment_json(org, outcome, with_invoice_detail=True)]
+
+            return self._write(request, org, principal, key="Payments", apply=apply, summarize=True)
+
+        return self._accounting(request, "delete_payment", work)
+
+    def get_bank_transaction(self, request: Request, record_id: str) -> Response:
+        def work(org: Organisation, principal: Principal) -> Response:
+            with org.lock:
+                transaction = org.bank_transactions.get(record_id.lower())
+                if transaction is None:
+                    return _not_found()
+                return self._envelope(principal, "BankTransactions", [wire.bank_transaction_json(org, transaction)])
+
+        return self._accounting(request, "get_bank_transaction", work)
+
+    def update_bank_transaction(self, request: Request, record_id: str) -> Response:
+        """Xero's `updateBankTransaction`, as far as deleting one: `{"BankTransactions": [{"Status": "DELETED"}]}`."""
+
+        def work(org: Organisation, principal: Principal) -> Response:
+            transaction_id = record_id.lower()
+            if transaction_id not in org.bank_transactions:
+                return _not_found()
+
+            def apply(org: Organisation, elements: list[Mapping[str, Any]], _: bool) -> tuple[int, list[JsonObject]]:
+                outcome = org.delete_bank_transaction(transaction_id, elements[0])
+                if isinstance(outcome, list):
+                    return 400, [_bank_transaction_echo(elements[0], outcome)]
+                return 200, [wire.bank_transaction_json(org, outcome)]
+
+            return self._write(request, org, principal, key="BankTransactions", apply=apply, summarize=True)
+
+        return self._accounting(request, "update_bank_transaction", work)
+
+    def reconcile(self, tenant: str, transaction_id: str, *, reconciled: bool = True) -> None:
+        """Match a payment or bank transaction to the bank statement (it can no longer be deleted), or undo that."""
+        org = self.organisation(tenant)
+        with org.lock:
+            org.reconcile(transaction_id.lower(), reconciled=reconciled)
 
     # ---- writes: idempotency, elements, summarizeErrors ---------------------------------------------
 

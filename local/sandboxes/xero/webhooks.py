@@ -1,6 +1,6 @@
 """Xero webhooks: signed, thin event notifications and the "intent to receive" check.
 
-Payload per `specs/xero/xero-webhooks.yaml`; the signature header `x-xero-signature` is
+Payload per `xero-webhooks.yaml` (docs/providers.md#specs); the signature header `x-xero-signature` is
 base64(HMAC-SHA256(raw body, webhook key)). A receiver must answer 200 to a correctly signed
 payload and 401 to an incorrectly signed one before Xero will deliver to it.
 """

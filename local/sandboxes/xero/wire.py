@@ -1,7 +1,7 @@
 """Xero's JSON as the Accounting and Identity APIs emit it: MS-JSON dates, envelopes, error bodies (and
 the same answers as XML, which the Accounting API sends unless the request asks for JSON).
 
-Field order and shapes follow the response examples in `specs/xero/xero_accounting.yaml`
+Field order and shapes follow the response examples in `xero_accounting.yaml` (docs/providers.md#specs)
 (XeroAPI/Xero-OpenAPI 16.1.0). Money is a Decimal, written as a JSON number with its own digits.
 """
 

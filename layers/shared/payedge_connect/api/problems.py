@@ -14,12 +14,15 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from pydantic.alias_generators import to_camel
 
 from payedge_connect.errors import PayEdgeError
-from payedge_connect.observability import logger
+from payedge_connect.observability import logger, metrics
 from payedge_connect.providers.http import ProviderError, ProviderUnavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # When a throttled provider named no wait of its own.
 DEFAULT_RETRY_AFTER_SECONDS = 30
+# Counted for every 5xx answer: an HTTP route's failure becomes a response, so Lambda's Errors metric
+# never sees it; template.yaml alarms on this metric instead.
+HTTP_SERVER_ERROR_METRIC = "HttpServerError"
 _TYPE_BASE = "https://payedge.dev/problems/"
 
 
@@ -32,6 +35,8 @@ def problem_response(status: int, title: str, detail: str, errors: list[dict[str
     }
     if errors:
         body["errors"] = errors
+    if status >= 500:
+        metrics.add_metric(name=HTTP_SERVER_ERROR_METRIC, unit="Count", value=1)
     return Response(status_code=status, content_type=PROBLEM_CONTENT_TYPE, body=json.dumps(body))
 
 
@@ -60,7 +65,10 @@ def install_problem_handlers(app: APIGatewayHttpResolver) -> None:
     @app.exception_handler(PayEdgeError)
     def domain_error(error: PayEdgeError) -> Response[str]:
         errors = [{"field": error.field, "message": error.detail}] if error.field else None
-        return problem_response(error.status, error.title, error.detail, errors)
+        response = problem_response(error.status, error.title, error.detail, errors)
+        if error.status == 503:  # a token refresh that could not finish now: the caller retries
+            response.headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(ProviderError)
     def provider_trouble(error: ProviderError) -> Response[str]:

@@ -1,8 +1,10 @@
 """What every accounting package offers the service, and the shapes connectors return.
 
-Each provider module (quickbooks.py, xero.py, sage.py) builds one `AccountingConnector`.
+Each provider folder (providers/quickbooks/, xero/, sage/) builds one `AccountingConnector` in its connector.py,
+on the common part in providers/connector.py.
 """
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -227,10 +229,11 @@ class AccountingConnector(Protocol):
         refresh_access_token: Callable[[], str] | None = None,
         calls: CallCounter | None = None,
         budget: CallerBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProviderApi:
         """The accounting API of one organisation, called with a connection's access token; every call
         takes from `budget`, the organisation's fleet-wide call budget (None: unbudgeted, for one-off
-        calls such as discovering the organisation during the OAuth callback)."""
+        calls such as discovering the organisation during the OAuth callback). `sleep`: how backoffs wait."""
         ...
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
@@ -320,6 +323,26 @@ class AccountingConnector(Protocol):
 
     def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
         """Record the fee as its own spend transaction; returns the provider's transaction id."""
+        ...
+
+    # ------------------------------------------------------------------ reversal (a payment undone)
+
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        """Undo a payment we posted (QuickBooks voids the BillPayment, Xero and Sage delete it), so the bill
+        owes the amount again; nothing when it is undone already. Never resent after a lost answer (the
+        caller asks `payment_reversed`). Raises PaymentRejected when the provider refuses, in its words."""
+        ...
+
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        """Whether that payment is undone (voided, deleted or gone) at the provider."""
+        ...
+
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        """Undo a fee transaction we posted (deleted at every provider), as reverse_payment."""
+        ...
+
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        """Whether that fee transaction is undone at the provider."""
         ...
 
 

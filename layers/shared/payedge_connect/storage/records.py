@@ -310,6 +310,14 @@ class RecordsStore:
         items = response.get("Items", [])
         return [Connection.model_validate(_fields(item)) for item in items], response.get("LastEvaluatedKey")
 
+    def connections_in_status(self, status: ConnectionStatus) -> list[Connection]:
+        """Every connection in `status`, shard by shard (for the sweeper, a few times an hour)."""
+        return [
+            Connection.model_validate(_fields(item))
+            for shard in range(CONNECTION_SHARDS)
+            for item in self._query_all(Key("GSI2PK").eq(f"CONNECTIONS#{status.value}#{shard:02d}"), index="GSI2")
+        ]
+
     def reindex_legacy_connections(self, *, limit: int = 100) -> int:
         """Give up to `limit` connected connections stored before the index was sharded (GSI2PK
         CONNECTIONS#connected, no due time) their sharded key, due now; returns how many were moved.
@@ -466,6 +474,22 @@ class RecordsStore:
             and int(str(item["fence"])) == lease.fence
             and float(str(item["leaseUntil"])) > now.timestamp()
         )
+
+    def renew_lease(self, lease: "Lease", *, now: datetime, seconds: float) -> bool:
+        """Extend a lease we still hold (same holder and fence) to `seconds` from now; False if it was
+        taken by someone else (it expired: our work must stop)."""
+        try:
+            self.table.update_item(
+                Key={"PK": _connection_pk(lease.connection_id), "SK": f"LEASE#{lease.name}"},
+                UpdateExpression="SET leaseUntil = :until",
+                ConditionExpression=Attr("holder").eq(lease.holder) & Attr("fence").eq(lease.fence),
+                ExpressionAttributeValues={":until": _epoch(now + timedelta(seconds=seconds))},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def release_lease(self, lease: "Lease") -> None:
         """Free the lease if we still hold it (if it expired and was taken, leave the new holder alone)."""

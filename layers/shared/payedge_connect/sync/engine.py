@@ -58,6 +58,7 @@ from payedge_connect.providers.http import (
 )
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
+from payedge_connect.storage.heartbeat import HeldLease
 from payedge_connect.storage.records import (
     PAYABLE_HASH_EXCLUDE,
     StoredState,
@@ -76,7 +77,6 @@ WATERMARK_OVERLAP = timedelta(minutes=5)
 DOCUMENTS_PER_RUN = 20
 # Stop this long before the Lambda's deadline, checkpointed, and let the queue run the rest.
 STOP_BEFORE_DEADLINE_SECONDS = 60.0
-_LEASE_SECONDS = 900.0
 # More errors than this are counted but not listed (a sync run is one DynamoDB item).
 _ERRORS_LISTED = 100
 _CLOSED = PayableStatus.CLOSED.value
@@ -84,6 +84,10 @@ _BACKGROUND_TRIGGERS = frozenset({SyncTrigger.SCHEDULE, SyncTrigger.WEBHOOK})
 # Provider-trouble pauses in a row (no page applied between) before the run ends failed and the
 # connection is retried on its own schedule (sync/schedule.py) instead of re-queued forever.
 MAX_TROUBLE_PAUSES = 10
+# A refusal (a steady 4xx: Xero's 403 once the organisation is disconnected from the app) is asked again
+# this many times, in case it was a passing state at the provider, before the run ends failed with the
+# provider's words.
+MAX_REFUSED_PAUSES = 2
 # Vendor ids an incremental run remembers to check in its checkpoint (a sync run is one item); past
 # this, it checks every open bill's vendor, as a full reconciliation does.
 _VENDORS_TO_CHECK_LISTED = 1000
@@ -100,11 +104,12 @@ class SyncResult:
 class _Pause(Exception):
     """Stop now, checkpointed; continue after `seconds`. `trouble`: the provider failed us."""
 
-    def __init__(self, seconds: int, detail: str, *, trouble: bool = True) -> None:
+    def __init__(self, seconds: int, detail: str, *, trouble: bool = True, refused: bool = False) -> None:
         super().__init__(detail)
         self.seconds = seconds
         self.detail = detail
         self.trouble = trouble
+        self.refused = refused
 
 
 @dataclass
@@ -161,12 +166,11 @@ def run_sync(
         status = connection.status.value if connection else "missing"
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, f"the connection is {status}; nothing synced"))
 
-    lease = store.acquire_lease(
-        connection.connection_id, "sync", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
-    )
-    if lease is None:
+    lease = HeldLease(store, connection.connection_id, "sync", uuid.uuid4().hex, clock=services.clock)
+    if not lease.held:
         # Another sync of this connection is running: this one waits its turn.
         return SyncResult(run, continue_after_seconds=30)
+    lease.start()
     calls = CallCounter(total=run.provider_calls)
     context = _Context(
         services=services,
@@ -199,15 +203,16 @@ def run_sync(
         run.provider_calls = calls.total
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, "the accounting software needs reauthorisation"))
     finally:
-        store.release_lease(lease)
+        lease.stop()
 
 
 def _paused(services: Services, run: SyncRun, pause: _Pause) -> SyncResult:
     """Checkpoint and continue later; after too much provider trouble in a row, end failed instead."""
     if pause.trouble and run.checkpoint is not None:
         run.checkpoint.trouble_pauses += 1
-        if run.checkpoint.trouble_pauses > MAX_TROUBLE_PAUSES:
-            detail = f"{pause.detail}; gave up after {MAX_TROUBLE_PAUSES} tries, retried on the connection's schedule"
+        limit = MAX_REFUSED_PAUSES if pause.refused else MAX_TROUBLE_PAUSES
+        if run.checkpoint.trouble_pauses > limit:
+            detail = f"{pause.detail}; gave up after {limit} tries, retried on the connection's schedule"
             return SyncResult(_finish(services, run, SyncOutcome.FAILED, detail[:500]))
     run.detail = pause.detail
     services.store.put_sync_run(run)
@@ -350,7 +355,7 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
         raise _Pause(60, str(error)) from None
     except ProviderError as error:
         raise _Pause(
-            300, f"the accounting software refused a listing ({error.status}): {error.message[:120]}"
+            300, f"the accounting software refused a listing ({error.status}): {error.message[:300]}", refused=True
         ) from None
 
 

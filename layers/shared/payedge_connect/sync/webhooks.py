@@ -7,7 +7,7 @@ handler only verifies, finds the connections and queues syncs.
 Replays: every event is recorded in DynamoDB (shared by every Lambda) the first time it is seen, for
 REPLAY_WINDOW; the same event again within it is recognised and queues nothing, and an event older than
 the window is ignored (its record may be gone). Xero retries a failed delivery for up to 24 hours
-[PROVIDERS.md 2.8, X-WH]; Intuit's retries are shorter (third-party sources), so 48 hours covers both.
+[docs/providers.md#xero-webhooks, X-WH]; Intuit's retries are shorter (third-party sources), so 48 hours covers both.
 """
 
 import base64
@@ -91,7 +91,7 @@ def quickbooks_events(payload: Any) -> tuple[list[Notified], list[str]]:
     """The bill and vendor events of a CloudEvents array or a legacy eventNotifications body, and what was unreadable.
 
     A CloudEvent's identity is its `source` and `id` (CloudEvents 1.0); a legacy entity's is its realm,
-    name, id, operation and lastUpdated. [PROVIDERS.md 1.8]
+    name, id, operation and lastUpdated. [docs/providers.md#quickbooks-webhooks]
     """
     found: list[Notified] = []
     ignored: list[str] = []

@@ -3,6 +3,11 @@
 PaymentCompleted (source `payedge.payments`, detail-type `PaymentCompleted`), detail:
   businessId, connectionId, paymentOrderNumber, billId, vendorName, currency, amount, remittanceNote,
   invoiceNumber, paymentStatus, paymentDate, feeAmount, fundingSource, exchangeRate
+paymentStatus: completed or settled posts; pending or processing waits (waiting_for_settlement) for a
+later PaymentCompleted of the same order saying settled; failed, cancelled or returned is never posted.
+
+PaymentReversed (source `payedge.payments`, detail-type `PaymentReversed`), detail:
+  businessId, connectionId, paymentOrderNumber, reason, reversalDate
 Amounts are strings or numbers with at most two decimals; dates are ISO 8601.
 """
 
@@ -12,16 +17,17 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import boto3
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from payedge_connect.errors import InvalidInputError
-from payedge_connect.models import CurrencyCode, Identifier, PaymentOrder, Record
+from payedge_connect.models import PAYMENT_STATUSES, CurrencyCode, Identifier, PaymentOrder, Record
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
 PAYMENT_EVENT_SOURCE = "payedge.payments"
 PAYMENT_COMPLETED = "PaymentCompleted"
+PAYMENT_REVERSED = "PaymentReversed"
 OUTCOME_SOURCE = "payedge.connect"
 OUTCOME_DETAIL_TYPE = "PaymentWriteBackUpdated"
 
@@ -43,12 +49,20 @@ class PaymentDetails(Record):
     amount: PositiveAmount
     remittance_note: str | None = Field(default=None, max_length=4000)
     invoice_number: str | None = Field(default=None, max_length=255)
+    # The platform's status of the payment (models.PAYMENT_STATUSES, any case): only a settled one posts.
     payment_status: str = Field(min_length=1, max_length=40)
     payment_date: date
     fee_amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
     funding_source: str = Field(min_length=1, max_length=64)
     # Required when the payment's currency is not the organisation's home currency (checked before posting).
     exchange_rate: ExchangeRate | None = None
+
+    @field_validator("payment_status")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        if value.lower() not in PAYMENT_STATUSES:
+            raise ValueError(f"paymentStatus must be one of {', '.join(sorted(PAYMENT_STATUSES))}")
+        return value
 
 
 # The payment dates accepted: a completed payment is dated at most a year back (a late event, a correction)
@@ -72,6 +86,22 @@ class PaymentCompleted(PaymentDetails):
 
     business_id: str = Field(min_length=1, max_length=128)
     connection_id: Identifier
+
+
+class ReversalDetails(Record):
+    """Why and when the platform reversed a payment (an ACH return, a stopped cheque, a recalled wire,
+    a payment the user cancelled); the HTTP API takes the same body."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    reversal_date: date
+
+
+class PaymentReversed(ReversalDetails):
+    """The PaymentReversed event's detail: the reversal plus whose payment order it is."""
+
+    business_id: str = Field(min_length=1, max_length=128)
+    connection_id: Identifier
+    payment_order_number: Identifier
 
 
 def publish_outcome(bus_name: str, order: PaymentOrder, *, events: "EventBridgeClient | None" = None) -> None:

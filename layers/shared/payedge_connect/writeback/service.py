@@ -30,6 +30,8 @@ from decimal import Decimal
 
 from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import (
+    PENDING_PAYMENT_STATUSES,
+    SETTLED_PAYMENT_STATUSES,
     ClosedReason,
     Connection,
     ConnectionStatus,
@@ -39,21 +41,28 @@ from payedge_connect.models import (
     PaymentOrderStatus,
 )
 from payedge_connect.observability import logger, metrics
+from payedge_connect.providers.answers import Verdict, classify, provider_words
 from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
+from payedge_connect.storage.heartbeat import HeldLease
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
-from payedge_connect.writeback.events import PaymentDetails, check_payment_date, publish_outcome
+from payedge_connect.writeback.events import PaymentDetails, ReversalDetails, check_payment_date, publish_outcome
 
 # Provider calls that may have reached the provider before we give up and mark the order failed.
 MAX_ATTEMPTS = 5
-# Longer than the write-back function's Timeout (template.yaml), so no other run of the connection can
-# start while this one may still be posting.
-_LEASE_SECONDS = 360.0
 # The provider's clock and ours disagree by seconds: a changed-since staleness read starts this much
 # before the last sync began (the sync engine's own watermark overlap).
 _SYNC_CLOCK_MARGIN = timedelta(minutes=5)
-_FINAL = {PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.NEEDS_ATTENTION}
+_FINAL = {
+    PaymentOrderStatus.POSTED,
+    PaymentOrderStatus.REJECTED,
+    PaymentOrderStatus.NEEDS_ATTENTION,
+    # Not final, but nothing a run does now: a later event (settled) or a reversal moves these on.
+    PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+    PaymentOrderStatus.REVERSED,
+    PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION,
+}
 
 
 class WritebackBusy(Exception):
@@ -99,27 +108,55 @@ def submit_payment(
         updated_at=now,
     )
     existing = services.store.create_payment_order(order)
-    if existing is None:
-        return order
-    if existing.model_dump(include=set(PaymentDetails.model_fields)) != order.model_dump(
-        include=set(PaymentDetails.model_fields)
-    ):
-        raise ConflictError(
-            f"payment order {order.payment_order_number} was already received with different details",
-            field="body.paymentOrderNumber",
-        )
-    return existing
+    for _ in range(3):
+        if existing is None:
+            return order
+        if _details(existing) == _details(order):
+            return existing
+        if _details(existing, "payment_status") != _details(order, "payment_status"):
+            break
+        if settlement(existing.payment_status) == settlement(order.payment_status):
+            return existing  # "completed" then "settled": the same news
+        if existing.status not in (PaymentOrderStatus.RECEIVED, PaymentOrderStatus.WAITING_FOR_SETTLEMENT):
+            break
+        # A later status of a payment not posted yet (pending, then settled or failed): processed again.
+        update = {"payment_status": order.payment_status, "status": PaymentOrderStatus.RECEIVED, "updated_at": now}
+        try:
+            return services.store.save_payment_order(existing.model_copy(update=update))
+        except ConflictError:
+            existing = services.store.get_payment_order(connection_id, order.payment_order_number)
+    raise ConflictError(
+        f"payment order {order.payment_order_number} was already received with different details",
+        field="body.paymentOrderNumber",
+    )
+
+
+def _details(order: PaymentOrder, *leave_out: str) -> dict[str, object]:
+    return order.model_dump(include=set(PaymentDetails.model_fields) - set(leave_out))
+
+
+def settlement(payment_status: str) -> str:
+    """What the platform's payment status means here: "settled", "pending" or "unpaid" (models.py)."""
+    status = payment_status.lower()
+    if status in SETTLED_PAYMENT_STATUSES:
+        return "settled"
+    return "pending" if status in PENDING_PAYMENT_STATUSES else "unpaid"
 
 
 def retry_payment(
     services: Services, *, business_id: str, connection_id: str, payment_order_number: str
 ) -> PaymentOrder:
-    """Make a failed (or held) payment order eligible again; the caller queues it."""
+    """Make a payment order that is not final (failed, held, waiting for reconnection, or still received or
+    posting: its message may have been lost) eligible again; the caller queues it."""
     order = services.store.get_payment_order(connection_id, payment_order_number)
     if order is None or order.business_id != business_id:
         raise NotFoundError(f"no payment order {payment_order_number}")
-    if order.status not in (PaymentOrderStatus.FAILED, PaymentOrderStatus.NEEDS_ATTENTION):
-        raise ConflictError(f"payment order is {order.status.value}; only failed or held orders are retried")
+    if order.status in (PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.REVERSED):
+        raise ConflictError(f"payment order is {order.status.value}; only orders that are not final are retried")
+    if order.status is PaymentOrderStatus.WAITING_FOR_SETTLEMENT:
+        raise ConflictError("payment order is waiting_for_settlement; it posts when the platform reports it settled")
+    if order.status in (PaymentOrderStatus.REVERSING, PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION):
+        raise ConflictError(f"payment order is {order.status.value}; ask for its reversal again to continue it")
     # An order whose payment may have reached the provider keeps its attempts: it is looked up first.
     status = PaymentOrderStatus.POSTING if order.attempts or order.fee_attempts else PaymentOrderStatus.RECEIVED
     return services.store.save_payment_order(
@@ -130,10 +167,59 @@ def retry_payment(
                 "reason_code": None,
                 "attempts": min(order.attempts, MAX_ATTEMPTS - 1),
                 "fee_attempts": min(order.fee_attempts, MAX_ATTEMPTS - 1),
+                "check_attempts": 0,
                 "updated_at": services.clock(),
             }
         )
     )
+
+
+def request_reversal(
+    services: Services,
+    reversal: ReversalDetails,
+    *,
+    business_id: str,
+    connection_id: str,
+    payment_order_number: str,
+    bus_name: str,
+) -> PaymentOrder:
+    """Record that the platform reversed a payment (no provider call yet; the caller queues the order).
+    The same reversal again returns the order as it stands; one that needs attention is tried again."""
+    for _ in range(3):
+        order = services.store.get_payment_order(connection_id, payment_order_number)
+        if order is None or order.business_id != business_id:
+            raise NotFoundError(
+                f"no payment order {payment_order_number} of this business on connection {connection_id}",
+                field="path.paymentOrderNumber",
+            )
+        if order.reversal_requested_at is not None and order.status is not PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION:
+            return order  # reversing, reversed, or cancelled before it posted
+        if order.status is PaymentOrderStatus.REJECTED:
+            raise ConflictError(
+                f"payment order {payment_order_number} was rejected ({order.reason_code}): nothing was posted "
+                "to reverse",
+                field="path.paymentOrderNumber",
+            )
+        now = services.clock()
+        update = {
+            "status": PaymentOrderStatus.REVERSING,
+            "reason_code": None,
+            "reason": None,
+            "reversal_reason": reversal.reason,
+            "reversal_date": reversal.reversal_date,
+            "reversal_requested_at": order.reversal_requested_at or now,
+            # Tried again after attention: the undo calls get their attempts back (each is looked up first).
+            "reversal_attempts": min(order.reversal_attempts, MAX_ATTEMPTS - 1),
+            "fee_reversal_attempts": min(order.fee_reversal_attempts, MAX_ATTEMPTS - 1),
+            "updated_at": now,
+        }
+        try:
+            saved = services.store.save_payment_order(order.model_copy(update=update))
+        except ConflictError:
+            continue  # the order moved on meanwhile (a run posting it): read it again
+        publish_outcome(bus_name, saved)
+        return saved
+    raise WritebackBusy(f"payment order {payment_order_number} kept changing; try the reversal again")
 
 
 def process_payment(
@@ -197,32 +283,30 @@ def process_payments(
     unreachable = _unreachable(connection)
     if unreachable is not None:
         for order in pending:
-            run.orders[order.payment_order_number] = _conclude(services, order, unreachable, bus_name)
+            run.orders[order.payment_order_number] = _conclude(services, order, _held(order, unreachable), bus_name)
     if connection is None or unreachable is not None or not pending:
         return run
 
-    lease = store.acquire_lease(
-        connection_id, "writeback", uuid.uuid4().hex, now=services.clock(), seconds=_LEASE_SECONDS
-    )
-    if lease is None:
-        run.busy = True
-        return run
-    # Read again under the lease: the run that held it before may have moved these orders on.
-    pending = [_current(services, order) for order in pending]
-    run.orders.update({order.payment_order_number: order for order in pending})
-    pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
-    group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")))
-    try:
-        group.process(pending)
-    except ReauthorizationRequired:
-        refreshed = store.get_connection(connection_id) or connection
-        for order in pending:
-            current = _current(services, order)
-            if current.status not in _FINAL:
-                run.orders[order.payment_order_number] = _conclude(services, current, _waiting(refreshed), bus_name)
-            run.retry_later.pop(order.payment_order_number, None)
-    finally:
-        store.release_lease(lease)
+    with HeldLease(store, connection_id, "writeback", uuid.uuid4().hex, clock=services.clock) as lease:
+        if not lease.held:
+            run.busy = True
+            return run
+        # Read again under the lease: the run that held it before may have moved these orders on.
+        pending = [_current(services, order) for order in pending]
+        run.orders.update({order.payment_order_number: order for order in pending})
+        pending = [o for o in pending if o.status not in _FINAL and o.status is not PaymentOrderStatus.FAILED]
+        group = _Group(services, connection, bus_name, run, time_left or (lambda: float("inf")), lease=lease)
+        try:
+            group.process([o for o in pending if o.status is not PaymentOrderStatus.REVERSING])
+            group.reverse([o for o in pending if o.status is PaymentOrderStatus.REVERSING])
+        except ReauthorizationRequired:
+            refreshed = store.get_connection(connection_id) or connection
+            for order in pending:
+                current = _current(services, order)
+                if current.status not in _FINAL:
+                    outcome = _held(current, _waiting(refreshed))
+                    run.orders[order.payment_order_number] = _conclude(services, current, outcome, bus_name)
+                run.retry_later.pop(order.payment_order_number, None)
     return run
 
 
@@ -234,6 +318,18 @@ def _unreachable(connection: Connection | None) -> Outcome | None:
     if connection.status is not ConnectionStatus.CONNECTED:
         return _waiting(connection)
     return None
+
+
+def _held(order: PaymentOrder, outcome: Outcome) -> Outcome:
+    """What a connection that cannot be reached makes of an order: a reversal waits for the user (who
+    reverses again once reconnected), anything else as `outcome` says."""
+    if order.status is not PaymentOrderStatus.REVERSING:
+        return outcome
+    return Outcome(
+        PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION,
+        outcome.reason_code,
+        f"{outcome.reason} The reversal is made when it is requested again after that.",
+    )
 
 
 def _waiting(connection: Connection) -> Outcome:
@@ -262,6 +358,23 @@ class _Kind:
 
 _PAYMENTS = _Kind("payment", "provider_payment_id", "attempts")
 _FEES = _Kind("fee", "provider_fee_id", "fee_attempts")
+
+
+@dataclass(frozen=True)
+class _Undo:
+    """A payment or its fee undone: the connector's undo and look-up, where it is recorded."""
+
+    id_field: str
+    done_field: str
+    attempts_field: str
+    undo: str
+    check: str
+
+
+_PAYMENT_UNDO = _Undo(
+    "provider_payment_id", "payment_reversed", "reversal_attempts", "reverse_payment", "payment_reversed"
+)
+_FEE_UNDO = _Undo("provider_fee_id", "fee_reversed", "fee_reversal_attempts", "reverse_fee", "fee_reversed")
 # A batch whose answer was lost is resolved (looked up, the missing re-posted) this many times in one
 # invocation; what is still unknown after that is retried later.
 _RESOLUTIONS_PER_INVOCATION = 1
@@ -279,8 +392,11 @@ class _Group:
         bus_name: str,
         run: PaymentRun,
         time_left: Callable[[], float],
+        *,
+        lease: HeldLease,
     ) -> None:
         self.services = services
+        self.lease = lease
         self.store = services.store
         self.connection = connection
         self.bus_name = bus_name
@@ -307,7 +423,7 @@ class _Group:
         except TokenRefreshUnavailable as error:
             for order in pending:
                 current = _current(self.services, order)
-                if current.status not in _FINAL:
+                if current.status not in _FINAL and current.status is not PaymentOrderStatus.FAILED:
                     self._retry_or_fail(current, str(error))
         for order in alive:
             current = _current(self.services, order)
@@ -337,12 +453,23 @@ class _Group:
             check = self.connector.check_bills(
                 self.api, sorted({order.bill_id for order in passing}), unchanged_since=since
             )
-        except ProviderError as error:
-            if not _retryable(error):
-                raise  # the worker fails these messages: SQS delivers them again, then the dead-letter queue
+        except (ProviderError, TokenRefreshUnavailable) as error:
+            # Nothing was posted: each unanswered check is counted on the order, so an outage that lasts
+            # ends in `failed` (with its outcome event) rather than on the dead-letter queue unseen.
+            verdict = classify(error)
             for order in passing:
+                if verdict is Verdict.REFUSED:
+                    refused = f"The accounting software refused the check of the bill: {provider_words(error)}"
+                    self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+                    continue
+                counted = self.store.save_payment_order(
+                    order.model_copy(
+                        update={"check_attempts": order.check_attempts + 1, "updated_at": self.services.clock()}
+                    )
+                )
+                wait_s = error.retry_after if isinstance(error, ProviderError) else None
                 self._retry_or_fail(
-                    order, f"the staleness check got no answer ({error.status})", wait_s=error.retry_after, error=error
+                    counted, f"the staleness check got no answer ({provider_words(error)})", wait_s=wait_s, error=error
                 )
             return []
         current = []
@@ -366,13 +493,17 @@ class _Group:
         try:
             posted += self._record_found(kind, maybe) if maybe else []
         except ProviderError as error:
-            if not _retryable(error):
-                raise
             # Not looked up, so not posted: an earlier attempt may be there already.
             for order in maybe:
-                reason = f"the look-up got no answer ({error.status})"
-                self._retry_or_fail(_current(self.services, order), reason, wait_s=error.retry_after, error=error)
-        done = {o.payment_order_number for o in posted} | set(self.run.retry_later)
+                current = _current(self.services, order)
+                if _retryable(error):
+                    reason = f"the look-up got no answer ({error.status})"
+                    self._retry_or_fail(current, reason, wait_s=error.retry_after, error=error)
+                else:
+                    refused = f"The accounting software refused the look-up of the payment: {provider_words(error)}"
+                    self._conclude(current, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
+        failed = {n for n, o in self.run.orders.items() if o.status is PaymentOrderStatus.FAILED}
+        done = {o.payment_order_number for o in posted} | set(self.run.retry_later) | failed
         waiting = []
         for order in orders:
             if order.payment_order_number in done:
@@ -385,7 +516,8 @@ class _Group:
         size = self.connector.payment_batch_size
         for start in range(0, len(waiting), size):
             chunk = waiting[start : start + size]
-            if self.time_left() < _TIME_IN_HAND_SECONDS:
+            # A lost lease: another worker presumed this one dead and may be posting these orders now.
+            if self.time_left() < _TIME_IN_HAND_SECONDS or self.lease.lost:
                 self.run.not_reached += [o.payment_order_number for o in waiting[start:]]
                 break
             posted += self._post_batch(kind, chunk, resolutions=_RESOLUTIONS_PER_INVOCATION)
@@ -483,6 +615,130 @@ class _Group:
         self.run.orders[saved.payment_order_number] = saved
         return saved
 
+    # ------------------------------------------------------------------------------------ reversal
+
+    def reverse(self, orders: list[PaymentOrder]) -> None:
+        """Undo what each reversed order posted: the payment first (so a refusal, a reconciled payment
+        say, leaves nothing undone), then the fee; the bill reopened from the provider's state. A
+        reversal of an order that never reached the provider cancels it."""
+        if not orders:
+            return
+        self.payables.update(self.store.get_payables(self.connection.connection_id, {o.bill_id for o in orders}))
+        for order in orders:
+            if self.time_left() < _TIME_IN_HAND_SECONDS:
+                self.run.not_reached.append(order.payment_order_number)
+                continue
+            current = _current(self.services, order)
+            try:
+                self._reverse(current)
+            except (ProviderError, TokenRefreshUnavailable) as error:
+                current = _current(self.services, current)
+                if isinstance(error, ProviderError) and not _retryable(error):
+                    words = f"{error.status}: {error.message[:300]}"
+                    self._conclude(current, _reversal_held("provider_refused_reversal", current, words))
+                elif max(current.reversal_attempts, current.fee_reversal_attempts) >= MAX_ATTEMPTS:
+                    self._conclude(current, _reversal_held("provider_unavailable", current, str(error)))
+                else:
+                    self.run.orders[current.payment_order_number] = current
+                    self.run.retry_later[current.payment_order_number] = f"the reversal got no answer: {error}"
+                    if isinstance(error, ProviderError) and error.retry_after:
+                        self.run.wait_s[current.payment_order_number] = error.retry_after
+
+    def _reverse(self, order: PaymentOrder) -> None:
+        # What may have reached the provider without its id recorded is looked up first.
+        if order.bill_id in self.payables:
+            if order.provider_payment_id is None and order.attempts > 0:
+                self._record_found(_PAYMENTS, [order])
+            if order.fee_amount and order.provider_fee_id is None and order.fee_attempts > 0:
+                self._record_found(_FEES, [_current(self.services, order)])
+        order = _current(self.services, order)
+        if order.provider_payment_id is None and order.provider_fee_id is None:
+            cancelled = Outcome(
+                PaymentOrderStatus.REJECTED,
+                "reversed_before_posting",
+                f"The payment was reversed before it was posted ({order.reversal_reason}): nothing was posted.",
+            )
+            self._conclude(order, cancelled)
+            return
+        undone = self._undo(_PAYMENT_UNDO, order)
+        if undone is None:
+            return
+        if undone.provider_payment_id is not None:
+            self._reopen(undone)
+        undone = self._undo(_FEE_UNDO, undone)
+        if undone is None:
+            return
+        self._conclude(
+            undone,
+            Outcome(
+                PaymentOrderStatus.REVERSED,
+                "payment_reversed",
+                f"Undone in the accounting software: the payment was reversed ({undone.reversal_reason}).",
+            ),
+        )
+
+    def _undo(self, kind: "_Undo", order: PaymentOrder) -> PaymentOrder | None:
+        """Undo one transaction exactly once: an earlier attempt is looked up first, the attempt counted
+        before the call, a lost answer looked up at once. None: the order was concluded (refused)."""
+        provider_id = getattr(order, kind.id_field)
+        if provider_id is None or getattr(order, kind.done_field):
+            return order
+        done = getattr(self.connector, kind.check)
+        if getattr(order, kind.attempts_field) > 0 and done(self.api, provider_id):
+            return self._undone(kind, order)
+        order = self.store.save_payment_order(
+            order.model_copy(
+                update={
+                    kind.attempts_field: getattr(order, kind.attempts_field) + 1,
+                    "updated_at": self.services.clock(),
+                }
+            )
+        )
+        try:
+            getattr(self.connector, kind.undo)(self.api, provider_id)
+        except PaymentRejected as refusal:
+            if kind is _FEE_UNDO and order.payment_reversed:
+                words = f"The payment was undone; the fee's transaction was refused: {refusal}"
+                self._conclude(order, _reversal_held("fee_reversal_refused", order, words))
+            else:
+                self._conclude(order, _reversal_held("provider_refused_reversal", order, str(refusal)))
+            return None
+        except ProviderUnavailable:
+            if not done(self.api, provider_id):
+                raise
+            logger.info("The lost undo had been made", extra={"order": order.payment_order_number})
+        return self._undone(kind, order)
+
+    def _undone(self, kind: "_Undo", order: PaymentOrder) -> PaymentOrder:
+        saved = self.store.save_payment_order(
+            _current(self.services, order).model_copy(
+                update={kind.done_field: True, "updated_at": self.services.clock()}
+            )
+        )
+        self.run.orders[saved.payment_order_number] = saved
+        return saved
+
+    def _reopen(self, order: PaymentOrder) -> None:
+        """The payable as the provider's bill now stands (open or part-paid again, its amount due back),
+        so that the next sync agrees."""
+        stored = self.store.get_payable(self.connection.connection_id, order.bill_id)
+        page = self.connector.bills_by_id(self.api, [order.bill_id])
+        bill = next((b for b in page.bills if b.bill_id == order.bill_id), None)
+        if stored is None or bill is None or not bill.is_open:
+            return  # gone or closed at the provider since: the next sync says why
+        status = PayableStatus.PART_PAID if bill.amount_due < bill.total_amount else PayableStatus.OPEN
+        reopened = stored.model_copy(
+            update={
+                "amount_due": bill.amount_due,
+                "total_amount": bill.total_amount,
+                "status": status,
+                "closed_reason": None,
+                "provider_updated_at": bill.updated_at,
+            }
+        )
+        self.store.put_payables([reopened], pinned=set())
+        self.payables[order.bill_id] = reopened
+
     # ------------------------------------------------------------------------------------ what is posted
 
     def _payment(self, order: PaymentOrder) -> PaymentToPost:
@@ -540,7 +796,7 @@ class _Group:
     def _retry_or_fail(
         self, order: PaymentOrder, reason: str, *, wait_s: float | None = None, error: Exception | None = None
     ) -> None:
-        attempts = max(order.attempts, order.fee_attempts)
+        attempts = max(order.attempts, order.fee_attempts, order.check_attempts)
         # Waiting for the call budget (a day's limit spent, say) is not the provider failing: never final.
         if attempts >= MAX_ATTEMPTS and not isinstance(error, CallBudgetSpent):
             self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_unavailable", reason))
@@ -559,9 +815,17 @@ class _Group:
         self.run.orders[order.payment_order_number] = _conclude(self.services, order, outcome, self.bus_name)
 
 
+def _reversal_held(reason_code: str, order: PaymentOrder, words: str) -> Outcome:
+    """A reversal the provider would not make (its words), or could not be reached for: the user acts
+    (unreconciles, reopens the period) and reverses again; what was undone stays recorded."""
+    undone = [what for what, done in (("payment", order.payment_reversed), ("fee", order.fee_reversed)) if done]
+    state = f" Already undone: {' and '.join(undone)}." if undone else " Nothing was undone."
+    return Outcome(PaymentOrderStatus.REVERSAL_NEEDS_ATTENTION, reason_code, f"{words}{state}")
+
+
 def _retryable(error: ProviderError) -> bool:
     """A fault worth trying again (no answer, throttled, the provider's own trouble), not a refusal."""
-    return isinstance(error, ProviderUnavailable) or error.status == 429 or error.status >= 500
+    return classify(error) is Verdict.RETRY_LATER
 
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
@@ -573,6 +837,15 @@ def _check(order: PaymentOrder, connection: Connection, payable: Payable | None)
     """The checks made before anything is written at the provider, each with a reason a user can read."""
     rejected = PaymentOrderStatus.REJECTED
     held = PaymentOrderStatus.NEEDS_ATTENTION
+    status = order.payment_status.lower()
+    if settlement(status) == "pending":
+        return Outcome(
+            PaymentOrderStatus.WAITING_FOR_SETTLEMENT,
+            "payment_not_settled",
+            f"The payment is {status}: it is posted when the platform reports it settled.",
+        )
+    if settlement(status) == "unpaid":
+        return Outcome(rejected, f"payment_{status}", f"The payment {status}: nothing is posted for it.")
     if payable is None:
         return Outcome(rejected, "unknown_bill", f"Bill {order.bill_id} is not one of this connection's unpaid bills.")
     if payable.status is PayableStatus.CLOSED:

@@ -1,6 +1,6 @@
 """Where QuickBooks bills and vendors become ProviderBill and ProviderVendor.
 
-A QuickBooks bill has no status field (PROVIDERS.md 1.2): it is open while `Balance > 0`; paid,
+A QuickBooks bill has no status field (docs/providers.md#quickbooks-bills): it is open while `Balance > 0`; paid,
 voided and credited bills all have `Balance == 0` and only the rest of the bill tells them apart; a
 deleted bill exists only as a CDC tombstone or a 610 "Object Not Found" on read.
 """

@@ -1,6 +1,6 @@
 """QuickBooks Online (Intuit Accounting API v3): OAuth, the company (realm), accounts, and the sync reads.
 
-Facts: /work/shared/PROVIDERS.md section 1 (endpoints, scopes, realmId, query language, CDC, limits).
+Facts: docs/providers.md#quickbooks-online (endpoints, scopes, realmId, query language, CDC, limits).
 
 What a sync costs at QuickBooks (queries at MAXRESULTS 1000, the largest QuickBooks accepts):
 - open bills: ceil(n / 1000) Bill queries (one more, empty, when n is a multiple of 1000: a query
@@ -10,7 +10,7 @@ What a sync costs at QuickBooks (queries at MAXRESULTS 1000, the largest QuickBo
 """
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -25,20 +25,17 @@ from payedge_connect.providers.base import (
     BillCheck,
     ChangesPage,
     DocumentRef,
-    FeeToPost,
     IncrementalWindowExpired,
     LedgerAccount,
     OAuthSpec,
-    PaymentToPost,
-    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.budget import CallerBudget
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError, ProviderUnavailable
+from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.quickbooks import bills, payments, wire
 
 AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -62,12 +59,10 @@ _FILE_TIMEOUT_SECONDS = (5, 60)
 _OBJECT_NOT_FOUND = re.compile(r'Object Not Found|"code"\s*:\s*"610"')
 
 
-class QuickBooksConnector:
+class QuickBooksConnector(Connector):
     provider = Provider.QUICKBOOKS
+    payments = payments  # write-back: BillPayments and fee Purchases, built and found in payments.py
     payment_batch_size = payments.BATCH_MAX_ITEMS
-
-    def __init__(self, *, base_url: str | None = None) -> None:
-        self._base_url = base_url
 
     @property
     def oauth(self) -> OAuthSpec:
@@ -82,22 +77,9 @@ class QuickBooksConnector:
             token_request_headers=HARD_EXPIRY_HEADER,
         )
 
-    def api(
-        self,
-        tenant_id: str,
-        *,
-        access_token: Callable[[], str],
-        refresh_access_token: Callable[[], str] | None = None,
-        calls: CallCounter | None = None,
-        budget: CallerBudget | None = None,
-    ) -> ProviderApi:
-        return ProviderApi(
-            f"{rebase(API_URL, self._base_url)}/v3/company/{tenant_id}",
-            access_token=access_token,
-            refresh_access_token=refresh_access_token,
-            calls=calls,
-            budget=budget,
-        )
+    def organisation_endpoint(self, tenant_id: str) -> tuple[str, Mapping[str, str]]:
+        # The company (realm) is in every path; no header names it.
+        return f"{rebase(API_URL, self._base_url)}/v3/company/{tenant_id}", {}
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
         # One grant is one company: the redirect names it (realmId); its name comes from CompanyInfo.
@@ -246,32 +228,20 @@ class QuickBooksConnector:
             raise ProviderError(response.status_code, f"the document link of bill {bill_id} answered an error")
         return response.content
 
-    # ------------------------------------------------------------------------------------ write-back
-    # Built and read back in payments.py: a BillPayment per payment, a Purchase per fee, one call each.
+    # ------------------------------------------------------------------------------------ reversal
+    # Undone and read back in payments.py.
 
-    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_payments(api, batch, idempotency_key)
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        payments.void_payment(api, provider_payment_id)
 
-    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
-        return payments.find_payments(api, batch)
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return payments.payment_voided(api, provider_payment_id)
 
-    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_fees(api, fees, idempotency_key)
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        payments.delete_fee(api, provider_fee_id)
 
-    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
-        return payments.find_fees(api, fees)
-
-    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
-        return payments.find_payment(api, payment)
-
-    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
-        return payments.post_payment(api, payment)
-
-    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
-        return payments.find_fee(api, fee)
-
-    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
-        return payments.post_fee(api, fee)
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return payments.fee_deleted(api, provider_fee_id)
 
 
 # ---------------------------------------------------------------------------------------------- reading

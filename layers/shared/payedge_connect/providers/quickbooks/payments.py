@@ -1,6 +1,6 @@
 """Where QuickBooks payments are built and read back: a bill's payment (BillPayment) and its fee (Purchase).
 
-Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity references.
+Facts: docs/providers.md#quickbooks-payments, #quickbooks-fees and #quickbooks-errors.
 - A payment is `POST billpayment?requestid=<key>`: a Check bill payment from the mapped bank account
   with one line linking the bill. Intuit answers a repeated requestid with the first answer (I-REQID),
   so a dropped or failed call is resent with the same key; when our record says an earlier attempt may
@@ -11,7 +11,7 @@ Facts: PROVIDERS.md 1.5 and 1.7, and Intuit's BillPayment and Purchase entity re
 
 Payment runs go through `POST /batch`: up to 30 BillPayment (or Purchase) creates in one request under
 one requestid, each answered by its `bId` with the created entity or its own Fault (I-BATCH; Intuit's
-limits page recommends at most 30 items, PROVIDERS.md §7). A look-up of many is one query
+limits page recommends at most 30 items, docs/providers.md#quickbooks-batch). A look-up of many is one query
 `select * from BillPayment where DocNumber in (...)`.
 
 Calls: post_payment 1, post_fee 1, find_payment 1, find_fee 1 (resends after a dropped answer aside);
@@ -42,7 +42,7 @@ REQUEST_ID_MAX = 50
 _ALLOW_DUPLICATE_DOC_NUMBER = "allowduplicatedocnum"
 _VALIDATION_FAULT = "ValidationFault"
 # "Recommended maximum of 30" items per batch; 31 failed for a user (QuickBooks-V3-DotNET-SDK #358, the
-# SDK raised its cap to 30 in #363; PROVIDERS.md §7). bId holds at most 10 characters (I-REQID).
+# SDK raised its cap to 30 in #363; docs/providers.md#quickbooks-batch). bId holds at most 10 characters (I-REQID).
 BATCH_MAX_ITEMS = 30
 # A query answers at most 1,000 objects (MAXRESULTS).
 _LOOKUP_CHUNK = 1000
@@ -335,3 +335,83 @@ def _with_doc_numbers(api: ProviderApi, entity: str, numbers: list[str]) -> list
         text = f"select * from {entity} where DocNumber in ({wire.quoted(chunk)}) maxresults {_LOOKUP_CHUNK}"  # noqa: S608
         found += wire.query_items(wire.query(api, text, f"POST query {entity} by DocNumber"), entity)
     return found
+
+
+# ---------------------------------------------------------------------------------------------- reversal
+# A payment the platform reversed is undone: the BillPayment voided (the bill's balance comes back), the
+# fee's Purchase deleted. Each is read first (its SyncToken), and an undo already done is not made again.
+# Neither call is resent by the HTTP layer: after a lost answer the write-back looks the state up instead.
+
+
+def void_payment(api: ProviderApi, payment_id: str) -> None:
+    """Void the BillPayment: `POST billpayment?operation=update&include=void` with its `Id`, `SyncToken`
+    and `sparse: true` (Intuit's BillPayment API reference, "Void a billpayment": "all amounts and
+    quantities are zeroed, all lines are cleared, and the string, Voided, is injected into
+    BillPayment.PrivateNote"). `operation=void` is how an Invoice is voided; for a BillPayment (and a
+    Purchase) Intuit answers "Operation void is not supported." (a public project's check against
+    Intuit's sandbox, 2026-08). Raises PaymentRejected when QuickBooks refuses (a closed period, say)."""
+    current = _current(api, "billpayment", "BillPayment", payment_id)
+    if current is None or _voided(current):
+        return
+    body = {"Id": payment_id, "SyncToken": current.get("SyncToken"), "sparse": True}
+    _undo(api, "billpayment", "BillPayment", body, {"operation": "update", "include": "void"})
+
+
+def payment_voided(api: ProviderApi, payment_id: str) -> bool:
+    """Whether the BillPayment is voided (or no longer there): one read."""
+    current = _current(api, "billpayment", "BillPayment", payment_id)
+    return current is None or _voided(current)
+
+
+def delete_fee(api: ProviderApi, fee_id: str) -> None:
+    """Delete the fee's Purchase: `POST purchase?operation=delete` with its `Id` and `SyncToken`
+    (Intuit's Purchase API reference, "Delete a purchase"; a Purchase has no void operation)."""
+    current = _current(api, "purchase", "Purchase", fee_id)
+    if current is None:
+        return
+    _undo(api, "purchase", "Purchase", {"Id": fee_id, "SyncToken": current.get("SyncToken")}, {"operation": "delete"})
+
+
+def fee_deleted(api: ProviderApi, fee_id: str) -> bool:
+    return _current(api, "purchase", "Purchase", fee_id) is None
+
+
+def _voided(entity: dict[str, Any]) -> bool:
+    # Ours always have an amount: zero and the "Voided" note is what a void leaves.
+    return Decimal(str(entity.get("TotalAmt", "0"))) == 0 and str(entity.get("PrivateNote", "")).startswith("Voided")
+
+
+def _current(api: ProviderApi, path: str, entity: str, entity_id: str) -> dict[str, Any] | None:
+    """The entity as QuickBooks has it now; None when it is gone (Fault 610 Object Not Found)."""
+    if not entity_id.isdigit():
+        raise ValueError(f"a QuickBooks Id is digits, not {entity_id!r}")
+    try:
+        response = api.get(f"{path}/{entity_id}", route=f"GET {path}/{{id}}")
+    except ProviderError as error:
+        if error.status == 400 and _json_field(error.message, "code") == "610":
+            return None
+        raise
+    found = wire.read_json(response).get(entity)
+    if not isinstance(found, dict):
+        raise ProviderUnavailable(response.status_code, f"QuickBooks answered without the {entity}")
+    return found
+
+
+def _undo(api: ProviderApi, path: str, entity: str, body: dict[str, Any], params: dict[str, str]) -> None:
+    try:
+        response = api.request("POST", path, idempotent=False, route=f"POST {path} {params['operation']}",
+                               params=params, json=body)  # fmt: skip
+    except ProviderError as error:
+        refusal = _refusal(error)
+        if refusal is not None:
+            raise PaymentRejected(refusal) from None
+        raise
+    answer = wire.read_json(response)
+    fault = answer.get("Fault")
+    if isinstance(fault, dict):
+        # A 200 can carry a Fault (I-ERR).
+        if fault.get("type") == _VALIDATION_FAULT:
+            raise PaymentRejected(wire.fault_text(fault))
+        raise ProviderUnavailable(response.status_code, wire.fault_text(fault))
+    if not isinstance(answer.get(entity), dict):
+        raise ProviderUnavailable(response.status_code, f"QuickBooks answered the {entity} change without it")

@@ -1,7 +1,7 @@
 """QuickBooks Online JSON as the sync reads it: only the fields we use, named as on the wire.
 
-JSON field names are the XSD element names (specs/quickbooks/Finance.xsd, IntuitNamesTypes.xsd;
-PROVIDERS.md section 1.2-1.4). Everything else Intuit sends (tax ids, bank details, phones, notes,
+JSON field names are the XSD element names (Finance.xsd, IntuitNamesTypes.xsd, docs/providers.md#specs;
+docs/providers.md#quickbooks-bills to -attachments). Everything else Intuit sends (tax ids, bank details, phones, notes,
 lines...) is ignored here, so it never reaches a record we keep.
 """
 
@@ -176,7 +176,7 @@ def problem(error: ValidationError) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- write-back
-# What write-back reads back of the transactions it posts (PROVIDERS.md section 1.5).
+# What write-back reads back of the transactions it posts (docs/providers.md#quickbooks-payments).
 
 
 class BillPaymentLine(Wire):

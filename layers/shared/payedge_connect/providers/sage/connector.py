@@ -1,10 +1,10 @@
 """Sage Business Cloud Accounting (API v3.1): OAuth, businesses, bank and expense ledger accounts, and
 the sync reads (open bills, vendors, changes, documents) delegated to paging, bills and documents.
 
-Facts: PROVIDERS.md section 3 in the shared notes (endpoints, full_access scope, X-Business, paging).
+Facts: docs/providers.md#sage-accounting (endpoints, full_access scope, X-Business, paging).
 """
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,19 +16,16 @@ from payedge_connect.providers.base import (
     BillCheck,
     ChangesPage,
     DocumentRef,
-    FeeToPost,
     LedgerAccount,
     OAuthSpec,
-    PaymentToPost,
-    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.budget import CallerBudget
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError
+from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.http import ProviderApi, ProviderError
 from payedge_connect.providers.sage import bills, documents, paging, payments, wire
 from payedge_connect.providers.sage.paging import MAX_PAGE_SIZE, Listing
 
@@ -60,12 +57,10 @@ def pages(api: ProviderApi, path: str, params: Mapping[str, Any], route: str) ->
         response = api.get(next_path.lstrip("/"), route=route).json()
 
 
-class SageConnector:
+class SageConnector(Connector):
     provider = Provider.SAGE
+    payments = payments  # write-back: contact payments and fee other payments, built and found in payments.py
     payment_batch_size = payments.BATCH_MAX_ELEMENTS
-
-    def __init__(self, *, base_url: str | None = None) -> None:
-        self._base_url = base_url
 
     @property
     def oauth(self) -> OAuthSpec:
@@ -80,24 +75,9 @@ class SageConnector:
             extra_authorize_params={"filter": "apiv3.1"},
         )
 
-    def api(
-        self,
-        tenant_id: str,
-        *,
-        access_token: Callable[[], str],
-        refresh_access_token: Callable[[], str] | None = None,
-        calls: CallCounter | None = None,
-        budget: CallerBudget | None = None,
-    ) -> ProviderApi:
+    def organisation_endpoint(self, tenant_id: str) -> tuple[str, Mapping[str, str]]:
         # Without X-Business Sage silently uses the user's lead business: always name it.
-        return ProviderApi(
-            rebase(API_URL, self._base_url),
-            access_token=access_token,
-            refresh_access_token=refresh_access_token,
-            headers={"X-Business": tenant_id},
-            calls=calls,
-            budget=budget,
-        )
+        return rebase(API_URL, self._base_url), {"X-Business": tenant_id}
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
         # A Sage grant belongs to a user and reaches every business the user has.
@@ -256,31 +236,20 @@ class SageConnector:
         # An attachment's key is enough to fetch it: the bill id is not part of Sage's path.
         return documents.download(api, document)
 
-    # ------------------------------------------------------------------ write-back
+    # ------------------------------------------------------------------------------------ reversal
+    # Undone and read back in payments.py.
 
-    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_payments(api, batch, idempotency_key)
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        payments.delete_payment(api, provider_payment_id)
 
-    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
-        return payments.find_payments(api, batch)
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return payments.payment_deleted(api, provider_payment_id)
 
-    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_fees(api, fees, idempotency_key)
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        payments.delete_fee(api, provider_fee_id)
 
-    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
-        return payments.find_fees(api, fees)
-
-    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
-        return payments.find_payment(api, payment)
-
-    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
-        return payments.post_payment(api, payment)
-
-    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
-        return payments.find_fee(api, fee)
-
-    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
-        return payments.post_fee(api, fee)
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return payments.fee_deleted(api, provider_fee_id)
 
 
 def _vendor_params() -> dict[str, str]:

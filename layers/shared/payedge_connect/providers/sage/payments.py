@@ -2,7 +2,7 @@
 payment (VENDOR_PAYMENT) allocated to its purchase invoice, and its fee one other payment
 (OTHER_PAYMENT) from the same bank account to the fee expense account, each exactly once.
 
-Facts: PROVIDERS.md 3.5 and 3.7, and the Swagger (postContactPayments, postOtherPayments, ContactPayment).
+Facts: docs/providers.md#sage-payments, #sage-fees, #sage-errors (Swagger: postContactPayments, postOtherPayments).
 - Every post carries Sage's `idempotency_id` inside the resource (S-IDEM): Sage answers a repeated id
   with the first answer for 7 days, so a dropped or failed call is resent with the same id. When our
   record says an earlier attempt may have reached Sage, the write-back service asks `find_payment` /
@@ -45,12 +45,12 @@ from payedge_connect.providers.sage.paging import Listing
 # ContactPayment.reference and OtherPayment.reference have maxLength 25 in the Swagger (S-SW; its note
 # allows 40 "conditionally", so 25 is what always fits).
 REFERENCE_MAX = 25
-# Sage has no batch path (none of the Swagger's 169 paths takes many payments, PROVIDERS.md 3.6): a
+# Sage has no batch path (none of the Swagger's 169 paths takes many payments, docs/providers.md#sage-batch): a
 # payment run posts one contact payment per payment order, each under its own idempotency_id.
 BATCH_MAX_ELEMENTS = 1
 VENDOR_PAYMENT = "VENDOR_PAYMENT"
 # The transaction type of a bank payment out that pays no invoice. No primary listing names it
-# (PROVIDERS.md 6.18); it is the id Sage's /transaction_types lists as "Other Payment", and the one
+# (docs/providers.md#sage-fees); it is the id Sage's /transaction_types lists as "Other Payment", and the one
 # public Sage clients post.
 OTHER_PAYMENT = "OTHER_PAYMENT"
 # Sage keeps exchange rates to 6 decimal places (its inverse rates read like 0.833333).
@@ -321,3 +321,55 @@ def _posted(post: Callable[[], str]) -> Posted:
 
 def _spanning(days: list[date]) -> dict[str, str]:
     return {"from_date": (min(days) - _LOOKUP_MARGIN).isoformat(), "to_date": (max(days) + _LOOKUP_MARGIN).isoformat()}
+
+
+# ---------------------------------------------------------------------------------------------- reversal
+# A payment the platform reversed is undone: the contact payment deleted (the invoice owes the amount
+# again), the fee's other payment deleted. Neither call is resent by the HTTP layer: after a lost answer
+# the write-back reads the record instead (a deleted one is not found).
+
+
+def delete_payment(api: ProviderApi, payment_id: str) -> None:
+    """`DELETE /contact_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation
+    deleteContactPaymentsKey); a 422 is Sage refusing, in its words."""
+    _delete(api, "contact_payments", payment_id)
+
+
+def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+    return _gone(api, "contact_payments", payment_id)
+
+
+def delete_fee(api: ProviderApi, fee_id: str) -> None:
+    """`DELETE /other_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation deleteOtherPaymentsKey)."""
+    _delete(api, "other_payments", fee_id)
+
+
+def fee_deleted(api: ProviderApi, fee_id: str) -> bool:
+    return _gone(api, "other_payments", fee_id)
+
+
+def _key(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise ValueError(f"a Sage key is 32 hex characters, not {value!r}")
+    return value
+
+
+def _delete(api: ProviderApi, collection: str, key: str) -> None:
+    try:
+        api.request("DELETE", f"{collection}/{_key(key)}", idempotent=False, route=f"DELETE /{collection}/{{key}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return  # already deleted: what we wanted
+        if error.status == 422:
+            raise PaymentRejected(_refusal(error.message)) from None
+        raise
+
+
+def _gone(api: ProviderApi, collection: str, key: str) -> bool:
+    try:
+        api.get(f"{collection}/{_key(key)}", route=f"GET /{collection}/{{key}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return True
+        raise
+    return False

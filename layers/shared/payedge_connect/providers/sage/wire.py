@@ -1,6 +1,6 @@
 """Sage Accounting v3.1 JSON as this service reads it: only the fields used, everything else ignored.
 
-Field names follow the Swagger definitions (PROVIDERS.md §4, S-SW). Every field is optional here;
+Field names follow the Swagger definitions (docs/providers.md#specs, S-SW). Every field is optional here;
 bills.py decides what a record cannot do without and says so in words a user can read. Amounts are
 Decimals: pages are parsed with `parse_float=Decimal`, and Sage sometimes sends amounts as strings
 ("110.0" in its attributes guide), which pydantic turns into Decimals without a float in between.

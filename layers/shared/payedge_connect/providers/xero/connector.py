@@ -1,12 +1,12 @@
 """Xero (Accounting API 2.0): OAuth, organisations, accounts, and reading bills and vendors.
 
-Facts: /work/shared/PROVIDERS.md section 2 (endpoints, scopes, tenants, limits). Mapping of bills
+Facts: docs/providers.md#xero (endpoints, scopes, tenants, limits). Mapping of bills
 and vendors: bills.py; Xero's JSON: wire.py.
 """
 
 import base64
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,19 +20,16 @@ from payedge_connect.providers.base import (
     BillCheck,
     ChangesPage,
     DocumentRef,
-    FeeToPost,
     LedgerAccount,
     OAuthSpec,
-    PaymentToPost,
-    Posted,
     ProviderBill,
     ProviderVendor,
     SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.budget import CallerBudget
-from payedge_connect.providers.http import CallCounter, ProviderApi, ProviderError
+from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.http import ProviderApi, ProviderError
 from payedge_connect.providers.xero import payments, wire
 from payedge_connect.providers.xero.bills import (
     FIRST_ATTACHMENT,
@@ -67,7 +64,7 @@ BROAD_SCOPES = (
 # Account types a payment fee can be booked to.
 _EXPENSE_TYPES = {"EXPENSE", "OVERHEADS", "DIRECTCOSTS"}
 
-# Xero clamps pageSize to 1000 (PROVIDERS.md 2.2, a third-party figure: see its section 6).
+# Xero clamps pageSize to 1000 (docs/providers.md#xero-bills: a third-party figure).
 MAX_PAGE_SIZE = 1000
 # The IDs filter breaks past about 52 GUIDs (URL length; XeroAPI/Xero-OpenAPI#534).
 IDS_PER_REQUEST = 50
@@ -90,12 +87,13 @@ def authentication_event_id(access_token: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class XeroConnector:
+class XeroConnector(Connector):
     provider = Provider.XERO
+    payments = payments  # write-back: payments and fee bank transactions, built and found in payments.py
     payment_batch_size = payments.BATCH_MAX_ELEMENTS
 
     def __init__(self, *, base_url: str | None = None, scope_set: str = "granular") -> None:
-        self._base_url = base_url
+        super().__init__(base_url=base_url)
         self._scopes = GRANULAR_SCOPES if scope_set == "granular" else BROAD_SCOPES
 
     @property
@@ -110,23 +108,8 @@ class XeroConnector:
             revocation_body="form",
         )
 
-    def api(
-        self,
-        tenant_id: str,
-        *,
-        access_token: Callable[[], str],
-        refresh_access_token: Callable[[], str] | None = None,
-        calls: CallCounter | None = None,
-        budget: CallerBudget | None = None,
-    ) -> ProviderApi:
-        return ProviderApi(
-            rebase(API_URL, self._base_url),
-            access_token=access_token,
-            refresh_access_token=refresh_access_token,
-            headers={"xero-tenant-id": tenant_id},
-            calls=calls,
-            budget=budget,
-        )
+    def organisation_endpoint(self, tenant_id: str) -> tuple[str, Mapping[str, str]]:
+        return rebase(API_URL, self._base_url), {"xero-tenant-id": tenant_id}
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
         # Only the organisations connected in THIS authorisation: a user's earlier grants to our
@@ -265,32 +248,20 @@ class XeroConnector:
         )
         return response.content
 
-    # ------------------------------------------------------------------------------------ write-back
-    # Built and read back in payments.py.
+    # ------------------------------------------------------------------------------------ reversal
+    # Undone and read back in payments.py.
 
-    def post_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_payments(api, batch, idempotency_key)
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        payments.delete_payment(api, provider_payment_id)
 
-    def find_payments(self, api: ProviderApi, batch: Sequence[PaymentToPost]) -> dict[str, str]:
-        return payments.find_payments(api, batch)
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return payments.payment_deleted(api, provider_payment_id)
 
-    def post_fees(self, api: ProviderApi, fees: Sequence[FeeToPost], idempotency_key: str) -> list[Posted]:
-        return payments.post_fees(api, fees, idempotency_key)
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        payments.delete_fee(api, provider_fee_id)
 
-    def find_fees(self, api: ProviderApi, fees: Sequence[FeeToPost]) -> dict[str, str]:
-        return payments.find_fees(api, fees)
-
-    def find_payment(self, api: ProviderApi, payment: PaymentToPost) -> str | None:
-        return payments.find_payment(api, payment)
-
-    def post_payment(self, api: ProviderApi, payment: PaymentToPost) -> str:
-        return payments.post_payment(api, payment)
-
-    def find_fee(self, api: ProviderApi, fee: FeeToPost) -> str | None:
-        return payments.find_fee(api, fee)
-
-    def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
-        return payments.post_fee(api, fee)
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return payments.fee_deleted(api, provider_fee_id)
 
 
 # ---------------------------------------------------------------------------------------------- paging

@@ -39,7 +39,7 @@ from payedge_connect.providers.xero import wire
 # Xero's OpenAPI (16.1.0) gives Payment.Reference and BankTransaction.Reference no maxLength; 255 is
 # its limit on the neighbouring reference fields (BatchPayment.Reference, Invoice.InvoiceNumber).
 REFERENCE_MAX_LENGTH = 255
-# The Idempotency-Key header takes at most 128 characters (PROVIDERS.md 2.5).
+# The Idempotency-Key header takes at most 128 characters (docs/providers.md#xero-payments).
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
 # Ten places keep the bank amount Xero derives (Amount / CurrencyRate) exact to the cent; Xero has
 # been seen answering rates with 7 places (singer-io/tap-xero#87), so 6 would be too few.
@@ -50,7 +50,7 @@ _SEPARATOR = " - "
 _MESSAGE = re.compile(r'"Message"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 # PUT /Payments and PUT /BankTransactions take arrays; about 50 elements a request is what Xero
-# recommends (PROVIDERS.md 2.6 and §7; paulschwarz/kohana-xero README).
+# recommends (docs/providers.md#xero-batch; paulschwarz/kohana-xero README).
 BATCH_MAX_ELEMENTS = 50
 # Look-ups of many name them in one `where` of ORs; 25 keep the URL well under what Xero accepts.
 _LOOKUP_CHUNK = 25
@@ -337,3 +337,63 @@ def _outcomes[T: wire.WrittenElement](records: list[T], sent: int, ident: Callab
         else:
             outcomes.append(Posted(provider_id=ident(record)))
     return outcomes
+
+
+# ----------------------------------------------------------------------------------------- reversal
+# A payment the platform reversed is undone: the Payment deleted (the bill owes the amount again, PAID
+# becomes AUTHORISED), the fee's spend-money BankTransaction deleted. Neither call is resent by the HTTP
+# layer: after a lost answer the write-back reads the record's Status instead.
+
+
+def delete_payment(api: ProviderApi, payment_id: str) -> None:
+    """`POST /Payments/{PaymentID}` with `{"Payments": [{"Status": "DELETED"}]}`: Xero's OpenAPI operation
+    `deletePayment` (schema PaymentDelete: Status, default DELETED); only Status is accepted for updates
+    (calcinai/xero-php#250, XeroAPI/xero-node#115). A reconciled payment cannot be deleted, nor one made
+    through a batch payment (PROVIDERS.md §7): PaymentRejected with Xero's words."""
+    _delete(api, "Payments", payment_id)
+
+
+def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+    """Whether the payment is DELETED (or gone): one `GET /Payments/{PaymentID}`."""
+    return _deleted(api, "Payments", payment_id)
+
+
+def delete_fee(api: ProviderApi, transaction_id: str) -> None:
+    """`POST /BankTransactions/{BankTransactionID}` with `{"BankTransactions": [{"Status": "DELETED"}]}`:
+    Xero's `updateBankTransaction`; a bank transaction is removed by its Status (PROVIDERS.md §7), and
+    a reconciled one is refused as a reconciled payment is."""
+    _delete(api, "BankTransactions", transaction_id)
+
+
+def fee_deleted(api: ProviderApi, transaction_id: str) -> bool:
+    return _deleted(api, "BankTransactions", transaction_id)
+
+
+def _delete(api: ProviderApi, collection: str, record_id: str) -> None:
+    try:
+        response = api.request(
+            "POST",
+            f"{collection}/{uuid.UUID(record_id)}",
+            idempotent=False,
+            route=f"POST /{collection}/{{id}}",
+            json={collection: [{"Status": "DELETED"}]},
+        )
+    except ProviderError as error:
+        if error.status == 400 and '"ValidationException"' in error.message:
+            raise PaymentRejected(_messages(error.message)) from None
+        raise
+    answer = _read(response, write=True)
+    records = answer.payments if collection == "Payments" else answer.bank_transactions
+    _accepted(list(records), "deletion")
+
+
+def _deleted(api: ProviderApi, collection: str, record_id: str) -> bool:
+    try:
+        response = api.get(f"{collection}/{uuid.UUID(record_id)}", route=f"GET /{collection}/{{id}}")
+    except ProviderError as error:
+        if error.status == 404:
+            return True
+        raise
+    answer = _read(response, write=False)
+    records = answer.payments if collection == "Payments" else answer.bank_transactions
+    return bool(records) and all(record.status == "DELETED" for record in records)

@@ -1,6 +1,6 @@
 """Xero's JSON as the connector reads it: only the fields we use, everything else ignored.
 
-Shapes from the official OpenAPI (XeroAPI/Xero-OpenAPI 16.1.0, `specs/xero/xero_accounting.yaml`):
+Shapes from the official OpenAPI (XeroAPI/Xero-OpenAPI 16.1.0, `xero_accounting.yaml`, docs/providers.md#specs):
 Invoice, Contact, Address, Attachment and the list envelope with its `pagination` object.
 Field names are Xero's (PascalCase aliases); personal fields of a contact (FirstName, LastName,
 Phones, BankAccountDetails, TaxNumber, ContactPersons, AttentionTo) are deliberately not modelled,
@@ -197,6 +197,8 @@ class WrittenElement(XeroModel):
 
     status_attribute_string: str | None = Field(default=None, alias="StatusAttributeString")
     validation_errors: list[ValidationMessage] = Field(default_factory=list, alias="ValidationErrors")
+    # Xero's own state of the record: AUTHORISED, or DELETED once it was removed.
+    status: str | None = Field(default=None, alias="Status")
 
 
 class Payment(WrittenElement):

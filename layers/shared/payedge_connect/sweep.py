@@ -1,0 +1,81 @@
+"""The sweeper: on a schedule, finds work that has stopped moving and moves it on or ends it, so nothing
+stays stuck unseen - whatever crashed, timed out or lost its message on the way.
+
+- payment orders still `received` or `posting` long after their last step (a lost or dead-lettered
+  message, a worker killed mid-run): queued again (a `posting` one is looked up at the provider first);
+- sync slots held for a run that is no longer running (a worker that died before releasing it): freed;
+- connections left `authorizing` (the user never came back from the consent page): disconnected, with a
+  reason the web app shows.
+Leases need no sweeping: a holder that dies stops its heartbeat and its lease is free seconds later.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from payedge_connect.errors import ConflictError
+from payedge_connect.models import ConnectionStatus, PaymentOrderStatus, SyncOutcome
+from payedge_connect.observability import logger, metrics
+from payedge_connect.services import Services
+from payedge_connect.writeback.queue import queue_payments
+
+# A payment order normally moves within seconds; one unmoved this long lost its message.
+ORDER_UNMOVED_AFTER = timedelta(minutes=30)
+# Longer than an OAuth state lives (the consent page's link is dead by then).
+AUTHORIZATION_ABANDONED_AFTER = timedelta(hours=1)
+ABANDONED_REASON = "The connection was not completed at the accounting software; connect again."
+# Connections whose orders and sync slot are looked at: every one that can have work in flight.
+_WITH_WORK = (ConnectionStatus.CONNECTED, ConnectionStatus.REAUTHORIZATION_REQUIRED)
+
+
+@dataclass
+class SweepReport:
+    orders_requeued: int = 0
+    sync_slots_freed: int = 0
+    connections_expired: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "ordersRequeued": self.orders_requeued,
+            "syncSlotsFreed": self.sync_slots_freed,
+            "connectionsExpired": self.connections_expired,
+        }
+
+
+def sweep(services: Services, *, writeback_queue_url: str) -> SweepReport:
+    store, now = services.store, services.clock()
+    report = SweepReport()
+    for status in _WITH_WORK:
+        for connection in store.connections_in_status(status):
+            connection_id = connection.connection_id
+            unmoved = [
+                order.payment_order_number
+                for order_status in (
+                    PaymentOrderStatus.RECEIVED,
+                    PaymentOrderStatus.POSTING,
+                    PaymentOrderStatus.REVERSING,
+                )
+                for order in store.payment_orders_in_status(connection_id, order_status)
+                if now - order.updated_at >= ORDER_UNMOVED_AFTER
+            ]
+            if unmoved:
+                queue_payments(writeback_queue_url, connection_id, unmoved)
+                report.orders_requeued += len(unmoved)
+            active = store.active_sync_run_id(connection_id)
+            if active is not None:
+                run = store.get_sync_run(connection_id, active)
+                # A slot just claimed may have no run stored yet: only a finished run's slot is freed.
+                if run is not None and run.outcome is not SyncOutcome.RUNNING:
+                    store.release_sync_slot(connection_id, active)
+                    report.sync_slots_freed += 1
+    for connection in store.connections_in_status(ConnectionStatus.AUTHORIZING):
+        if now - connection.updated_at >= AUTHORIZATION_ABANDONED_AFTER:
+            expired = {"status": ConnectionStatus.DISCONNECTED, "attention": [ABANDONED_REASON], "updated_at": now}
+            try:
+                store.save_connection(connection.model_copy(update=expired))
+            except ConflictError:
+                continue  # the user came back meanwhile: the callback moved it on
+            report.connections_expired += 1
+    for name, value in report.as_dict().items():
+        metrics.add_metric(name=f"Sweep{name[0].upper()}{name[1:]}", unit="Count", value=value)
+    logger.info("Sweep finished", extra=report.as_dict())
+    return report
