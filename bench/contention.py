@@ -49,7 +49,7 @@ from bench.harness import (
     use_fake_aws,
     write_results,
 )
-from local.sandboxes.generator import generate_ledger
+from local.sandboxes.generator import exchange_rate, generate_ledger
 from local.stack import MotoServer
 from local.worlds import API_BASE_URL, SyncWorld, connect, consent, create_records_table
 from payedge_connect.models import Connection, Payable, PaymentOrderStatus, Provider, SyncTrigger
@@ -96,6 +96,7 @@ class Role:
     environment: dict[str, str]
     duration_s: float
     bill_ids: tuple[str, ...] = ()  # the bills this Lambda pays, opens the document of, or names in webhooks
+    base_currency: str = ""  # the organisation's: a payment of a bill in another currency names its rate
 
 
 def run(providers: Sequence[Provider], *, duration_s: float = DURATION_S) -> None:
@@ -180,8 +181,8 @@ def _with_aws(provider: Provider, duration_s: float) -> dict[str, Any]:
         roles = [
             Role("backfill", "backfill", first, environment, duration_s),
             Role("webhooks", "webhooks", other, environment, duration_s, tuple(unpaid)),
-            Role("payments-1", "payments", other, environment, duration_s, tuple(unpaid[0::4])),
-            Role("payments-2", "payments", other, environment, duration_s, tuple(unpaid[2::4])),
+            Role("payments-1", "payments", other, environment, duration_s, tuple(unpaid[0::4]), ledger.base_currency),
+            Role("payments-2", "payments", other, environment, duration_s, tuple(unpaid[2::4]), ledger.base_currency),
             Role("documents-1", "documents", other, environment, duration_s, tuple(documents[0::2])),
             Role("documents-2", "documents", other, environment, duration_s, tuple(documents[1::2])),
         ]
@@ -334,7 +335,7 @@ def _payments(services: Services, role: Role, connection: Connection, ends_at: f
         waited_before, requeued = budget.waited_seconds, 0.0
         order = submit_payment(
             services,
-            _details(payable, f"PO-{role.name}-{number:05d}"),
+            _details(payable, f"PO-{role.name}-{number:05d}", role.base_currency),
             business_id=connection.business_id,
             connection_id=connection.connection_id,
         )
@@ -351,6 +352,7 @@ def _payments(services: Services, role: Role, connection: Connection, ends_at: f
             {
                 "status": order.status.value,
                 "reason": order.reason_code,
+                "words": order.reason,
                 "waited_s": round(budget.waited_seconds - waited_before + requeued, 2),
             }
         )
@@ -385,7 +387,10 @@ def _open_payables(services: Services, connection: Connection) -> list[Payable]:
             return sorted(payables, key=lambda p: p.bill_id)
 
 
-def _details(payable: Payable, number: str) -> PaymentDetails:
+def _details(payable: Payable, number: str, base_currency: str) -> PaymentDetails:
+    """As the platform reports a payment: in the bill's currency, with the rate it paid at when that is
+    not the organisation's (QuickBooks refuses a foreign-currency payment without one)."""
+    foreign = payable.currency != base_currency
     return PaymentDetails.model_validate(
         {
             "payment_order_number": number,
@@ -398,7 +403,7 @@ def _details(payable: Payable, number: str) -> PaymentDetails:
             "payment_status": "completed",
             "payment_date": date(2026, 11, 24).isoformat(),
             "funding_source": f"{payable.currency.lower()}-operating",
-            "exchange_rate": None,
+            "exchange_rate": str(exchange_rate(payable.currency, base_currency)) if foreign else None,
         }
     )
 
@@ -442,6 +447,7 @@ def _row(
         "sandbox_429s": sum(1 for entry in entries if entry.status == 429),
         "payments_posted": sum(1 for p in payments if p["status"] == PaymentOrderStatus.POSTED.value),
         "payments": len(payments),
+        "not_posted_because": sorted({p["words"] for p in payments if p["status"] != "posted" and p["words"]})[:5],
         "payment_statuses": dict(
             sorted(Counter(f"{p['status']} {p['reason'] or ''}".strip() for p in payments).items())
         ),
