@@ -234,4 +234,6 @@ def test_the_dashboard_shows_syncs_payments_queue_age_and_dead_letters(template:
     shown = {metric for widget in widgets for line in widget["properties"]["metrics"] for metric in line}
     assert {"SyncFailed", "PaymentPosted", "PaymentFailed", "ApproximateAgeOfOldestMessage"} <= shown
     assert {"ApproximateNumberOfMessagesVisible", "HttpServerError"} <= shown
+    assert {"PaymentReversed", "PaymentReversalNeedsAttention", "Provider429s", "ThrottledWaits"} <= shown
+    assert {"quickbooks", "xero", "sage"} <= shown  # the budget's counts, each provider its own line
     assert {"SyncDlqName", "WritebackDlqName", "DispatchFailureName"} <= set(names)
