@@ -3,9 +3,9 @@
 `PAYEDGE_PROVIDER_SPECS` names a folder holding `quickbooks/`, `xero/` and `sage/`; unset, it is
 `../shared/specs` beside the repository's root folder (where CI lays them next to its clone).
 
-Missing specs fail the contract tests, with a message saying where to put them: a contract test that
-skips unnoticed proves nothing. `PAYEDGE_PROVIDER_SPECS=skip` skips them knowingly, and the skip
-says so in the test summary (a warning, shown without -rs).
+Missing specs skip the contract tests with a warning in the test summary saying where to put them (a
+contract test that skips unnoticed proves nothing); a folder named in `PAYEDGE_PROVIDER_SPECS` that
+lacks them fails them. `PAYEDGE_PROVIDER_SPECS=skip` skips them knowingly, also with a warning.
 """
 
 import os
