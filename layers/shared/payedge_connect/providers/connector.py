@@ -1,6 +1,6 @@
-"""What the three connectors share: where they point, how `api()` is built, and handing write-back to
-their payments module. Everything that differs by provider stays in its folder (connector.py: OAuth,
-organisations, reads; payments.py: payments and fees)."""
+"""What the three connectors share: where they point, how `api()` is built, and handing write-back and
+reversal to their payments module. Everything that differs by provider stays in its folder (connector.py:
+OAuth, organisations, reads; payments.py: payments and fees posted, found and undone)."""
 
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +12,8 @@ from payedge_connect.providers.http import CallCounter, ProviderApi
 
 
 class PaymentsModule(Protocol):
-    """A provider's payments.py: the write-back half of `AccountingConnector`, as module functions."""
+    """A provider's payments.py: the write-back and reversal half of `AccountingConnector`, as module
+    functions of the same names."""
 
     def post_payments(
         self, api: ProviderApi, payments: Sequence[PaymentToPost], idempotency_key: str, /
@@ -24,6 +25,10 @@ class PaymentsModule(Protocol):
     def post_payment(self, api: ProviderApi, payment: PaymentToPost, /) -> str: ...
     def find_fee(self, api: ProviderApi, fee: FeeToPost, /) -> str | None: ...
     def post_fee(self, api: ProviderApi, fee: FeeToPost, /) -> str: ...
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str, /) -> None: ...
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str, /) -> bool: ...
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str, /) -> None: ...
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str, /) -> bool: ...
 
 
 class Connector:
@@ -86,3 +91,17 @@ class Connector:
 
     def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
         return self.payments.post_fee(api, fee)
+
+    # ------------------------------------------------------------------------------------ reversal
+
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        self.payments.reverse_payment(api, provider_payment_id)
+
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return self.payments.payment_reversed(api, provider_payment_id)
+
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        self.payments.reverse_fee(api, provider_fee_id)
+
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return self.payments.fee_reversed(api, provider_fee_id)

@@ -228,21 +228,6 @@ class QuickBooksConnector(Connector):
             raise ProviderError(response.status_code, f"the document link of bill {bill_id} answered an error")
         return response.content
 
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.void_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_voided(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
-
 
 # ---------------------------------------------------------------------------------------------- reading
 

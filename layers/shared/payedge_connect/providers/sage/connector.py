@@ -236,21 +236,6 @@ class SageConnector(Connector):
         # An attachment's key is enough to fetch it: the bill id is not part of Sage's path.
         return documents.download(api, document)
 
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.delete_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_deleted(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
-
 
 def _vendor_params() -> dict[str, str]:
     return {"contact_type_id": "VENDOR", "attributes": CONTACT_ATTRIBUTES, "nested_attributes": ADDRESS_ATTRIBUTES}

@@ -248,21 +248,6 @@ class XeroConnector(Connector):
         )
         return response.content
 
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.delete_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_deleted(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
-
 
 # ---------------------------------------------------------------------------------------------- paging
 
