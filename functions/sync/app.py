@@ -14,8 +14,6 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
@@ -28,12 +26,11 @@ from payedge_connect.models import Payable, PayableStatus, Provider, Record, Syn
 from payedge_connect.settings import SyncSettings
 from payedge_connect.sync.dispatch import dispatch_due
 from payedge_connect.sync.documents import PRESIGNED_URL_SECONDS, DocumentStore
-from payedge_connect.sync.requests import SyncMessage, continue_sync, start_on_demand_sync, sync_now
+from payedge_connect.sync.requests import process_batch, start_on_demand_sync, sync_now
 from payedge_connect.sync.webhooks import InvalidSignature, accept_webhook
 
 function = Function(SyncSettings)
 app = function.app
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
@@ -215,25 +212,15 @@ def xero_webhook() -> Response[str]:
 # ---------------------------------------------------------------------------------------------- worker
 
 
-def sync_worker(record: SQSRecord, context: LambdaContext) -> None:
-    """Run (or continue) one sync; a paused sync is queued again with a delay, never lost."""
-    continue_sync(
+def handle_queue(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The sync worker: each message runs (or continues) one sync; a paused sync is queued again."""
+    return process_batch(
         function.services(),
-        SyncMessage.model_validate_json(record.body),
+        event,
+        context,
         queue_url=function.settings().sync_queue_url,
         documents=documents(),
         time_left=time_left(context),
-    )
-
-
-def handle_queue(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(
-        process_partial_response(
-            event=event,
-            record_handler=lambda record: sync_worker(record, context),
-            processor=processor,
-            context=context,
-        )
     )
 
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from payedge_connect.api.http import IdentifierPath
 from payedge_connect.errors import NotFoundError
-from payedge_connect.function import Function
+from payedge_connect.function import Function, time_left
 from payedge_connect.models import PaymentOrder
 from payedge_connect.settings import WritebackSettings
 from payedge_connect.sweep import sweep
@@ -116,7 +116,7 @@ def reversal(
 
 
 def handle_queue(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_batch(function.services(), function.settings(), event, context)
+    return process_batch(function.services(), function.settings(), event, context, time_left=time_left(context))
 
 
 def handle_console(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -9,9 +9,12 @@ lease) is queued again with the delay it names and continues from its checkpoint
 import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
 from payedge_connect.connections.access import owned_connection
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 _SLOT_STALE_AFTER = timedelta(hours=2)
 _SQS_BATCH = 10
 _MAX_SQS_DELAY_SECONDS = 900
+
+_processor = BatchProcessor(event_type=EventType.SQS)
 
 
 class SyncMessage(Record):
@@ -99,21 +104,29 @@ def sync_now(
     return _run_queued(services, run, message, queue_url=queue_url, documents=documents, time_left=time_left), True
 
 
-def continue_sync(
+def process_batch(
     services: Services,
-    message: SyncMessage,
+    event: dict[str, Any],
+    context: LambdaContext,
     *,
     queue_url: str,
     documents: DocumentStore,
     time_left: Callable[[], float],
-) -> SyncRun | None:
-    """Run (or continue) the sync a queue message names (None: it names no run); never lost, a paused
-    sync is queued again."""
-    run = services.store.get_sync_run(message.connection_id, message.sync_run_id)
-    if run is None:
-        logger.warning("Sync message for an unknown run", extra={"sync_run_id": message.sync_run_id})
-        return None
-    return _run_queued(services, run, message, queue_url=queue_url, documents=documents, time_left=time_left)
+) -> dict[str, Any]:
+    """The sync queue's batch: each message's sync run (or continued) on its own; one that raises fails
+    only its own message, which SQS delivers again."""
+
+    def continue_sync(record: SQSRecord) -> None:
+        message = SyncMessage.model_validate_json(record.body)
+        run = services.store.get_sync_run(message.connection_id, message.sync_run_id)
+        if run is None:
+            logger.warning("Sync message for an unknown run", extra={"sync_run_id": message.sync_run_id})
+            return
+        _run_queued(services, run, message, queue_url=queue_url, documents=documents, time_left=time_left)
+
+    return dict(
+        process_partial_response(event=event, record_handler=continue_sync, processor=_processor, context=context)
+    )
 
 
 def _run_queued(

@@ -174,7 +174,12 @@ def accept_reversal(
 
 
 def process_batch(
-    services: Services, settings: WritebackSettings, event: dict[str, Any], context: LambdaContext
+    services: Services,
+    settings: WritebackSettings,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    time_left: Callable[[], float],
 ) -> dict[str, Any]:
     """Read every record (partial failures per record), then one payment run per connection. A run that
     raises fails only its own records, which SQS delivers again."""
@@ -190,13 +195,7 @@ def process_batch(
     failures = list(response.get("batchItemFailures", []))
     for connection_id, numbers in runs.items():
         try:
-            run_payments(
-                services,
-                settings,
-                connection_id,
-                list(numbers),
-                time_left=lambda: context.get_remaining_time_in_millis() / 1000,
-            )
+            run_payments(services, settings, connection_id, list(numbers), time_left=time_left)
         except Exception:
             logger.exception("Payment run failed", extra={"connection_id": connection_id, "orders": len(numbers)})
             failures += [{"itemIdentifier": message_id} for ids in numbers.values() for message_id in ids]
