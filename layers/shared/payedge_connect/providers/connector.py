@@ -3,10 +3,10 @@ reversal to their payments module. Everything that differs by provider stays in 
 OAuth, organisations, reads; payments.py: payments and fees posted, found and undone)."""
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from payedge_connect.providers.base import FeeToPost, PaymentToPost, Posted
+from payedge_connect.providers.base import FeeToPost, PaymentToPost, Posted, SkippedRecord
 from payedge_connect.providers.budget import CallerBudget
 from payedge_connect.providers.http import CallCounter, ProviderApi
 
@@ -29,6 +29,18 @@ class PaymentsModule(Protocol):
     def payment_reversed(self, api: ProviderApi, provider_payment_id: str, /) -> bool: ...
     def reverse_fee(self, api: ProviderApi, provider_fee_id: str, /) -> None: ...
     def fee_reversed(self, api: ProviderApi, provider_fee_id: str, /) -> bool: ...
+
+
+def split_skipped[T](results: Iterable[T | SkippedRecord]) -> tuple[list[T], list[SkippedRecord]]:
+    """Records read, and apart those that could not be (each with a reason a user can act on), in order."""
+    read: list[T] = []
+    skipped: list[SkippedRecord] = []
+    for result in results:
+        if isinstance(result, SkippedRecord):
+            skipped.append(result)
+        else:
+            read.append(result)
+    return read, skipped
 
 
 class Connector:

@@ -28,7 +28,7 @@ from payedge_connect.providers.base import (
     Tenant,
     rebase,
 )
-from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.connector import Connector, split_skipped
 from payedge_connect.providers.http import ProviderApi, ProviderError
 from payedge_connect.providers.xero import payments, wire
 from payedge_connect.providers.xero.bills import (
@@ -328,26 +328,13 @@ def _envelope(response: requests.Response) -> wire.Envelope:
 
 
 def _bills_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
-    bills: list[ProviderBill] = []
-    skipped: list[SkippedRecord] = []
-    for record in records:
-        mapped = bill_from_xero(record)
-        if isinstance(mapped, SkippedRecord):
-            skipped.append(mapped)
-        else:
-            bills.append(mapped)
+    bills, skipped = split_skipped(bill_from_xero(record) for record in records)
     return ChangesPage(bills=bills, skipped=skipped, resume=following.token() if following else None)
 
 
 def _vendors_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
-    vendors: list[ProviderVendor] = []
-    skipped: list[SkippedRecord] = []
-    for record in records:
-        mapped = vendor_from_xero(record)
-        if isinstance(mapped, SkippedRecord):
-            skipped.append(mapped)
-        else:
-            vendors.append(mapped)
+    vendors, skipped = split_skipped(vendor_from_xero(record) for record in records)
+
     return ChangesPage(vendors=vendors, skipped=skipped, resume=following.token() if following else None)
 
 
