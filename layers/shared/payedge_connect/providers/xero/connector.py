@@ -22,9 +22,6 @@ from payedge_connect.providers.base import (
     DocumentRef,
     LedgerAccount,
     OAuthSpec,
-    ProviderBill,
-    ProviderVendor,
-    SkippedRecord,
     Tenant,
     rebase,
 )
@@ -198,15 +195,11 @@ class XeroConnector(Connector):
         """Xero keeps deleted and voided bills and returns them by ID with their status, so a bill
         closed at Xero comes back closed with its reason. An ID Xero does not know at all is left out
         of the page (no vendor or currency to fill a ProviderBill with): the caller closes it."""
-        bills: list[ProviderBill] = []
-        skipped: list[SkippedRecord] = []
+        invoices: list[Any] = []
         for chunk in _chunks(bill_ids):
             # Unpaged (no `page`): at most IDS_PER_REQUEST records, without line items we do not use.
-            envelope = _envelope(api.get("Invoices", params={"IDs": ",".join(chunk)}, route="GET /Invoices"))
-            page = _bills_page(envelope.invoices, None)
-            bills.extend(page.bills)
-            skipped.extend(page.skipped)
-        return ChangesPage(bills=bills, skipped=skipped)
+            invoices += _envelope(api.get("Invoices", params={"IDs": ",".join(chunk)}, route="GET /Invoices")).invoices
+        return _bills_page(invoices, None)
 
     def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
         """`GET /Invoices?IDs=` per 50 bills: Xero returns paid, voided and deleted bills with their
@@ -216,14 +209,10 @@ class XeroConnector(Connector):
         return BillCheck(current=current, gone=frozenset(set(bill_ids) - set(current)))
 
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
-        vendors: list[ProviderVendor] = []
-        skipped: list[SkippedRecord] = []
+        contacts: list[Any] = []
         for chunk in _chunks(vendor_ids):
-            envelope = _envelope(api.get("Contacts", params={"IDs": ",".join(chunk)}, route="GET /Contacts"))
-            page = _vendors_page(envelope.contacts, None)
-            vendors.extend(page.vendors)
-            skipped.extend(page.skipped)
-        return ChangesPage(vendors=vendors, skipped=skipped)
+            contacts += _envelope(api.get("Contacts", params={"IDs": ",".join(chunk)}, route="GET /Contacts")).contacts
+        return _vendors_page(contacts, None)
 
     def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
         """Two calls: the bill's attachment list (listings only say HasAttachments), then the file by
