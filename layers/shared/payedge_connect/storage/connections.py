@@ -8,8 +8,9 @@ Key design (the whole table: storage/__init__.py):
   tenant      PK=TENANT#<provider>#<tenantId>  SK=CONNECTION#<id>  (webhooks find connections)
   oauth state PK=OAUTH_STATE#<sha256(state)>  SK=OAUTH_STATE                (single use, TTL on expiresAt)
   completion  PK=OAUTH_COMPLETION#<sha256(code)>  SK=OAUTH_COMPLETION       (single use, TTL on expiresAt)
-A connection is saved with optimistic locking on `version`; the sync's outcome and a revoked grant
-update it in place (record_sync_outcome, mark_reauthorization_required) so a concurrent save survives.
+A connection is saved whole with optimistic locking on `version`; a sync's outcome and a revoked grant
+update only their fields (record_sync_outcome, mark_reauthorization_required), so a concurrent status
+change is not overwritten.
 """
 
 import zlib
