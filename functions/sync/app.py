@@ -99,14 +99,14 @@ def list_sync_runs(
     cursor: Annotated[str | None, Query()] = None,
 ) -> SyncRunList:
     function.owned_connection(connection_id)
-    page = function.services().store.list_sync_runs(connection_id, limit=limit, cursor=cursor)
+    page = function.services().store.syncs.list_sync_runs(connection_id, limit=limit, cursor=cursor)
     return SyncRunList(sync_runs=[_view(run) for run in page.items], next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/sync-runs/<sync_run_id>")
 def show_sync_run(connection_id: IdentifierPath, sync_run_id: IdentifierPath) -> SyncRunView:
     function.owned_connection(connection_id)
-    run = function.services().store.get_sync_run(connection_id, sync_run_id)
+    run = function.services().store.syncs.get_sync_run(connection_id, sync_run_id)
     if run is None:
         raise NotFoundError(f"no sync run {sync_run_id}")
     return _view(run)
@@ -124,14 +124,14 @@ def list_payables(
 ) -> PayableList:
     """Unpaid payables (status open or part_paid; closed ones on request), by due date within a status."""
     function.owned_connection(connection_id)
-    page = function.services().store.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
+    page = function.services().store.payables.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
     return PayableList(payables=page.items, next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>")
 def show_payable(connection_id: IdentifierPath, bill_id: IdentifierPath) -> Payable:
     function.owned_connection(connection_id)
-    payable = function.services().store.get_payable(connection_id, bill_id)
+    payable = function.services().store.payables.get_payable(connection_id, bill_id)
     if payable is None:
         raise NotFoundError(f"no payable {bill_id}")
     return payable
@@ -141,7 +141,7 @@ def show_payable(connection_id: IdentifierPath, bill_id: IdentifierPath) -> Paya
 def payable_document(connection_id: IdentifierPath, bill_id: IdentifierPath) -> DocumentLink:
     """A short-lived link to the invoice document (fetched from the provider on first request)."""
     connection = function.owned_connection(connection_id)
-    payable = function.services().store.get_payable(connection_id, bill_id)
+    payable = function.services().store.payables.get_payable(connection_id, bill_id)
     if payable is None or payable.document is None:
         raise NotFoundError(f"bill {bill_id} has no invoice document")
     if payable.document.object_key is None:
@@ -165,7 +165,7 @@ def list_vendors(
 ) -> VendorList:
     """Vendors that unpaid bills are owed to; attentionRequired=true gives the "Attention required" tab."""
     function.owned_connection(connection_id)
-    page = function.services().store.list_vendors(
+    page = function.services().store.payables.list_vendors(
         connection_id, attention_required=attention_required, limit=limit, cursor=cursor
     )
     return VendorList(vendors=page.items, next_cursor=page.next_cursor)
@@ -175,11 +175,11 @@ def list_vendors(
 def acknowledge_vendor(connection_id: IdentifierPath, vendor_id: IdentifierPath) -> Vendor:
     """The platform has seen the vendor's details: it leaves the attention tab until they change."""
     function.owned_connection(connection_id)
-    vendor = function.services().store.get_vendors(connection_id, [vendor_id]).get(vendor_id)
+    vendor = function.services().store.payables.get_vendors(connection_id, [vendor_id]).get(vendor_id)
     if vendor is None:
         raise NotFoundError(f"no vendor {vendor_id}")
     acknowledged = vendor.model_copy(update={"attention_required": False})
-    function.services().store.put_vendors([acknowledged], previous={vendor_id: vendor})
+    function.services().store.payables.put_vendors([acknowledged], previous={vendor_id: vendor})
     return acknowledged
 
 
@@ -237,7 +237,7 @@ def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, An
             "stoppedEarly": report.stopped_early,
         }
     if action == "sync":
-        connection = function.services().store.get_connection(str(event.get("connectionId")))
+        connection = function.services().store.connections.get_connection(str(event.get("connectionId")))
         if connection is None:
             raise NotFoundError(f"no connection {event.get('connectionId')}")
         run, ran = sync_now(

@@ -75,7 +75,7 @@ def submit(connection_id: IdentifierPath, payment: PaymentDetails) -> Response[P
 @app.get("/connections/<connection_id>/payments/<payment_order_number>")
 def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> PaymentOrderView:
     function.owned_connection(connection_id)
-    order = function.services().store.get_payment_order(connection_id, payment_order_number)
+    order = function.services().store.payment_orders.get_payment_order(connection_id, payment_order_number)
     if order is None:
         raise NotFoundError(f"no payment order {payment_order_number}")
     return _view(order)
@@ -126,7 +126,7 @@ def handle_console(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         processed = process_now(function.services(), function.settings(), connection_id, number)
         return _view(processed).model_dump(mode="json", by_alias=True)
     if action == "show_payment":
-        order = function.services().store.get_payment_order(connection_id, number)
+        order = function.services().store.payment_orders.get_payment_order(connection_id, number)
         if order is None:
             raise NotFoundError(f"no payment order {number}")
         return _view(order).model_dump(mode="json", by_alias=True)

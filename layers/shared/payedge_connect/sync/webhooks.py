@@ -180,7 +180,7 @@ def handle_webhook(services: Services, provider: Provider, raw_body: bytes, sign
     if len(recent) < len(events):
         outcome.ignored.append(f"{len(events) - len(recent)} events older than {REPLAY_WINDOW}")
     outcome.events = len(recent)
-    fresh = set(services.store.claim_webhook_events(provider, {e.key for e in recent}, until=now + REPLAY_WINDOW))
+    fresh = set(services.store.syncs.claim_webhook_events(provider, {e.key for e in recent}, until=now + REPLAY_WINDOW))
     outcome.claimed = sorted(fresh)
     outcome.replays = len({e.key for e in recent} - fresh)
     per_tenant: dict[str, EntityChanges] = defaultdict(EntityChanges)
@@ -189,8 +189,8 @@ def handle_webhook(services: Services, provider: Provider, raw_body: bytes, sign
             changes = per_tenant[event.tenant_id]
             (changes.bill_ids if event.entity == "bill" else changes.vendor_ids).add(event.entity_id)
     for tenant_id, changes in per_tenant.items():
-        for connection_id in services.store.connections_of_tenant(provider, tenant_id):
-            connection = services.store.get_connection(connection_id)
+        for connection_id in services.store.connections.connections_of_tenant(provider, tenant_id):
+            connection = services.store.connections.get_connection(connection_id)
             if connection is None or connection.status is not ConnectionStatus.CONNECTED:
                 continue
             outcome.messages.append(
@@ -210,7 +210,7 @@ def accept_webhook(
         send_sync_messages(queue_url, outcome.messages)
     except Exception:
         # Nothing queued: forget the events so the provider's retry of this delivery is not taken for a replay.
-        services.store.release_webhook_events(provider, outcome.claimed)
+        services.store.syncs.release_webhook_events(provider, outcome.claimed)
         raise
     logger.info(
         "Webhook accepted",

@@ -26,7 +26,7 @@ from payedge_connect.models import ConnectionStatus, PaymentOrder, PaymentOrderS
 from payedge_connect.observability import logger
 from payedge_connect.services import Services
 from payedge_connect.settings import WritebackSettings
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 from payedge_connect.writeback.events import (
     PAYMENT_COMPLETED,
     PAYMENT_REVERSED,
@@ -106,7 +106,7 @@ def resume_after_reconnect(store: RecordsStore, connection_id: str, outcome: str
     that waited for it; returns how many."""
     if outcome != ConnectionStatus.CONNECTED.value:
         return 0
-    waiting = store.payment_orders_in_status(connection_id, PaymentOrderStatus.WAITING_FOR_RECONNECTION)
+    waiting = store.payment_orders.payment_orders_in_status(connection_id, PaymentOrderStatus.WAITING_FOR_RECONNECTION)
     for order in waiting:
         queue_payment(
             queue_url, PaymentMessage(connection_id=connection_id, payment_order_number=order.payment_order_number)
@@ -207,7 +207,7 @@ def process_now(
 ) -> PaymentOrder:
     """Process one order now (the console); provider trouble re-queues it like the queue's runs do."""
     run = run_payments(services, settings, connection_id, [payment_order_number], time_left=None)
-    order = run.orders.get(payment_order_number) or services.store.get_payment_order(
+    order = run.orders.get(payment_order_number) or services.store.payment_orders.get_payment_order(
         connection_id, payment_order_number
     )
     if order is None:
