@@ -1,22 +1,20 @@
-"""The Xero sandbox: Identity (OAuth 2.0, /connections) and the Accounting API 2.0 on one local server.
+"""The Xero sandbox's wire: Identity (OAuth 2.0, /connections) and the Accounting API 2.0, as Xero speaks them.
 
 Paths are Xero's: `/identity/connect/authorize` (login.xero.com), `/connect/token` and
 `/connect/revocation` (identity.xero.com), `/connections` and `/api.xro/2.0/...` (api.xero.com).
 The Accounting API answers XML unless the request's Accept names application/json, as Xero does;
-Identity and /connections answer JSON.
+Identity and /connections answer JSON. What a write does to the books is `ledger.py`'s; the limits,
+their headers and the 429 are `limits.py`'s; the Idempotency-Key replay is `idempotency.py`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import html
 import json
 import random
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
@@ -26,19 +24,9 @@ from urllib.parse import urlencode
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from local.sandboxes.core import (
-    AdminError,
-    Clock,
-    ConcurrencyLimiter,
-    ProviderSandbox,
-    SlidingWindowLimiter,
-    admin_arg,
-    json_response,
-    render_consent_page,
-)
-from local.sandboxes.generator import BillRecord, Ledger, VendorRecord, generate_ledger
+from local.sandboxes.core import Clock, ProviderSandbox, json_response, render_consent_page
 from local.sandboxes.xero import query, wire
-from local.sandboxes.xero.identity import ISSUER, KNOWN_SCOPES, AccessDenied, App, Identity, Principal, TokenError
+from local.sandboxes.xero.idempotency import IdempotentReplies
 from local.sandboxes.xero.ledger import (
     ACCOUNT_FIELDS,
     BANK_TRANSACTION_FIELDS,
@@ -46,30 +34,17 @@ from local.sandboxes.xero.ledger import (
     INVOICE_FIELDS,
     PAYMENT_FIELDS,
     Invoice,
-    LedgerError,
     Organisation,
     currencies,
 )
-from local.sandboxes.xero.webhooks import Subscription, intent_to_receive
+from local.sandboxes.xero.limits import LIMIT_HEADERS, RateLimits, XeroLimits, too_many, with_limit_headers
+from local.sandboxes.xero.oauth import ISSUER, KNOWN_SCOPES, AccessDenied, App, Identity, Principal, TokenError
+from local.sandboxes.xero.webhooks import Subscription
 from local.sandboxes.xero.wire import JsonObject
 
 API = "/api.xro/2.0"
 AUTHORIZE_PATH = "/identity/connect/authorize"
 TENANT_HEADER = "xero-tenant-id"
-IDEMPOTENCY_WINDOW_SECONDS = 6 * 60
-IDEMPOTENCY_KEY_MAX_LENGTH = 128
-# What an accounts-payable app asks for (broad scopes, as apps created before March 2026 have).
-DEFAULT_SCOPES = (
-    "openid",
-    "profile",
-    "email",
-    "offline_access",
-    "accounting.transactions",
-    "accounting.contacts.read",
-    "accounting.settings.read",
-    "accounting.attachments.read",
-)
-
 _IDENTITY_ENDPOINTS = frozenset(
     {"authorize", "authorize_decision", "token", "revocation", "openid_configuration", "jwks"}
 )
@@ -84,7 +59,6 @@ _AUTHORIZE_PARAMS = (
 )
 _CONNECTION_ENDPOINTS = frozenset({"get_connections", "delete_connection"})
 _PRINCIPAL = "xero.principal"
-_LIMIT_HEADERS = "xero.limit_headers"
 # A write's elements applied to an organisation (`_pay`, `_spend`): (status, records), given summarizeErrors.
 type _ApplyElements = Callable[[Organisation, list[Mapping[str, Any]], bool], tuple[int, list[JsonObject]]]
 
@@ -119,27 +93,9 @@ ENDPOINT_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class XeroLimits:
-    """Xero's API limits; tests and benchmarks lower or raise them."""
-
-    tenant_per_minute: int = 60
-    tenant_per_day: int = 5000  # 1,000 on the Starter tier
-    tenant_concurrent: int = 5
-    app_per_minute: int = 10_000
-
-
-@dataclass(frozen=True)
-class _StoredResponse:
-    fingerprint: str
-    status: int
-    body: bytes
-    content_type: str
-    stored_at: float
-
-
-class XeroSandbox(ProviderSandbox):
-    """Local stand-in for Xero. See the package docstring for what it covers."""
+class XeroRoutes(ProviderSandbox):
+    """The wire: Xero Identity and the Accounting API over the organisations and grants it holds.
+    `XeroSandbox` adds the controls tests use."""
 
     def __init__(
         self,
@@ -158,10 +114,9 @@ class XeroSandbox(ProviderSandbox):
         self.auto_approve_tenants = auto_approve_tenants
         self._orgs: dict[str, Organisation] = {}
         self._orgs_lock = threading.Lock()
-        self._limits_lock = threading.Lock()
-        self.set_limits(limits or XeroLimits())
-        # Per organisation, (client_id, Idempotency-Key) -> first answer; touched under that org's lock.
-        self._idempotency: dict[str, dict[tuple[str, str], _StoredResponse]] = {}
+        self.limits = limits or XeroLimits()
+        self.rate_limits = RateLimits(self.limits, self.clock)
+        self.replies = IdempotentReplies(self.clock)
         self._webhooks: dict[str, Subscription] = {}
 
     def _new_id(self) -> str:
@@ -231,17 +186,7 @@ class XeroSandbox(ProviderSandbox):
 
     def throttled_response(self, request: Request) -> Response:
         # Xero documents only the headers of a 429; a short Retry-After keeps injected throttles cheap.
-        return self._too_many(request, "minute", retry_after=1)
-
-    def _too_many(self, request: Request, problem: str, retry_after: int | None) -> Response:
-        # X-Rate-Limit-Problem "minute" and "day" are seen in clients; "concurrent" and "appminute" are ours.
-        response = Response(b"", status=429)
-        response.headers["X-Rate-Limit-Problem"] = problem
-        if retry_after is not None:
-            response.headers["Retry-After"] = str(retry_after)
-        for name, value in request.environ.get(_LIMIT_HEADERS, {}).items():
-            response.headers[name] = value
-        return response
+        return too_many(request, "minute", retry_after=1)
 
     @staticmethod
     def _unauthorized(detail: str) -> Response:
@@ -256,17 +201,7 @@ class XeroSandbox(ProviderSandbox):
     def _forbidden() -> Response:
         return json_response(wire.problem(403, "Forbidden", "AuthenticationUnsuccessful"), 403)
 
-    # ==== rate limits =================================================================================
-
-    def set_limits(self, limits: XeroLimits) -> None:
-        """Replace the limits; counts start afresh."""
-        with self._limits_lock:
-            self.limits = limits
-            self._tenant_minute = SlidingWindowLimiter(limits.tenant_per_minute, 60, self.clock)
-            # Xero has called the day limit both rolling and fixed; a rolling 24 h window is used here.
-            self._tenant_day = SlidingWindowLimiter(limits.tenant_per_day, 24 * 3600, self.clock)
-            self._app_minute = SlidingWindowLimiter(limits.app_per_minute, 60, self.clock)
-            self._concurrency = ConcurrencyLimiter(limits.tenant_concurrent)
+    # ==== rate limits (limits.py) ======================================================================
 
     def check_rate_limit(self, request: Request, endpoint: str) -> Response | None:
         if endpoint in _IDENTITY_ENDPOINTS:
@@ -274,53 +209,21 @@ class XeroSandbox(ProviderSandbox):
         principal = self._principal(request)
         if not isinstance(principal, Principal):
             return None  # the handler answers 401
-        app_key = principal.client_id
+        rate_limits = self.rate_limits
         if endpoint in _CONNECTION_ENDPOINTS:
-            # /connections has no tenant: only the app-wide minute limit applies.
-            with self._limits_lock:
-                decision = self._app_minute.hit(app_key)
-            request.environ[_LIMIT_HEADERS] = {"X-AppMinLimit-Remaining": str(decision.remaining)}
-            return None if decision.allowed else self._too_many(request, "appminute", decision.retry_after)
-        tenant = self.tenant_of(request)
-        if tenant is None or tenant not in self._orgs:
-            return None  # the handler answers 403
-        key = f"{app_key}:{tenant}"
-        with self._limits_lock:
-            concurrency, app_minute = self._concurrency, self._app_minute
-            minute, day = self._tenant_minute, self._tenant_day
-            if not concurrency.acquire(key):
-                problem: str | None = "concurrent"
-                retry_after: int | None = None
-            else:
-                problem, retry_after = None, None
-                for name, limiter, limiter_key in (
-                    ("appminute", app_minute, app_key),
-                    ("minute", minute, key),
-                    ("day", day, key),
-                ):
-                    if limiter.remaining(limiter_key) <= 0:
-                        problem, retry_after = name, limiter.hit(limiter_key).retry_after
-                        break
-                if problem is None:
-                    app_minute.hit(app_key)
-                    minute.hit(key)
-                    day.hit(key)
-                else:
-                    concurrency.release(key)
-            request.environ[_LIMIT_HEADERS] = {
-                "X-DayLimit-Remaining": str(day.remaining(key)),
-                "X-MinLimit-Remaining": str(minute.remaining(key)),
-                "X-AppMinLimit-Remaining": str(app_minute.remaining(app_key)),
-            }
-        if problem is not None:
-            return self._too_many(request, problem, retry_after)
-        self.on_request_finished(request, lambda: concurrency.release(key))
+            verdict = rate_limits.app_call(principal.client_id)  # /connections has no tenant
+        else:
+            tenant = self.tenant_of(request)
+            if tenant is None or tenant not in self._orgs:
+                return None  # the handler answers 403
+            verdict = rate_limits.tenant_call(principal.client_id, tenant)
+        request.environ[LIMIT_HEADERS] = verdict.headers
+        if verdict.problem is not None:
+            return too_many(request, verdict.problem, verdict.retry_after)
+        slot = verdict.slot
+        if slot is not None:
+            self.on_request_finished(request, lambda: rate_limits.release(slot))
         return None
-
-    def requests_in_flight(self, client_id: str, tenant: str) -> int:
-        """How many of an app's calls to an organisation hold a concurrency slot right now."""
-        with self._limits_lock:
-            return self._concurrency.in_flight(f"{client_id}:{tenant.lower()}")
 
     def _principal(self, request: Request) -> Principal | AccessDenied:
         if _PRINCIPAL not in request.environ:
@@ -330,11 +233,6 @@ class XeroSandbox(ProviderSandbox):
                 request.environ[_PRINCIPAL] = denied
         found: Principal | AccessDenied = request.environ[_PRINCIPAL]
         return found
-
-    def _with_limit_headers(self, request: Request, response: Response) -> Response:
-        for name, value in request.environ.get(_LIMIT_HEADERS, {}).items():
-            response.headers[name] = value
-        return response
 
     # ==== identity: authorize, token, revocation ========================================================
 
@@ -469,14 +367,14 @@ class XeroSandbox(ProviderSandbox):
         if not isinstance(principal, Principal):
             return self._unauthorized(principal.detail)
         connections = self.identity.connections(principal, request.args.get("authEventId"))
-        return self._with_limit_headers(request, json_response([wire.connection_json(c) for c in connections]))
+        return with_limit_headers(request, json_response([wire.connection_json(c) for c in connections]))
 
     def delete_connection(self, request: Request, connection_id: str) -> Response:
         principal = self._principal(request)
         if not isinstance(principal, Principal):
             return self._unauthorized(principal.detail)
         deleted = self.identity.delete_connection(principal, connection_id)
-        return self._with_limit_headers(request, Response(b"", status=204 if deleted else 404))
+        return with_limit_headers(request, Response(b"", status=204 if deleted else 404))
 
     # ==== accounting: common ====================================================================================
 
@@ -488,16 +386,16 @@ class XeroSandbox(ProviderSandbox):
         if not isinstance(principal, Principal):
             return self._unauthorized(principal.detail)
         if not principal.scopes & ENDPOINT_SCOPES[endpoint]:
-            return self._with_limit_headers(request, self._unauthorized("AuthorizationUnsuccessful"))
+            return with_limit_headers(request, self._unauthorized("AuthorizationUnsuccessful"))
         tenant = self.tenant_of(request)
         org = self._orgs.get(tenant or "")
         if org is None or not self.identity.is_connected(principal, org.tenant_id):
-            return self._with_limit_headers(request, self._forbidden())
+            return with_limit_headers(request, self._forbidden())
         try:
             response = work(org, principal)
         except query.QueryParseError as error:
             response = json_response(wire.query_parse_exception(error.message), 400)
-        return self._with_limit_headers(request, _as_requested(request, response))
+        return with_limit_headers(request, _as_requested(request, response))
 
     def _envelope(
         self, principal: Principal, key: str, records: list[JsonObject], pagination: dict[str, int] | None = None
@@ -832,13 +730,7 @@ class XeroSandbox(ProviderSandbox):
 
         return self._accounting(request, "update_bank_transaction", work)
 
-    def reconcile(self, tenant: str, transaction_id: str, *, reconciled: bool = True) -> None:
-        """Match a payment or bank transaction to the bank statement (it can no longer be deleted), or undo that."""
-        org = self.organisation(tenant)
-        with org.lock:
-            org.reconcile(transaction_id.lower(), reconciled=reconciled)
-
-    # ---- writes: idempotency, elements, summarizeErrors ---------------------------------------------
+    # ---- writes: elements, summarizeErrors (idempotency.py replays) ---------------------------------
 
     def _write(
         self,
@@ -850,34 +742,14 @@ class XeroSandbox(ProviderSandbox):
         apply: _ApplyElements,
         summarize: bool,
     ) -> Response:
-        """A PUT/POST honouring `Idempotency-Key`: within 6 minutes the same request replays the first
-        answer (errors included), a different request with the same key is refused."""
-        idempotency_key = request.headers.get("Idempotency-Key")
+        """A PUT/POST, replayed or refused by the `Idempotency-Key` rule (idempotency.py)."""
         with org.lock:
-            if idempotency_key is None:
-                return self._apply(request, org, principal, key=key, apply=apply, summarize=summarize)
-            if len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-                return json_response(
-                    wire.validation_exception([], "Idempotency-Key must be 128 characters or fewer"), 400
-                )
-            now = self.clock.timestamp()
-            fingerprint = _fingerprint(request)
-            slot = (principal.client_id, idempotency_key)
-            answers = self._idempotency.setdefault(org.tenant_id, {})
-            stored = answers.get(slot)
-            if stored is not None and now < stored.stored_at + IDEMPOTENCY_WINDOW_SECONDS:
-                if stored.fingerprint != fingerprint:
-                    message = f"Idempotency Key {idempotency_key} is used with a different request."
-                    # The exact body of this refusal is not documented; the message is from Xero's notes.
-                    return json_response(wire.validation_exception([], message), 400)
-                return Response(stored.body, status=stored.status, content_type=stored.content_type)
-            response = self._apply(request, org, principal, key=key, apply=apply, summarize=summarize)
-            for stale in [k for k, v in answers.items() if now >= v.stored_at + IDEMPOTENCY_WINDOW_SECONDS]:
-                del answers[stale]
-            answers[slot] = _StoredResponse(
-                fingerprint, response.status_code, response.get_data(), response.content_type or "", now
+            return self.replies.answer(
+                request,
+                org.tenant_id,
+                principal.client_id,
+                lambda: self._apply(request, org, principal, key=key, apply=apply, summarize=summarize),
             )
-            return response
 
     def _apply(
         self,
@@ -919,19 +791,6 @@ class XeroSandbox(ProviderSandbox):
 
     # ==== webhooks ===========================================================================================
 
-    def configure_webhook(self, client_id: str, url: str, *, key: str | None = None) -> str:
-        """Subscribe an app to INVOICE and CONTACT events; returns the signing key (Xero generates one)."""
-        signing_key = key or self._new_id().replace("-", "") + self._new_id().replace("-", "")
-        self._webhooks[client_id] = Subscription(client_id, url, signing_key)
-        return signing_key
-
-    def intent_to_receive(self, client_id: str) -> bool:
-        """Run Xero's endpoint check against the app's webhook URL; True when the endpoint passed."""
-        subscription = self._webhooks.get(client_id)
-        if subscription is None:
-            raise LedgerError(f"no webhook configured for {client_id}")
-        return intent_to_receive(subscription.url, subscription.key)
-
     def _emit(self, org: Organisation, category: str, event_type: str, resource_id: str) -> None:
         collection = "Invoices" if category == "INVOICE" else "Contacts"
         for client_id in self.identity.connected_apps(org.tenant_id):
@@ -951,234 +810,8 @@ class XeroSandbox(ProviderSandbox):
     def _public_base(self) -> str:
         return self._base_url or "https://api.xero.com"
 
-    # ==== Python controls (also behind /_admin) ==========================================================
-
-    def register_app(
-        self, client_id: str, client_secret: str | None, redirect_uris: list[str], *, name: str | None = None
-    ) -> None:
-        """Register an app; `client_secret=None` makes it a PKCE app (no secret, code_verifier required)."""
-        self.identity.register_app(client_id, client_secret, redirect_uris, name or f"Sandbox app {client_id}")
-
-    def issue_tokens(
-        self, client_id: str, *, tenants: list[str] | None = None, scopes: tuple[str, ...] = DEFAULT_SCOPES
-    ) -> dict[str, Any]:
-        """The token response the app would get after the user consented to `tenants` (default: all),
-        for tests that do not drive the consent page."""
-        app = self.identity.app(client_id)
-        if app is None:
-            raise LedgerError(f"no app {client_id}")
-        chosen = tenants if tenants is not None else list(self._orgs)
-        redirect_uri = app.redirect_uris[0]
-        code = self.identity.approve(
-            app,
-            tenants=[(tenant, self.organisation(tenant).name) for tenant in chosen],
-            scopes=scopes,
-            redirect_uri=redirect_uri,
-            code_challenge=None,
-            code_challenge_method=None,
-        )
-        return self.identity.exchange_code(app, code, redirect_uri, None)
-
-    def add_tenant(self, ledger: Ledger, *, name: str | None = None) -> str:
-        """Load a generated ledger as a new organisation; returns its tenantId."""
-        tenant_id = self._new_id()
-        org = Organisation.from_ledger(ledger, tenant_id=tenant_id, name=name, clock=self.clock, new_id=self._new_id)
-        org.listeners.append(lambda category, event, resource: self._emit(org, category, event, resource))
-        with self._orgs_lock:
-            self._orgs[tenant_id] = org
-        return tenant_id
-
-    def tenant_ids(self) -> list[str]:
-        """The organisations' tenantIds, in the order they were added."""
-        with self._orgs_lock:
-            return list(self._orgs)
-
-    def organisation(self, tenant_id: str) -> Organisation:
-        org = self._orgs.get(tenant_id.lower())
-        if org is None:
-            raise LedgerError(f"no organisation {tenant_id}")
-        return org
-
-    def revoke_grant(self, tenant: str | None = None) -> int:
-        """The user revoked the app's access (to `tenant`, or everywhere): refresh gives invalid_grant,
-        API calls 401, connections are gone. Returns how many grants were revoked."""
-        return self.identity.revoke_grants(tenant.lower() if tenant else None)
-
-    def expire_tokens(self, tenant: str | None = None, *, refresh_tokens: bool = False) -> int:
-        """Access tokens issued so far expire now (and refresh tokens too with `refresh_tokens`)."""
-        return self.identity.expire_tokens(tenant.lower() if tenant else None, refresh_tokens=refresh_tokens)
-
-    def pay_bill_elsewhere(self, tenant: str, bill_id: str, amount: Decimal | None = None) -> str:
-        org = self.organisation(tenant)
-        with org.lock:
-            return org.pay_elsewhere(bill_id, amount).payment_id
-
-    def change_bill_amount(self, tenant: str, bill_id: str, new_total: Decimal) -> None:
-        org = self.organisation(tenant)
-        with org.lock:
-            org.change_total(bill_id, new_total)
-
-    def void_bill(self, tenant: str, bill_id: str) -> None:
-        org = self.organisation(tenant)
-        with org.lock:
-            org.void(bill_id)
-
-    def delete_bill(self, tenant: str, bill_id: str) -> None:
-        """Xero deletes only DRAFT or SUBMITTED bills; use `void_bill` for an AUTHORISED one."""
-        org = self.organisation(tenant)
-        with org.lock:
-            org.delete(bill_id)
-
-    def approve_bill(self, tenant: str, bill_id: str) -> None:
-        org = self.organisation(tenant)
-        with org.lock:
-            org.authorise(bill_id)
-
-    def edit_vendor(self, tenant: str, vendor_id: str, **changes: Any) -> None:
-        """Change a contact's vendor fields, named as in the generator (`name`, `email`, `address`...)."""
-        org = self.organisation(tenant)
-        with org.lock:
-            org.edit_contact(vendor_id, changes)
-
-    def add_bill(self, tenant: str, bill: BillRecord) -> str:
-        org = self.organisation(tenant)
-        with org.lock:
-            return org.add_bill(bill).invoice_id
-
-    def add_vendor(self, tenant: str, vendor: VendorRecord) -> str:
-        org = self.organisation(tenant)
-        with org.lock:
-            return org.add_vendor(vendor).contact_id
-
-    def invoice_id(self, tenant: str, bill_key: str) -> str:
-        """The InvoiceID of a generated bill."""
-        return self.organisation(tenant).invoice_ids[bill_key]
-
-    def contact_id(self, tenant: str, vendor_key: str) -> str:
-        return self.organisation(tenant).contact_ids[vendor_key]
-
-    def account_id(self, tenant: str, account_key: str) -> str:
-        return self.organisation(tenant).account_ids[account_key]
-
-    # ---- read-outs for assertions (the JSON a GET would return) ----------------------------------------
-
-    def invoices(self, tenant: str) -> list[JsonObject]:
-        org = self.organisation(tenant)
-        with org.lock:
-            return [wire.invoice_json(org, invoice) for invoice in org.invoices.values()]
-
-    def payments(self, tenant: str) -> list[JsonObject]:
-        org = self.organisation(tenant)
-        with org.lock:
-            return [wire.payment_json(org, payment) for payment in org.payments.values()]
-
-    def bank_transactions(self, tenant: str) -> list[JsonObject]:
-        org = self.organisation(tenant)
-        with org.lock:
-            return [wire.bank_transaction_json(org, t) for t in org.bank_transactions.values()]
-
-    def contacts(self, tenant: str) -> list[JsonObject]:
-        org = self.organisation(tenant)
-        with org.lock:
-            suppliers = org.supplier_ids()
-            balances = org.payable_balances(self.clock.now().date())
-            return [
-                wire.contact_json(
-                    c, is_supplier=c.contact_id in suppliers, balance=balances.get(c.contact_id, (wire.ZERO, wire.ZERO))
-                )
-                for c in org.contacts.values()
-            ]
-
-    def connections(self) -> list[JsonObject]:
-        return [dataclasses.asdict(connection) for connection in self.identity.all_connections()]
-
-    # ---- admin surface -----------------------------------------------------------------------------------
-
-    def admin(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Xero's controls by the names of the Python methods; the base handles faults and clock."""
-        actions: dict[str, Callable[[dict[str, Any]], object]] = {
-            "register_app": lambda a: self.register_app(
-                admin_arg(a, "client_id", str),
-                a.get("client_secret"),
-                admin_arg(a, "redirect_uris", list),
-                name=a.get("name"),
-            ),
-            "auto_approve": self._admin_auto_approve,
-            "set_limits": lambda a: self.set_limits(dataclasses.replace(self.limits, **a)),
-            "change_bill_amount": lambda a: self.change_bill_amount(
-                _tenant(a), _bill(a), Decimal(str(admin_arg(a, "new_total", object)))
-            ),
-            "void_bill": lambda a: self.void_bill(_tenant(a), _bill(a)),
-            "delete_bill": lambda a: self.delete_bill(_tenant(a), _bill(a)),
-            "approve_bill": lambda a: self.approve_bill(_tenant(a), _bill(a)),
-            "edit_vendor": lambda a: self.edit_vendor(
-                _tenant(a),
-                admin_arg(a, "vendor_id", str),
-                **{k: v for k, v in a.items() if k not in ("tenant", "vendor_id")},
-            ),
-        }
-        queries: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "add_tenant": self._admin_add_tenant,
-            "revoke_grant": lambda a: {"revoked": self.revoke_grant(a.get("tenant"))},
-            "expire_tokens": lambda a: {
-                "grants": self.expire_tokens(
-                    a.get("tenant"), refresh_tokens=admin_arg(a, "refresh_tokens", bool, False)
-                )
-            },
-            "pay_bill_elsewhere": lambda a: {
-                "payment_id": self.pay_bill_elsewhere(
-                    _tenant(a), _bill(a), None if a.get("amount") is None else Decimal(str(a["amount"]))
-                )
-            },
-            "configure_webhook": lambda a: {
-                "key": self.configure_webhook(
-                    admin_arg(a, "client_id", str), admin_arg(a, "url", str), key=a.get("key")
-                )
-            },
-            "intent_to_receive": lambda a: {"passed": self.intent_to_receive(admin_arg(a, "client_id", str))},
-            "invoices": lambda a: {"invoices": self.invoices(_tenant(a))},
-            "payments": lambda a: {"payments": self.payments(_tenant(a))},
-            "bank_transactions": lambda a: {"bank_transactions": self.bank_transactions(_tenant(a))},
-            "contacts": lambda a: {"contacts": self.contacts(_tenant(a))},
-        }
-        try:
-            if command in actions:
-                actions[command](args)
-                return {"ok": True}
-            if command in queries:
-                return queries[command](args)
-        except LedgerError as error:
-            raise AdminError(400, str(error)) from error
-        except KeyError as error:
-            raise AdminError(404, f"unknown id {error}") from error
-        return super().admin(command, args)
-
-    def _admin_add_tenant(self, args: dict[str, Any]) -> dict[str, Any]:
-        ledger = generate_ledger(
-            as_of=self.clock.now(),
-            seed=admin_arg(args, "seed", int, self.seed),
-            bills=admin_arg(args, "bills", int, 25),
-            vendors=args.get("vendors"),
-            documents=args.get("documents"),
-            base_currency=admin_arg(args, "base_currency", str, "CAD"),
-            company_name=args.get("company_name"),
-        )
-        return {"tenant": self.add_tenant(ledger, name=args.get("name"))}
-
-    def _admin_auto_approve(self, args: dict[str, Any]) -> None:
-        self.auto_approve = admin_arg(args, "enabled", bool, True)
-        self.auto_approve_tenants = args.get("tenants")
-
 
 # ==== helpers ====================================================================================================
-
-
-def _tenant(args: Mapping[str, Any]) -> str:
-    return admin_arg(args, "tenant", str)
-
-
-def _bill(args: Mapping[str, Any]) -> str:
-    return admin_arg(args, "bill_id", str)
 
 
 def _not_found() -> Response:
@@ -1232,14 +865,6 @@ def _flag(value: str | None) -> bool:
 def _find_invoice(org: Organisation, invoice_id: str) -> Invoice | None:
     """By InvoiceID, or by InvoiceNumber as Xero also accepts in that path segment."""
     return org.invoices.get(invoice_id.lower()) or org.find_invoice({"InvoiceNumber": invoice_id})
-
-
-def _fingerprint(request: Request) -> str:
-    digest = hashlib.sha256()
-    for part in (request.method, request.path, request.query_string.decode("latin-1")):
-        digest.update(part.encode("utf-8") + b"\0")
-    digest.update(request.get_data())
-    return digest.hexdigest()
 
 
 def _elements(raw: bytes, key: str) -> list[Mapping[str, Any]] | Response:
