@@ -1,7 +1,10 @@
-"""`SageSandbox`: a local stand-in of Sage Business Cloud Accounting API v3.1 and its OAuth server.
+"""The Sage sandbox's wire: Sage Business Cloud Accounting API v3.1 and its OAuth server, as Sage speaks them.
 
 One server plays both hosts: the OAuth paths (`/oauth2/auth/central`, `/token`, `/revoke`) and the
-API under `/v3.1/`. Sage has no webhooks (docs/providers.md#sage-webhooks), so this sandbox sends none.
+API under `/v3.1/`, the business named by `X-Business` (absent: the user's lead business). Sage has
+no webhooks (docs/providers.md#sage-webhooks), so this sandbox sends none. What a payment does to the
+books is `ledger.py`'s; the limit and its 429 are `limits.py`'s; the idempotency_id replay is
+`idempotency.py`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -20,18 +23,9 @@ from werkzeug.routing import Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from local.sandboxes.core import (
-    AdminError,
-    AuthorizationCodes,
-    Clock,
-    ProviderSandbox,
-    SlidingWindowLimiter,
-    admin_arg,
-    json_response,
-    render_consent_page,
-)
-from local.sandboxes.generator import Ledger, generate_ledger
+from local.sandboxes.core import AuthorizationCodes, Clock, ProviderSandbox, json_response, render_consent_page
 from local.sandboxes.sage import wire
+from local.sandboxes.sage.idempotency import IdempotentReplies
 from local.sandboxes.sage.ledger import (
     ARTEFACT_STATUSES,
     PAYMENT_METHODS,
@@ -42,6 +36,7 @@ from local.sandboxes.sage.ledger import (
     SageError,
     SageValidationError,
 )
+from local.sandboxes.sage.limits import DEFAULT_RATE_LIMIT_PER_MINUTE, RateLimits, throttled
 from local.sandboxes.sage.oauth import (
     ACCESS_TOKEN_SECONDS,
     AUTH_CODE_SECONDS,
@@ -55,11 +50,8 @@ from local.sandboxes.sage.oauth import (
 
 API_PREFIX = "/v3.1"
 AUTHORIZE_PATH = "/oauth2/auth/central"
-DEFAULT_RATE_LIMIT_PER_MINUTE = 200  # S-V30 (v3.0 figure; none published for v3.1, #sage-rate-limits)
 MAX_ITEMS_PER_PAGE = 200  # S-PAG
 DEFAULT_ITEMS_PER_PAGE = 20
-# S-RC documents no rate-limit header; Retry-After (seconds) is this sandbox's choice.
-INJECTED_THROTTLE_RETRY_AFTER = 1
 _CONTEXT = "sage.api_context"
 
 _ERROR_CODES = {
@@ -104,10 +96,9 @@ class _Deletable(Protocol):
     def deleted_at(self) -> datetime | None: ...
 
 
-class SageSandbox(ProviderSandbox):
-    """Sage Accounting v3.1: OAuth (per-user grant over all the user's businesses), businesses with
-    X-Business routing, purchase invoices, contacts, bank/ledger accounts, attachments and payments.
-    """
+class SageRoutes(ProviderSandbox):
+    """The wire: Sage's OAuth (a per-user grant over all the user's businesses) and Accounting v3.1
+    with X-Business routing, over the users and businesses it holds. `SageSandbox` adds the controls."""
 
     def __init__(
         self,
@@ -125,239 +116,9 @@ class SageSandbox(ProviderSandbox):
         self._businesses: dict[str, Business] = {}
         self.tokens = TokenStore(self.clock)
         self.codes = AuthorizationCodes(self.clock, AUTH_CODE_SECONDS)
-        self.rate_limiter = SlidingWindowLimiter(rate_limit_per_minute, 60, self.clock)
+        self.rate_limits = RateLimits(self.clock, rate_limit_per_minute)
+        self.replies = IdempotentReplies(self.clock)
         self.auto_approve_user: str | None = None  # None: the first user
-
-    # ==============================================================================================
-    # Set-up and control (Python; the admin surface maps onto these)
-    # ==============================================================================================
-
-    def register_app(
-        self, client_id: str, client_secret: str, redirect_uris: list[str], name: str = "PayEdge Connect"
-    ) -> None:
-        with self._state:
-            self._apps[client_id] = App(client_id, client_secret, list(redirect_uris), name)
-
-    def add_user(self, name: str, email: str) -> str:
-        """A Sage user account; returns its id (the token response's `requested_by_id`)."""
-        with self._state:
-            user = User(id=self._ids.new(), name=name, email=email)
-            self._users[user.id] = user
-            return user.id
-
-    def add_tenant(self, ledger: Ledger, *, name: str | None = None, user_id: str | None = None) -> str:
-        """Load `ledger` as a new business of `user_id` (default: the first user, created if needed).
-
-        The first business a user gets is their lead business. Returns the business id.
-        """
-        with self._state:
-            if user_id is None:
-                user_id = next(iter(self._users), None) or self.add_user("Sandbox Owner", "owner@example.com")
-            user = self._users[user_id]
-            business_id = self._ids.new()
-            business = Business.from_ledger(
-                ledger,
-                business_id=business_id,
-                name=name or ledger.company_name,
-                ids=IdFactory(self.seed * 7919 + len(self._businesses) + 1),
-                now=self.clock.now(),
-            )
-            self._businesses[business_id] = business
-            user.businesses.append(business_id)
-            return business_id
-
-    def grant_access(self, user_id: str, business_id: str) -> None:
-        """Invite an existing user to another business (it does not become their lead business)."""
-        with self._state:
-            user = self._users[user_id]
-            if business_id not in self._businesses:
-                raise KeyError(f"no business {business_id}")
-            if business_id not in user.businesses:
-                user.businesses.append(business_id)
-
-    def business(self, business_id: str) -> Business:
-        with self._state:
-            return self._businesses[business_id]
-
-    def entity_id(self, business_id: str, generator_key: str) -> str:
-        """The Sage id of a generator record: vendor -> contact, bill -> purchase invoice, bank account
-        -> bank account, expense/payable account -> ledger account, attachment -> attachment."""
-        with self._state:
-            return self.business(business_id).ids_by_key[generator_key]
-
-    def business_ids(self) -> list[str]:
-        with self._state:
-            return list(self._businesses)
-
-    def users(self) -> list[str]:
-        """Ids of the Sage user accounts, in the order they were added."""
-        with self._state:
-            return list(self._users)
-
-    def businesses_of(self, user_id: str) -> list[str]:
-        with self._state:
-            return list(self._users[user_id].businesses)
-
-    def revoke_grant(self, user_id: str | None = None, client_id: str | None = None) -> int:
-        """The user removes the app in Sage: every token of the matching grants stops working."""
-        return self.tokens.revoke_grants(user_id=user_id, client_id=client_id)
-
-    def expire_tokens(self, user_id: str | None = None, include_refresh: bool = False) -> int:
-        return self.tokens.expire(user_id=user_id, include_refresh=include_refresh)
-
-    def set_rate_limit(self, per_minute: int) -> None:
-        self.rate_limiter = SlidingWindowLimiter(per_minute, 60, self.clock)
-
-    def pay_bill_elsewhere(self, business_id: str, bill_id: str, amount: Decimal | None = None) -> str:
-        """Someone pays the purchase invoice in Sage itself; returns the new contact payment's id."""
-        with self._state:
-            return self.business(business_id).pay_elsewhere(bill_id, amount, self.clock.now()).id
-
-    def change_bill_amount(self, business_id: str, bill_id: str, new_total: Decimal) -> None:
-        with self._state:
-            self.business(business_id).change_invoice_total(bill_id, new_total, self.clock.now())
-
-    def void_bill(self, business_id: str, bill_id: str) -> None:
-        with self._state:
-            self.business(business_id).void_invoice(bill_id, self.clock.now())
-
-    def delete_bill(self, business_id: str, bill_id: str) -> None:
-        with self._state:
-            self.business(business_id).delete_invoice(bill_id, self.clock.now())
-
-    def edit_vendor(self, business_id: str, vendor_id: str, **changes: Any) -> None:
-        with self._state:
-            self.business(business_id).edit_contact(vendor_id, changes, self.clock.now())
-
-    # ---- read-outs for assertions (full Sage representations) ------------------------------------
-
-    def purchase_invoices(self, business_id: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            return [
-                wire.purchase_invoice_json(business, invoice, show_payments_allocations=True)
-                for invoice in business.purchase_invoices.values()
-                if include_deleted or invoice.deleted_at is None
-            ]
-
-    def contact_payments(self, business_id: str) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            return [wire.contact_payment_json(business, item) for item in business.contact_payments.values()]
-
-    def other_payments(self, business_id: str) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            return [wire.other_payment_json(business, item) for item in business.other_payments.values()]
-
-    def contacts(self, business_id: str) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            balances = business.contact_balances()
-            return [wire.contact_json(item, balances.get(item.id, ZERO)) for item in business.contacts.values()]
-
-    def bank_accounts(self, business_id: str) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            return [wire.bank_account_json(business, item) for item in business.bank_accounts.values()]
-
-    def ledger_accounts(self, business_id: str) -> list[dict[str, Any]]:
-        with self._state:
-            business = self.business(business_id)
-            return [wire.ledger_account_json(item) for item in business.ledger_accounts.values()]
-
-    # ---- admin surface ---------------------------------------------------------------------------
-
-    def admin(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
-        handler = self._admin_commands().get(command)
-        if handler is None:
-            return super().admin(command, args)
-        try:
-            return handler(args)
-        except (KeyError, ValueError) as exc:
-            raise AdminError(400, str(exc)) from exc
-
-    def _admin_commands(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-        ok: dict[str, Any] = {"ok": True}
-
-        def business_id(args: Mapping[str, Any]) -> str:
-            return admin_arg(args, "business_id", str)
-
-        def bill_id(args: Mapping[str, Any]) -> str:
-            return admin_arg(args, "bill_id", str)
-
-        def optional_str(args: Mapping[str, Any], name: str) -> str | None:
-            return admin_arg(args, name, str) if args.get(name) is not None else None
-
-        def optional_int(args: Mapping[str, Any], name: str) -> int | None:
-            return admin_arg(args, name, int) if args.get(name) is not None else None
-
-        def register_app(args: dict[str, Any]) -> dict[str, Any]:
-            uris = [str(uri) for uri in admin_arg(args, "redirect_uris", list)]
-            name = admin_arg(args, "name", str, "PayEdge Connect")
-            self.register_app(admin_arg(args, "client_id", str), admin_arg(args, "client_secret", str), uris, name)
-            return ok
-
-        def add_business(args: dict[str, Any]) -> dict[str, Any]:
-            ledger = generate_ledger(
-                seed=admin_arg(args, "seed", int, 0),
-                bills=admin_arg(args, "bills", int),
-                vendors=optional_int(args, "vendors"),
-                documents=optional_int(args, "documents"),
-                base_currency=admin_arg(args, "base_currency", str, "CAD"),
-            )
-            new_id = self.add_tenant(ledger, name=optional_str(args, "name"), user_id=optional_str(args, "user_id"))
-            return {"business_id": new_id}
-
-        def pay_bill_elsewhere(args: dict[str, Any]) -> dict[str, Any]:
-            amount = _decimal_arg(args, "amount") if args.get("amount") is not None else None
-            return {"contact_payment_id": self.pay_bill_elsewhere(business_id(args), bill_id(args), amount)}
-
-        def edit_vendor(args: dict[str, Any]) -> dict[str, Any]:
-            changes = admin_arg(args, "changes", dict)
-            self.edit_vendor(business_id(args), admin_arg(args, "vendor_id", str), **changes)
-            return ok
-
-        def change_bill_amount(args: dict[str, Any]) -> dict[str, Any]:
-            self.change_bill_amount(business_id(args), bill_id(args), _decimal_arg(args, "new_total"))
-            return ok
-
-        def void_bill(args: dict[str, Any]) -> dict[str, Any]:
-            self.void_bill(business_id(args), bill_id(args))
-            return ok
-
-        def delete_bill(args: dict[str, Any]) -> dict[str, Any]:
-            self.delete_bill(business_id(args), bill_id(args))
-            return ok
-
-        def set_rate_limit(args: dict[str, Any]) -> dict[str, Any]:
-            self.set_rate_limit(admin_arg(args, "per_minute", int))
-            return ok
-
-        return {
-            "register_app": register_app,
-            "add_user": lambda args: {
-                "user_id": self.add_user(admin_arg(args, "name", str), admin_arg(args, "email", str))
-            },
-            "add_business": add_business,
-            "revoke_grant": lambda args: {
-                "revoked": self.revoke_grant(optional_str(args, "user_id"), optional_str(args, "client_id"))
-            },
-            "expire_tokens": lambda args: {
-                "expired": self.expire_tokens(
-                    optional_str(args, "user_id"), admin_arg(args, "include_refresh", bool, False)
-                )
-            },
-            "set_rate_limit": set_rate_limit,
-            "pay_bill_elsewhere": pay_bill_elsewhere,
-            "change_bill_amount": change_bill_amount,
-            "void_bill": void_bill,
-            "delete_bill": delete_bill,
-            "edit_vendor": edit_vendor,
-            "purchase_invoices": lambda args: {"items": self.purchase_invoices(business_id(args))},
-            "contact_payments": lambda args: {"items": self.contact_payments(business_id(args))},
-            "other_payments": lambda args: {"items": self.other_payments(business_id(args))},
-        }
 
     # ==============================================================================================
     # ProviderSandbox hooks
@@ -410,10 +171,7 @@ class SageSandbox(ProviderSandbox):
         return self._errors(status, [SageError(_ERROR_CODES.get(status, "Error"), message)])
 
     def throttled_response(self, request: Request) -> Response:
-        headers = {"Retry-After": str(INJECTED_THROTTLE_RETRY_AFTER)}
-        if not request.path.startswith(API_PREFIX):
-            return json_response({"error": "temporarily_unavailable"}, 429, headers)
-        return self._errors(429, [SageError("TooManyRequests", "Too many requests")], headers)
+        return throttled(api=request.path.startswith(API_PREFIX))
 
     def tenant_of(self, request: Request) -> str | None:
         context = self._context(request) if request.path.startswith(API_PREFIX) else None
@@ -425,14 +183,7 @@ class SageSandbox(ProviderSandbox):
         context = self._context(request)
         if not isinstance(context, ApiContext):
             return None  # the handler answers 401; unauthenticated calls do not reach a business
-        decision = self.rate_limiter.hit(context.business.id)
-        if decision.allowed:
-            return None
-        return self._errors(
-            429,
-            [SageError("TooManyRequests", "Rate limit exceeded for this business, retry later")],
-            {"Retry-After": str(decision.retry_after), "X-Business": context.business.id},
-        )
+        return self.rate_limits.check(context.business.id)
 
     # ==============================================================================================
     # OAuth (www.sageone.com / oauth.accounting.sage.com)
@@ -962,15 +713,6 @@ class SageSandbox(ProviderSandbox):
 
         return self._serve(request, action, write=True)
 
-    def reconcile(self, business_id: str, payment_id: str) -> None:
-        """Match a contact or other payment to the bank statement (it can no longer be deleted)."""
-        with self._state:
-            business = self.business(business_id)
-            payment = business.contact_payments.get(payment_id) or business.other_payments.get(payment_id)
-            if payment is None:
-                raise KeyError(f"no payment {payment_id}")
-            payment.reconciled = True
-
     def create_contact_payment(self, request: Request) -> Response:
         def action(context: ApiContext) -> Response:
             business = context.business
@@ -1021,25 +763,12 @@ class SageSandbox(ProviderSandbox):
         resource: str,
         commit: Callable[[Mapping[str, Any]], dict[str, Any]],
     ) -> Response:
-        """POST with Sage's idempotency: `idempotency_id` inside the resource object (S-IDEM)."""
+        """A POST, answered once per `idempotency_id` (idempotency.py)."""
         fields = _resource_fields(request, resource)
-        idempotency_id = fields.get("idempotency_id")
-        now = self.clock.timestamp()
-        if idempotency_id not in (None, ""):
-            try:
-                stored = business.replay(str(idempotency_id), resource, now)
-            except SageValidationError as exc:
-                raise ApiError(422, exc.errors) from exc
-            if stored is not None:
-                return json_response(stored.body, stored.status)
         try:
-            body = commit(fields)
+            return self.replies.answer(business.id, resource, fields, commit)
         except SageValidationError as exc:
-            # Refused writes are not remembered: nothing was created, so a corrected retry may reuse the id.
             raise ApiError(422, exc.errors) from exc
-        if idempotency_id not in (None, ""):
-            business.remember(str(idempotency_id), resource, 201, body, now)
-        return json_response(body, 201)
 
 
 # ==================================================================================================
@@ -1181,16 +910,6 @@ def _resource_fields(request: Request, resource: str) -> Mapping[str, Any]:
             422, [SageError("RecordInvalid", f"param is missing or the value is empty: {resource}", resource)]
         )
     return fields
-
-
-def _decimal_arg(args: Mapping[str, Any], name: str) -> Decimal:
-    value = args.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise AdminError(400, f"argument {name!r} must be a number")
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise AdminError(400, f"argument {name!r} must be a number") from None
 
 
 # ==================================================================================================
