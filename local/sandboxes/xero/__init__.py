@@ -1,4 +1,4 @@
-"""Xero sandbox: a local stand-in for Xero Identity (OAuth 2.0, /connections) and Accounting API 2.0.
+"""Xero sandbox: a local stand-in for Xero Identity (OAuth 2.0, /connections) and Accounting API 2.0 (README.md).
 
 Modules: `sandbox` (`XeroSandbox`: the wire plus the Python controls), `routes` (the HTTP surface as
 Xero speaks it), `ledger` (an organisation's books and the rules of its writes), `limits` (rate and
