@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from payedge_connect.errors import ConflictError, InvalidInputError
 from payedge_connect.models import (
@@ -159,6 +159,9 @@ PAYABLE_HASH_EXCLUDE: Any = {"document": {"object_key"}}
 
 
 class Page[RecordT: BaseModel](BaseModel):
+    # Built on first use, like the records (models.Record): the store's annotations name four pages.
+    model_config = ConfigDict(defer_build=True)
+
     items: list[RecordT]
     next_cursor: str | None = None
 
