@@ -64,7 +64,7 @@ from payedge_connect.models import (
 )
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 from payedge_connect.sync import schedule
 from payedge_connect.sync.dispatch import dispatch_due
 from payedge_connect.sync.documents import DocumentStore
@@ -215,7 +215,9 @@ def _connect_member(fleet: Fleet, member: Member, bills: int, seed: int) -> None
     params = consent(request.url)
     tokens = oauth.exchange_code(code=params["code"], redirect_uri=redirect_uri, code_verifier=request.code_verifier)
     now = fleet.clock.now()
-    fleet.services.store.create_connection(_connection(member.connection_id, member.provider, member.tenant_id, now))
+    fleet.services.store.connections.create_connection(
+        _connection(member.connection_id, member.provider, member.tenant_id, now)
+    )
     fleet.services.vault.store(member.connection_id, tokens)
 
 
@@ -232,7 +234,7 @@ def _put_records_only(store: RecordsStore, connections: Sequence[Connection], *,
     """The items create_connection writes (the connection and its tenant look-up), in batches."""
     with store.table.batch_writer() as batch:
         for connection in connections:
-            batch.put_item(Item=store._connection_item(connection))
+            batch.put_item(Item=store.connections._connection_item(connection))
             if not lookups:
                 continue
             batch.put_item(
@@ -264,10 +266,10 @@ def _change_books(fleet: Fleet, rng: random.Random, members: Sequence[Member], t
         if rng.random() >= member.changes_per_day / (len(BUSINESS_HOURS) * ticks_per_hour):
             continue
         store = fleet.services.store
-        open_ids = sorted(store.open_payable_states(member.connection_id))
+        open_ids = sorted(store.payables.open_payable_states(member.connection_id))
         if not open_ids:
             continue
-        payable = store.get_payable(member.connection_id, rng.choice(open_ids))
+        payable = store.payables.get_payable(member.connection_id, rng.choice(open_ids))
         if payable is None:
             continue
         sandbox = fleet.sandboxes[member.provider]
@@ -333,7 +335,7 @@ def _run_member_sync(fleet: Fleet, member: Member, message: SyncMessage) -> floa
     """What the sync worker does with one message, continuations included; the modelled service time."""
     store = fleet.services.store
     before = DYNAMODB.snapshot()
-    run = store.get_sync_run(message.connection_id, message.sync_run_id)
+    run = store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
     calls = 0
     for _ in range(10):
         if run is None:
@@ -386,7 +388,7 @@ def _stand_in_worker(fleet: Fleet, messages: Sequence[SyncMessage], now: datetim
                 provider, message.connection_id, previous, outcome=run.outcome, changed=changed, now=now
             )
             fleet.others[message.connection_id] = (provider, rate, next_schedule, now)
-            store.record_sync_outcome(
+            store.connections.record_sync_outcome(
                 message.connection_id,
                 SyncSummary(sync_run_id=run.sync_run_id, outcome=run.outcome.value, finished_at=now),
                 next_schedule,
@@ -576,7 +578,7 @@ def _hook_webhooks(fleet: Fleet) -> None:
 
 
 def _first_sync(fleet: Fleet, member: Member) -> None:
-    connection = fleet.services.store.get_connection(member.connection_id)
+    connection = fleet.services.store.connections.get_connection(member.connection_id)
     assert connection is not None
     _, message = request_sync(fleet.services, connection, SyncTrigger.ON_DEMAND)
     if message is not None:
@@ -588,7 +590,7 @@ def _queue_due(fleet: Fleet, members: Sequence[Member]) -> None:
     them by key instead of 32 shard queries an hour for three connections)."""
     now = fleet.clock.now()
     for member in members:
-        connection = fleet.services.store.get_connection(member.connection_id)
+        connection = fleet.services.store.connections.get_connection(member.connection_id)
         assert connection is not None
         if connection.sync_schedule is None or connection.sync_schedule.next_due_at <= now:
             _, message = request_sync(fleet.services, connection, SyncTrigger.SCHEDULE)
