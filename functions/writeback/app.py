@@ -5,7 +5,7 @@ Events:
   rule on its bus) and our own {"connectionId", "paymentOrderNumber"} messages (API submissions,
   reversals, retries, reconnects), up to BatchSize a time: grouped per connection, each group written
   back (or undone) as one payment run; what a run could not finish is queued again
-  (payedge_connect/writeback/queue.py: what goes on the queue, comes off it and goes back on it).
+  (payedge_connect/writeback/worker.py; the re-queue policy: writeback/queue.py).
 - HTTP API: POST /connections/{id}/payments (202 + status URL), GET .../payments/{paymentOrderNumber},
   POST .../payments/{paymentOrderNumber}/retry, POST .../payments/{paymentOrderNumber}/reversal.
 - EventBridge Scheduler: {"action": "sweep"} (payedge_connect/sweep.py: work that stopped moving, moved on).
@@ -28,7 +28,7 @@ from payedge_connect.models import PaymentOrder
 from payedge_connect.settings import WritebackSettings
 from payedge_connect.sweep import sweep
 from payedge_connect.writeback.events import PaymentDetails, ReversalDetails
-from payedge_connect.writeback.queue import accept_payment, accept_retry, accept_reversal, process_batch, process_now
+from payedge_connect.writeback.worker import accept_payment, accept_retry, accept_reversal, process_batch, process_now
 
 function = Function(WritebackSettings)
 app = function.app
