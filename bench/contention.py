@@ -205,9 +205,9 @@ def _second_connection(world: SyncWorld) -> Connection:
     connection = world.connection.model_copy(
         update={"connection_id": f"{world.connection.connection_id}-2", "business_id": "biz-2", "version": 0}
     )
-    services.store.create_connection(connection)
+    services.store.connections.create_connection(connection)
     services.vault.store(connection.connection_id, tokens)
-    stored = services.store.get_connection(connection.connection_id)
+    stored = services.store.connections.get_connection(connection.connection_id)
     assert stored is not None
     return stored
 
@@ -247,7 +247,7 @@ def _sync_to_the_end(
 ) -> None:
     """One sync, continued as the queue would (after the delay it asks for), until it is done or the run
     is over (its invocations are told the run's end as their deadline, so they stop at a checkpoint)."""
-    current = services.store.get_connection(connection.connection_id) or connection
+    current = services.store.connections.get_connection(connection.connection_id) or connection
     run, _ = request_sync(services, current, trigger, full=full)
     while time.monotonic() < ends_at:
         # The engine stops STOP_BEFORE_DEADLINE_SECONDS before its deadline: that moment is the run's end.
@@ -286,7 +286,7 @@ def run_role(role: Role, ready: Any, results: Any) -> None:
     os.environ["AWS_ENDPOINT_URL"] = role.environment["AWS_ENDPOINT_URL"]
     report: dict[str, Any] = {"name": role.name, "error": None, "payments": [], "documents": 0, "syncs": 0}
     services = Services(SyncSettings.model_validate(dict(os.environ)))
-    connection = services.store.get_connection(role.connection_id)
+    connection = services.store.connections.get_connection(role.connection_id)
     assert connection is not None and connection.tenant_id is not None
     budget = services.call_budget(connection.provider, connection.tenant_id)
     ready.wait()
@@ -330,7 +330,7 @@ def _payments(services: Services, role: Role, connection: Connection, ends_at: f
     for number, bill_id in enumerate(role.bill_ids):
         if time.monotonic() >= ends_at:
             return
-        payable = services.store.get_payable(connection.connection_id, bill_id)
+        payable = services.store.payables.get_payable(connection.connection_id, bill_id)
         if payable is None or payable.status.value == "closed":
             continue
         waited_before, requeued = budget.waited_seconds, 0.0
@@ -366,7 +366,7 @@ def _documents(services: Services, role: Role, connection: Connection, ends_at: 
     for bill_id in role.bill_ids:
         if time.monotonic() >= ends_at:
             return
-        payable = services.store.get_payable(connection.connection_id, bill_id)
+        payable = services.store.payables.get_payable(connection.connection_id, bill_id)
         if payable is None or payable.document is None or payable.document.object_key:
             continue
         try:
@@ -381,7 +381,7 @@ def _open_payables(services: Services, connection: Connection) -> list[Payable]:
     payables: list[Payable] = []
     cursor = None
     while True:
-        page = services.store.list_payables(connection.connection_id, status=None, limit=100, cursor=cursor)
+        page = services.store.payables.list_payables(connection.connection_id, status=None, limit=100, cursor=cursor)
         payables.extend(p for p in page.items if p.status.value != "closed")
         cursor = page.next_cursor
         if cursor is None:

@@ -24,6 +24,7 @@ provider call it made (measured) plus SYNC_OVERHEAD_S; `max_queue_age_s` is the 
 import heapq
 import json
 import math
+import multiprocessing
 import random
 import threading
 import time
@@ -37,7 +38,16 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Attr
 
-from bench.harness import DYNAMODB, RESULTS, Aws, load_template, mocked_aws, print_table, write_results
+from bench.harness import (
+    DYNAMODB,
+    RESULTS,
+    Aws,
+    load_template,
+    mocked_aws,
+    print_table,
+    use_fake_aws,
+    write_results,
+)
 from bench.moto_index import (
     constant_time_sends,
     delete_items_directly,
@@ -72,7 +82,8 @@ from payedge_connect.models import (
 )
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
-from payedge_connect.storage.records import CONNECTION_SHARDS, RecordsStore
+from payedge_connect.storage import RecordsStore
+from payedge_connect.storage.connections import CONNECTION_SHARDS
 from payedge_connect.sweep import sweep
 from payedge_connect.sync import schedule
 from payedge_connect.sync.dispatch import PARALLEL_SHARDS, dispatch_due
@@ -240,7 +251,9 @@ def _connect_member(fleet: Fleet, member: Member, bills: int, seed: int) -> None
     params = consent(request.url)
     tokens = oauth.exchange_code(code=params["code"], redirect_uri=redirect_uri, code_verifier=request.code_verifier)
     now = fleet.clock.now()
-    fleet.services.store.create_connection(_connection(member.connection_id, member.provider, member.tenant_id, now))
+    fleet.services.store.connections.create_connection(
+        _connection(member.connection_id, member.provider, member.tenant_id, now)
+    )
     fleet.services.vault.store(member.connection_id, tokens)
 
 
@@ -256,7 +269,7 @@ def _steady_schedule(rng: random.Random, provider: Provider, now: datetime) -> S
 def _put_records_only(store: RecordsStore, connections: Sequence[Connection], *, lookups: bool = True) -> None:
     """The items create_connection writes (the connection and its tenant look-up), straight into moto's
     table: set-up, not what the scenario measures."""
-    items = [store._connection_item(connection) for connection in connections]
+    items = [store.connections._connection_item(connection) for connection in connections]
     if lookups:
         items += [
             {
@@ -289,10 +302,10 @@ def _change_books(fleet: Fleet, rng: random.Random, members: Sequence[Member], t
         if rng.random() >= member.changes_per_day / (len(BUSINESS_HOURS) * ticks_per_hour):
             continue
         store = fleet.services.store
-        open_ids = sorted(store.open_payable_states(member.connection_id))
+        open_ids = sorted(store.payables.open_payable_states(member.connection_id))
         if not open_ids:
             continue
-        payable = store.get_payable(member.connection_id, rng.choice(open_ids))
+        payable = store.payables.get_payable(member.connection_id, rng.choice(open_ids))
         if payable is None:
             continue
         sandbox = fleet.sandboxes[member.provider]
@@ -351,7 +364,7 @@ def _run_member_sync(fleet: Fleet, member: Member, message: SyncMessage) -> floa
     """What the sync worker does with one message, continuations included; the modelled service time."""
     store = fleet.services.store
     before = DYNAMODB.snapshot()
-    run = store.get_sync_run(message.connection_id, message.sync_run_id)
+    run = store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
     calls = 0
     for _ in range(10):
         if run is None:
@@ -414,7 +427,7 @@ def _stand_in_worker(fleet: Fleet, messages: Sequence[SyncMessage], now: datetim
             }
         )
         fleet.others[message.connection_id] = Other(connection, other.changes_per_day, now)
-        written += [_run_item(store, run), store._connection_item(connection)]
+        written += [_run_item(store, run), store.connections._connection_item(connection)]
         released.append((f"CONNECTION#{message.connection_id}", "SYNC#ACTIVE"))
         times = service_times[provider.value] or [SYNC_OVERHEAD_S + PROVIDER_LATENCY_S]
         ran.append((SyncTrigger.SCHEDULE, rng.choice(times)))
@@ -666,7 +679,7 @@ def _hook_webhooks(fleet: Fleet) -> None:
 
 
 def _first_sync(fleet: Fleet, member: Member) -> None:
-    connection = fleet.services.store.get_connection(member.connection_id)
+    connection = fleet.services.store.connections.get_connection(member.connection_id)
     assert connection is not None
     _, message = request_sync(fleet.services, connection, SyncTrigger.ON_DEMAND)
     if message is not None:
@@ -678,7 +691,7 @@ def _queue_due(fleet: Fleet, members: Sequence[Member]) -> None:
     them by key instead of 32 shard queries an hour for three connections)."""
     now = fleet.clock.now()
     for member in members:
-        connection = fleet.services.store.get_connection(member.connection_id)
+        connection = fleet.services.store.connections.get_connection(member.connection_id)
         assert connection is not None
         if connection.sync_schedule is None or connection.sync_schedule.next_due_at <= now:
             _, message = request_sync(fleet.services, connection, SyncTrigger.SCHEDULE)
@@ -906,7 +919,31 @@ def run(
     phases: Sequence[str] = PHASES,
 ) -> dict[str, Any] | None:
     """Run the phases (each writes bench/results/fleet-<phase>.json), then assemble fleet.json from the
-    three files: the phases are independent, so a long one can be run apart (`--phases`)."""
+    three files: the phases are independent, so a long one can be run apart (`--phases`). The month
+    shares nothing with the others: it runs at the same time, in an OS process of its own."""
+    month_apart = None
+    if "month" in phases and len(phases) > 1:
+        month_apart = multiprocessing.get_context("spawn").Process(
+            target=_month_apart, args=(days,), name="fleet-month"
+        )
+        month_apart.start()
+        phases = [phase for phase in phases if phase != "month"]
+    try:
+        _run_phases(connections=connections, sample=sample, large=large, days=days, phases=phases)
+    finally:
+        if month_apart is not None:
+            month_apart.join()
+    if month_apart is not None and month_apart.exitcode != 0:
+        raise RuntimeError("the month phase ended without its results (its traceback is above)")
+    return assemble()
+
+
+def _month_apart(days: int) -> None:
+    use_fake_aws()
+    _run_phases(connections=CONNECTIONS, sample=SAMPLE, large=LARGE_FLEET, days=days, phases=["month"])
+
+
+def _run_phases(*, connections: int, sample: int, large: int, days: int, phases: Sequence[str]) -> None:
     global WORKER_CONCURRENCY  # noqa: PLW0603 - one figure from the template for the whole scenario
     template = load_template()
     worker = template["Resources"]["SyncFunction"]["Properties"]["Events"]["SyncWorker"]["Properties"]
@@ -946,7 +983,6 @@ def run(
         finally:
             for sandbox in sandboxes.values():
                 sandbox.stop()
-    return assemble()
 
 
 def _records_only_fleet(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any]) -> Fleet:

@@ -51,7 +51,7 @@ def describe_limits(provider: Provider) -> str:
 
 
 def record_kind(sort_key: str) -> str:
-    """The kind of records-table item a sort key names (key design: storage/records.py)."""
+    """The kind of records-table item a sort key names (key design: storage/__init__.py)."""
     if sort_key.startswith("PAYABLE#"):
         return "payable"
     if sort_key.startswith("VENDOR#"):

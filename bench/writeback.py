@@ -241,7 +241,9 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
         mapping = world.accept_mapping()
         setup_calls = setup.calls()
 
-        stored = world.services.store.get_payables(world.connection.connection_id, sorted(world.open_payables()))
+        stored = world.services.store.payables.get_payables(
+            world.connection.connection_id, sorted(world.open_payables())
+        )
         payables = [stored[bill_id] for bill_id in sorted(stored) if stored[bill_id].status is not PayableStatus.CLOSED]
         if len(payables) < payments + TRICKLE:
             raise RuntimeError(f"{len(payables)} open bills synced from {provider.value}; {payments + TRICKLE} needed")
@@ -282,7 +284,9 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
         payments_at_provider = AtProvider.count(payments_before, provider_payments(world))
         fees_at_provider = AtProvider.count(fees_before, provider_fees(world))
         orders = [
-            world.services.store.get_payment_order(world.connection.connection_id, details.payment_order_number)
+            world.services.store.payment_orders.get_payment_order(
+                world.connection.connection_id, details.payment_order_number
+            )
             for details in chosen
         ]
 

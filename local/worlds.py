@@ -72,7 +72,7 @@ class SyncWorld:
 
     def sync(self, *, full: bool = False, time_left: Callable[[], float] = lambda: 900.0) -> SyncResult:
         """What the queue and the worker do for one requested sync (continuations included by the caller)."""
-        connection = self.services.store.get_connection(self.connection.connection_id)
+        connection = self.services.store.connections.get_connection(self.connection.connection_id)
         assert connection is not None
         run, _ = request_sync(self.services, connection, SyncTrigger.ON_DEMAND, full=full)
         return self.run(run, full=full, time_left=time_left)
@@ -87,14 +87,16 @@ class SyncWorld:
         accounts = connector.accounts(self.services.api(self.connection))
         banks = {a.currency: a.account_id for a in accounts if a.kind is AccountKind.BANK and a.active and a.currency}
         fees = [a.account_id for a in accounts if a.kind is AccountKind.EXPENSE and "fee" in a.name.lower()]
-        connection = self.services.store.get_connection(self.connection.connection_id)
+        connection = self.services.store.connections.get_connection(self.connection.connection_id)
         assert connection is not None
         mapping = AccountMapping(
             funding_sources={f"{currency.lower()}-operating": account for currency, account in banks.items()},
             fee_account_id=fees[0] if fees else None,
             accepted_at=self.sandbox.clock.now(),
         )
-        self.connection = self.services.store.save_connection(connection.model_copy(update={"mapping": mapping}))
+        self.connection = self.services.store.connections.save_connection(
+            connection.model_copy(update={"mapping": mapping})
+        )
         return mapping
 
     def items(self) -> list[dict[str, Any]]:
@@ -205,7 +207,7 @@ def connect(
             created_at=now,
             updated_at=now,
         )
-        services.store.create_connection(connection)
+        services.store.connections.create_connection(connection)
         services.vault.store(connection.connection_id, tokens)
         yield SyncWorld(
             provider=provider,

@@ -117,7 +117,7 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
     action = event.get("action")
     if action == "list_providers":
         return list_providers()
-    connection = services().store.get_connection(str(event.get("connectionId")))
+    connection = services().store.connections.get_connection(str(event.get("connectionId")))
     if action in ("show_connection", "refresh_token") and connection is None:
         raise NotFoundError(f"no connection {event.get('connectionId')}")
     if action == "show_connection" and connection is not None:

@@ -124,14 +124,14 @@ def list_sync_runs(
     cursor: Annotated[str | None, Query()] = None,
 ) -> SyncRunList:
     owned_connection(services().store, caller(), connection_id)
-    page = services().store.list_sync_runs(connection_id, limit=limit, cursor=cursor)
+    page = services().store.syncs.list_sync_runs(connection_id, limit=limit, cursor=cursor)
     return SyncRunList(sync_runs=[_view(run) for run in page.items], next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/sync-runs/<sync_run_id>")
 def show_sync_run(connection_id: IdentifierPath, sync_run_id: IdentifierPath) -> SyncRunView:
     owned_connection(services().store, caller(), connection_id)
-    run = services().store.get_sync_run(connection_id, sync_run_id)
+    run = services().store.syncs.get_sync_run(connection_id, sync_run_id)
     if run is None:
         raise NotFoundError(f"no sync run {sync_run_id}")
     return _view(run)
@@ -149,14 +149,14 @@ def list_payables(
 ) -> PayableList:
     """Unpaid payables (status open or part_paid; closed ones on request), by due date within a status."""
     owned_connection(services().store, caller(), connection_id)
-    page = services().store.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
+    page = services().store.payables.list_payables(connection_id, status=status, limit=limit, cursor=cursor)
     return PayableList(payables=page.items, next_cursor=page.next_cursor)
 
 
 @app.get("/connections/<connection_id>/payables/<bill_id>")
 def show_payable(connection_id: IdentifierPath, bill_id: IdentifierPath) -> Payable:
     owned_connection(services().store, caller(), connection_id)
-    payable = services().store.get_payable(connection_id, bill_id)
+    payable = services().store.payables.get_payable(connection_id, bill_id)
     if payable is None:
         raise NotFoundError(f"no payable {bill_id}")
     return payable
@@ -166,7 +166,7 @@ def show_payable(connection_id: IdentifierPath, bill_id: IdentifierPath) -> Paya
 def payable_document(connection_id: IdentifierPath, bill_id: IdentifierPath) -> DocumentLink:
     """A short-lived link to the invoice document (fetched from the provider on first request)."""
     connection = owned_connection(services().store, caller(), connection_id)
-    payable = services().store.get_payable(connection_id, bill_id)
+    payable = services().store.payables.get_payable(connection_id, bill_id)
     if payable is None or payable.document is None:
         raise NotFoundError(f"bill {bill_id} has no invoice document")
     if payable.document.object_key is None:
@@ -190,7 +190,7 @@ def list_vendors(
 ) -> VendorList:
     """Vendors that unpaid bills are owed to; attentionRequired=true gives the "Attention required" tab."""
     owned_connection(services().store, caller(), connection_id)
-    page = services().store.list_vendors(
+    page = services().store.payables.list_vendors(
         connection_id, attention_required=attention_required, limit=limit, cursor=cursor
     )
     return VendorList(vendors=page.items, next_cursor=page.next_cursor)
@@ -200,11 +200,11 @@ def list_vendors(
 def acknowledge_vendor(connection_id: IdentifierPath, vendor_id: IdentifierPath) -> Vendor:
     """The platform has seen the vendor's details: it leaves the attention tab until they change."""
     owned_connection(services().store, caller(), connection_id)
-    vendor = services().store.get_vendors(connection_id, [vendor_id]).get(vendor_id)
+    vendor = services().store.payables.get_vendors(connection_id, [vendor_id]).get(vendor_id)
     if vendor is None:
         raise NotFoundError(f"no vendor {vendor_id}")
     acknowledged = vendor.model_copy(update={"attention_required": False})
-    services().store.put_vendors([acknowledged], previous={vendor_id: vendor})
+    services().store.payables.put_vendors([acknowledged], previous={vendor_id: vendor})
     return acknowledged
 
 
@@ -223,7 +223,7 @@ def _webhook(provider: Provider, signature_header: str) -> Response[str]:
         send_sync_messages(load_settings(SyncSettings).sync_queue_url, outcome.messages)
     except Exception:
         # Nothing queued: forget the events so the provider's retry of this delivery is not taken for a replay.
-        services().store.release_webhook_events(provider, outcome.claimed)
+        services().store.syncs.release_webhook_events(provider, outcome.claimed)
         raise
     logger.info(
         "Webhook accepted",
@@ -259,7 +259,7 @@ def xero_webhook() -> Response[str]:
 def sync_worker(record: SQSRecord, context: LambdaContext) -> None:
     """Run (or continue) one sync; a paused sync is re-queued with a delay, never lost."""
     message = SyncMessage.model_validate_json(record.body)
-    run = services().store.get_sync_run(message.connection_id, message.sync_run_id)
+    run = services().store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
     if run is None:
         logger.warning("Sync message for an unknown run", extra={"sync_run_id": message.sync_run_id})
         return
@@ -295,7 +295,7 @@ def handle_action(event: dict[str, Any], context: LambdaContext) -> dict[str, An
             "stoppedEarly": report.stopped_early,
         }
     if action == "sync":
-        connection = services().store.get_connection(str(event.get("connectionId")))
+        connection = services().store.connections.get_connection(str(event.get("connectionId")))
         if connection is None:
             raise NotFoundError(f"no connection {event.get('connectionId')}")
         run, message = request_sync(services(), connection, SyncTrigger.CONSOLE, full=bool(event.get("full")))

@@ -113,7 +113,7 @@ def submit(connection_id: IdentifierPath, payment: PaymentDetails) -> Response[P
 @app.get("/connections/<connection_id>/payments/<payment_order_number>")
 def show(connection_id: IdentifierPath, payment_order_number: IdentifierPath) -> PaymentOrderView:
     owned_connection(services().store, caller(), connection_id)
-    order = services().store.get_payment_order(connection_id, payment_order_number)
+    order = services().store.payment_orders.get_payment_order(connection_id, payment_order_number)
     if order is None:
         raise NotFoundError(f"no payment order {payment_order_number}")
     return _view(order)
@@ -167,7 +167,7 @@ def reversal(
 def _process(connection_id: str, payment_order_number: str) -> PaymentOrder:
     """Process one order now (the console); provider trouble re-queues it like the queue's runs do."""
     run = _run(connection_id, [payment_order_number], time_left=None)
-    order = run.orders.get(payment_order_number) or services().store.get_payment_order(
+    order = run.orders.get(payment_order_number) or services().store.payment_orders.get_payment_order(
         connection_id, payment_order_number
     )
     if order is None:
@@ -309,7 +309,7 @@ def handle_console(event: dict[str, Any]) -> dict[str, Any]:
     if action == "process_payment":
         return _view(_process(connection_id, number)).model_dump(mode="json", by_alias=True)
     if action == "show_payment":
-        order = services().store.get_payment_order(connection_id, number)
+        order = services().store.payment_orders.get_payment_order(connection_id, number)
         if order is None:
             raise NotFoundError(f"no payment order {number}")
         return _view(order).model_dump(mode="json", by_alias=True)

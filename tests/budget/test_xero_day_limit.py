@@ -71,7 +71,7 @@ def test_a_spent_day_is_shown_waited_out_and_nothing_is_lost(starter_tier: SyncW
     # And a payment and a scheduled sync wait instead of failing
     payable = next(
         p
-        for p in world.services.store.list_payables(
+        for p in world.services.store.payables.list_payables(
             world.connection.connection_id, status=None, limit=50, cursor=None
         ).items
         if p.status.value == "open"
@@ -98,12 +98,12 @@ def test_a_spent_day_is_shown_waited_out_and_nothing_is_lost(starter_tier: SyncW
     with pytest.raises(WritebackRetryLater) as later:
         process_payment(world.services, order.connection_id, order.payment_order_number, bus_name="default")
     assert later.value.delay_seconds is not None and later.value.delay_seconds > 0
-    waiting = world.services.store.get_payment_order(order.connection_id, order.payment_order_number)
+    waiting = world.services.store.payment_orders.get_payment_order(order.connection_id, order.payment_order_number)
     assert (
         waiting is not None and waiting.status is not PaymentOrderStatus.FAILED and waiting.provider_payment_id is None
     )
 
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None
     run, _ = request_sync(world.services, connection, SyncTrigger.SCHEDULE)
     paused = world.run(run)

@@ -283,10 +283,10 @@ import json, sys
 from datetime import UTC, datetime, timedelta
 import boto3
 from payedge_connect.models import Provider
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 endpoint, table, keys = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 store = RecordsStore(table, dynamodb=boto3.resource("dynamodb", endpoint_url=endpoint, region_name="us-east-1"))
-print(json.dumps(store.claim_webhook_events(Provider.XERO, keys, until=datetime.now(UTC) + timedelta(hours=1))))
+print(json.dumps(store.syncs.claim_webhook_events(Provider.XERO, keys, until=datetime.now(UTC) + timedelta(hours=1))))
 """
 
 

@@ -21,7 +21,7 @@ from local.sandboxes.fleet import ProviderName, SandboxFleet
 from local.stack import LocalStack
 from payedge_connect.models import Connection, Provider
 from payedge_connect.providers.registry import connector_for
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 from payedge_connect.tokens.oauth import AppCredentials, OAuthClient
 from payedge_connect.tokens.refresh import ConnectionTokens
 from payedge_connect.tokens.vault import TokenSet, TokenVault
@@ -191,7 +191,7 @@ class ConnectWorld:
         )
 
     def connection(self, connection_id: str) -> Connection:
-        connection = self.store().get_connection(connection_id)
+        connection = self.store().connections.get_connection(connection_id)
         assert connection is not None
         return connection
 

@@ -10,7 +10,7 @@ import pytest
 
 from local.stack import LocalStack
 from payedge_connect.models import Connection, ConnectionStatus, Provider
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_firing_the_dispatch_schedule_queues_a_sync_for_each_connected_connectio
         ("conn-live", ConnectionStatus.CONNECTED),
         ("conn-new", ConnectionStatus.AUTHORIZING),
     ):
-        store.create_connection(
+        store.connections.create_connection(
             Connection(
                 connection_id=connection_id,
                 business_id="biz-1",

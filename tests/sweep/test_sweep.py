@@ -26,19 +26,24 @@ def test_the_sweeper_moves_on_what_stopped_and_leaves_what_moves(paying: SyncWor
     # Given an order whose message was lost, one left posting by a killed worker (its payment sent)
     lost, crashed, fresh = open_payables(paying, 3)
     lost_number, crashed_number = submit(paying, [details(lost, "PO-LOST-MSG"), details(crashed, "PO-CRASHED")])
-    posting = store.get_payment_order(connection_id, crashed_number)
+    posting = store.payment_orders.get_payment_order(connection_id, crashed_number)
     assert posting is not None
-    store.save_payment_order(posting.model_copy(update={"status": PaymentOrderStatus.POSTING, "attempts": 1}))
+    store.payment_orders.save_payment_order(
+        posting.model_copy(update={"status": PaymentOrderStatus.POSTING, "attempts": 1})
+    )
     # a sync slot left by a finished run whose worker died before freeing it, and one of a running sync
     finished = new_sync_run(connection_id, SyncTrigger.SCHEDULE, clock.now()).model_copy(
         update={"outcome": SyncOutcome.SUCCEEDED}
     )
-    store.put_sync_run(finished)
-    assert store.claim_sync_slot(connection_id, finished.sync_run_id, now=clock.now(), stale_after=timedelta(1)) is None
+    store.syncs.put_sync_run(finished)
+    assert (
+        store.syncs.claim_sync_slot(connection_id, finished.sync_run_id, now=clock.now(), stale_after=timedelta(1))
+        is None
+    )
     # a connection the user never came back to from the consent page, and one just started
     now = clock.now()
     for name in ("conn-abandoned", "conn-starting"):
-        store.create_connection(
+        store.connections.create_connection(
             Connection(
                 connection_id=name,
                 business_id="biz-1",
@@ -49,9 +54,9 @@ def test_the_sweeper_moves_on_what_stopped_and_leaves_what_moves(paying: SyncWor
             )
         )
     clock.advance(max(ORDER_UNMOVED_AFTER, AUTHORIZATION_ABANDONED_AFTER).total_seconds() + 60)
-    starting = store.get_connection("conn-starting")
+    starting = store.connections.get_connection("conn-starting")
     assert starting is not None
-    store.save_connection(starting.model_copy(update={"updated_at": clock.now()}))
+    store.connections.save_connection(starting.model_copy(update={"updated_at": clock.now()}))
     (fresh_number,) = submit(paying, [details(fresh, "PO-JUST-IN")])
     # When the sweeper runs
     report = sweep(paying.services, writeback_queue_url=queue_url)
@@ -61,11 +66,11 @@ def test_the_sweeper_moves_on_what_stopped_and_leaves_what_moves(paying: SyncWor
     messages = boto3.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     queued = {json.loads(m["Body"])["paymentOrderNumber"] for m in messages}
     assert queued == {lost_number, crashed_number} and fresh_number not in queued
-    assert store.active_sync_run_id(connection_id) is None
-    abandoned = store.get_connection("conn-abandoned")
+    assert store.syncs.active_sync_run_id(connection_id) is None
+    abandoned = store.connections.get_connection("conn-abandoned")
     assert abandoned is not None and abandoned.status is ConnectionStatus.DISCONNECTED
     assert abandoned.attention == [ABANDONED_REASON]
-    assert store.get_connection("conn-starting").status is ConnectionStatus.AUTHORIZING  # type: ignore[union-attr]
+    assert store.connections.get_connection("conn-starting").status is ConnectionStatus.AUTHORIZING  # type: ignore[union-attr]
     # And what it queued posts once each (the crashed one is looked up first: its payment was not sent)
     before = len(provider_payments(paying))
     run = process_payments(paying.services, connection_id, sorted(queued), bus_name=BUS)

@@ -23,7 +23,9 @@ from payedge_connect.models import (
     SyncTrigger,
 )
 from payedge_connect.settings import SyncSettings
-from payedge_connect.storage.records import CONNECTION_SHARDS, SEEN_PAGES_KEPT, RecordsStore, Retention
+from payedge_connect.storage import RecordsStore, Retention
+from payedge_connect.storage.connections import CONNECTION_SHARDS
+from payedge_connect.storage.syncs import SEEN_PAGES_KEPT
 from payedge_connect.sync import schedule
 from payedge_connect.sync.dispatch import dispatch_due
 from payedge_connect.sync.engine import MAX_TROUBLE_PAUSES, new_sync_run
@@ -128,9 +130,11 @@ def test_connections_are_spread_over_the_index_shards_and_read_only_when_due(rec
     store = RecordsStore(records_table)
     for index in range(200):
         due_at = NOW + timedelta(minutes=index - 100)  # half are due at NOW
-        store.create_connection(a_connection(f"conn-{index:03d}", sync_schedule=SyncSchedule(next_due_at=due_at)))
-    store.create_connection(a_connection("conn-new"))  # no schedule yet: due now
-    store.create_connection(a_connection("conn-off", status=ConnectionStatus.REAUTHORIZATION_REQUIRED))
+        store.connections.create_connection(
+            a_connection(f"conn-{index:03d}", sync_schedule=SyncSchedule(next_due_at=due_at))
+        )
+    store.connections.create_connection(a_connection("conn-new"))  # no schedule yet: due now
+    store.connections.create_connection(a_connection("conn-off", status=ConnectionStatus.REAUTHORIZATION_REQUIRED))
     items = boto3.resource("dynamodb").Table(records_table).scan()["Items"]
     partitions = Counter(
         str(i["GSI2PK"]) for i in items if str(i.get("GSI2PK", "")).startswith("CONNECTIONS#connected")
@@ -141,7 +145,7 @@ def test_connections_are_spread_over_the_index_shards_and_read_only_when_due(rec
     # Each shard gives its due connections only, most overdue first
     due: list[str] = []
     for shard in range(CONNECTION_SHARDS):
-        connections, cursor = store.due_connections(shard, NOW, limit=1000)
+        connections, cursor = store.connections.due_connections(shard, NOW, limit=1000)
         assert cursor is None
         times = [
             c.sync_schedule.next_due_at if c.sync_schedule else datetime.min.replace(tzinfo=UTC) for c in connections
@@ -153,7 +157,7 @@ def test_connections_are_spread_over_the_index_shards_and_read_only_when_due(rec
 
 def test_connections_stored_before_the_index_was_sharded_are_moved_to_it(records_table: str) -> None:
     store = RecordsStore(records_table)
-    store.create_connection(a_connection("conn-old"))
+    store.connections.create_connection(a_connection("conn-old"))
     table = boto3.resource("dynamodb").Table(records_table)
     # As the previous version wrote it: one partition for every connected connection
     table.update_item(
@@ -161,10 +165,12 @@ def test_connections_stored_before_the_index_was_sharded_are_moved_to_it(records
         UpdateExpression="SET GSI2PK = :pk, GSI2SK = :sk",
         ExpressionAttributeValues={":pk": "CONNECTIONS#connected", ":sk": "CONNECTION#conn-old"},
     )
-    assert not any(store.due_connections(shard, NOW)[0] for shard in range(CONNECTION_SHARDS))
-    assert store.reindex_legacy_connections() == 1
-    assert store.reindex_legacy_connections() == 0
-    due = [c.connection_id for shard in range(CONNECTION_SHARDS) for c in store.due_connections(shard, NOW)[0]]
+    assert not any(store.connections.due_connections(shard, NOW)[0] for shard in range(CONNECTION_SHARDS))
+    assert store.connections.reindex_legacy_connections() == 1
+    assert store.connections.reindex_legacy_connections() == 0
+    due = [
+        c.connection_id for shard in range(CONNECTION_SHARDS) for c in store.connections.due_connections(shard, NOW)[0]
+    ]
     assert due == ["conn-old"]
 
 
@@ -173,11 +179,11 @@ def test_connections_stored_before_the_index_was_sharded_are_moved_to_it(records
 
 def test_closed_payables_expire_after_the_retention_and_open_ones_never(records_table: str) -> None:
     store = RecordsStore(records_table, retention=Retention(closed_payables=timedelta(days=45)))
-    store.put_payables([a_payable("b-open"), a_payable("b-closed", PayableStatus.CLOSED)], now=NOW)
+    store.payables.put_payables([a_payable("b-open"), a_payable("b-closed", PayableStatus.CLOSED)], now=NOW)
     assert "expiresAt" not in raw_item(records_table, "PAYABLE#b-open")
     assert raw_item(records_table, "PAYABLE#b-closed")["expiresAt"] == int((NOW + timedelta(days=45)).timestamp())
     # A closed bill reopened at the provider (a payment voided) stops expiring
-    store.put_payables([a_payable("b-closed")], now=NOW)
+    store.payables.put_payables([a_payable("b-closed")], now=NOW)
     assert "expiresAt" not in raw_item(records_table, "PAYABLE#b-closed")
 
 
@@ -199,8 +205,10 @@ def test_a_closed_payable_that_a_retryable_payment_order_names_does_not_expire(r
         created_at=NOW,
         updated_at=NOW,
     )
-    assert store.create_payment_order(order) is None
-    store.put_payables([a_payable("b-paid", PayableStatus.CLOSED), a_payable("b-other", PayableStatus.CLOSED)], now=NOW)
+    assert store.payment_orders.create_payment_order(order) is None
+    store.payables.put_payables(
+        [a_payable("b-paid", PayableStatus.CLOSED), a_payable("b-other", PayableStatus.CLOSED)], now=NOW
+    )
     assert "expiresAt" not in raw_item(records_table, "PAYABLE#b-paid")
     assert "expiresAt" in raw_item(records_table, "PAYABLE#b-other")
     # Payment orders themselves never expire (the audit trail, and the write-back's exactly-once key)
@@ -210,15 +218,15 @@ def test_a_closed_payable_that_a_retryable_payment_order_names_does_not_expire(r
 def test_sync_runs_and_their_seen_pages_expire(records_table: str) -> None:
     store = RecordsStore(records_table, retention=Retention(sync_runs=timedelta(days=7)))
     run = new_sync_run("conn-1", SyncTrigger.SCHEDULE, NOW)
-    store.put_sync_run(run)
-    store.add_seen_bills("conn-1", run.sync_run_id, 0, ["b-1"], now=NOW)
+    store.syncs.put_sync_run(run)
+    store.syncs.add_seen_bills("conn-1", run.sync_run_id, 0, ["b-1"], now=NOW)
     assert raw_item(records_table, f"SYNCRUN#{run.sync_run_id}")["expiresAt"] == int(
         (NOW + timedelta(days=7)).timestamp()
     )
     seen = raw_item(records_table, f"SYNCRUN#{run.sync_run_id}#SEEN#000000")
     assert seen["expiresAt"] == int((NOW + SEEN_PAGES_KEPT).timestamp())
     # An expired-but-not-yet-deleted run still reads as itself (TTL deletes lazily)
-    assert store.get_sync_run("conn-1", run.sync_run_id) == run
+    assert store.syncs.get_sync_run("conn-1", run.sync_run_id) == run
 
 
 @pytest.mark.parametrize(
@@ -247,11 +255,11 @@ def test_a_retention_shorter_than_what_the_guarantees_need_is_refused(variable: 
 
 def test_counts_move_with_each_write_without_recounting(records_table: str) -> None:
     store = RecordsStore(records_table)
-    store.set_counts("conn-1", open_bills=0, vendors_needing_attention=0)
-    store.put_payables([a_payable("b-1"), a_payable("b-2"), a_payable("b-3")], now=NOW)
-    store.put_payables([a_payable("b-2", PayableStatus.CLOSED)], now=NOW)
-    store.put_payables([a_payable("b-1")], now=NOW)  # unchanged status: no move
-    counts = store.get_counts("conn-1")
+    store.payables.set_counts("conn-1", open_bills=0, vendors_needing_attention=0)
+    store.payables.put_payables([a_payable("b-1"), a_payable("b-2"), a_payable("b-3")], now=NOW)
+    store.payables.put_payables([a_payable("b-2", PayableStatus.CLOSED)], now=NOW)
+    store.payables.put_payables([a_payable("b-1")], now=NOW)  # unchanged status: no move
+    counts = store.payables.get_counts("conn-1")
     assert counts is not None and counts.open_bills == 2
 
 
@@ -292,7 +300,7 @@ def test_an_incremental_sync_reads_what_changed_not_the_whole_connection(world: 
     assert run.counts.bills_closed == 1
     assert reads.total <= 20
     # And the connection's open-bill count followed the change without a recount
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None and connection.last_sync is not None
     assert connection.last_sync.open_bills == len(world.open_payables())
 
@@ -307,12 +315,12 @@ def test_a_sync_sets_the_next_due_time_and_dispatch_queues_only_due_connections(
     assert (again.queued, again.already_running) == (0, 1)
     # When the queued sync runs
     store = world.services.store
-    run_id = store.active_sync_run_id(world.connection.connection_id)
-    run = store.get_sync_run(world.connection.connection_id, run_id or "")
+    run_id = store.syncs.active_sync_run_id(world.connection.connection_id)
+    run = store.syncs.get_sync_run(world.connection.connection_id, run_id or "")
     assert run is not None
     world.run(run)
     # Then it is next due one poll interval later, and dispatch leaves it alone until then
-    connection = store.get_connection(world.connection.connection_id)
+    connection = store.connections.get_connection(world.connection.connection_id)
     assert connection is not None and connection.sync_schedule is not None
     interval = schedule.POLL_POLICIES[world.provider].interval
     assert interval <= connection.sync_schedule.next_due_at - clock.now() <= interval * 1.1
@@ -331,13 +339,13 @@ def test_a_provider_that_keeps_failing_ends_the_run_failed_and_the_retry_schedul
     paused = result.run
     assert paused.checkpoint is not None
     paused.checkpoint.trouble_pauses = MAX_TROUBLE_PAUSES
-    world.services.store.put_sync_run(paused)
+    world.services.store.syncs.put_sync_run(paused)
     # When it is continued and the provider still fails
     ended = world.run(paused)
     # Then it ends failed, not re-queued, and the connection is due again in five minutes
     assert ended.continue_after_seconds is None
     assert ended.run.outcome is SyncOutcome.FAILED
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None and connection.sync_schedule is not None
     assert connection.sync_schedule.failed_runs == 1
     assert connection.sync_schedule.next_due_at - world.sandbox.clock.now() <= schedule.FIRST_RETRY

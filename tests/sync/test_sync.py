@@ -49,7 +49,7 @@ def test_the_first_sync_stores_every_open_bill_and_the_vendors_they_are_owed_to(
     assert set(vendors) == owed
     assert all(vendor["attentionRequired"] for vendor in vendors.values())
     assert run.provider_calls > 0
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None and connection.last_sync is not None
     assert connection.last_sync.open_bills == len(payables)
 
@@ -125,7 +125,7 @@ def test_bills_paid_voided_deleted_or_changed_elsewhere_change_exactly_and_close
 
 def test_concurrent_requests_make_one_sync(world: SyncWorld) -> None:
     # When two requests for a sync arrive while none is running
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None
     first, first_message = request_sync(world.services, connection, SyncTrigger.ON_DEMAND)
     second, second_message = request_sync(world.services, connection, SyncTrigger.SCHEDULE)

@@ -27,7 +27,7 @@ def test_a_steady_refusal_fails_the_run_with_the_providers_words_after_bounded_p
         result = world.run(result.run)
     # Then it ends failed after the bounded pauses, naming the provider's status and its words
     assert pauses == MAX_REFUSED_PAUSES
-    failed = world.services.store.get_sync_run(world.connection.connection_id, result.run.sync_run_id)
+    failed = world.services.store.syncs.get_sync_run(world.connection.connection_id, result.run.sync_run_id)
     assert failed is not None and failed.outcome is SyncOutcome.FAILED
     assert failed.detail and f"({status})" in failed.detail and "Injected failure" in failed.detail
     world.sandbox.faults.clear()

@@ -98,14 +98,14 @@ def test_a_provider_webhook_syncs_just_the_bill_it_names(world: SyncWorld, recei
     named = [message for message in messages if bill_id in message.bill_ids]
     assert named, [message.bill_ids for message in messages]
     for message in messages:
-        run = world.services.store.get_sync_run(message.connection_id, message.sync_run_id)
+        run = world.services.store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
         assert run is not None
         result = run_sync(
             world.services, run, documents=world.documents, time_left=lambda: 900.0, bill_ids=message.bill_ids
         )
         assert result.run.outcome is SyncOutcome.SUCCEEDED
         assert result.run.counts.bills_closed == 1 and result.run.provider_calls <= 4
-    stored = world.services.store.get_payable(world.connection.connection_id, bill_id)
+    stored = world.services.store.payables.get_payable(world.connection.connection_id, bill_id)
     assert stored is not None and stored.closed_reason is not None
     assert stored.closed_reason.value == "paid_elsewhere"
 
@@ -113,7 +113,9 @@ def test_a_provider_webhook_syncs_just_the_bill_it_names(world: SyncWorld, recei
 @pytest.mark.parametrize("world", [Provider.QUICKBOOKS, Provider.XERO], indirect=True, ids=lambda p: p.value)
 def test_a_notification_not_signed_with_our_key_is_refused_and_nothing_syncs(world: SyncWorld) -> None:
     def sync_runs() -> int:
-        return len(world.services.store.list_sync_runs(world.connection.connection_id, limit=100, cursor=None).items)
+        return len(
+            world.services.store.syncs.list_sync_runs(world.connection.connection_id, limit=100, cursor=None).items
+        )
 
     before = sync_runs()
     body = b'{"eventNotifications": [{"realmId": "1", "dataChangeEvent": {"entities": [{"name": "Bill", "id": "1"}]}}]}'
@@ -129,13 +131,13 @@ def test_an_entity_sync_of_a_bill_deleted_at_the_provider_closes_it(world: SyncW
     bill_id = sorted(world.open_payables())[0]
     world.sandbox.delete_bill(world.tenant_id, bill_id)
     # When a webhook-style sync names just that bill
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None
     message = request_entity_sync(world.services, connection, bill_ids=[bill_id], vendor_ids=[])
-    run = world.services.store.get_sync_run(message.connection_id, message.sync_run_id)
+    run = world.services.store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
     assert run is not None
     result = run_sync(world.services, run, documents=world.documents, time_left=lambda: 900.0, bill_ids=[bill_id])
     # Then the bill is closed as deleted, from what we stored
     assert result.run.counts.bills_closed == 1
-    stored = world.services.store.get_payable(world.connection.connection_id, bill_id)
+    stored = world.services.store.payables.get_payable(world.connection.connection_id, bill_id)
     assert stored is not None and stored.closed_reason is not None and stored.closed_reason.value == "deleted"

@@ -33,7 +33,7 @@ def received(queue_url: str) -> list[dict[str, Any]]:
 
 
 def order_of(world: SyncWorld, number: str) -> PaymentOrder:
-    order = world.services.store.get_payment_order(world.connection.connection_id, number)
+    order = world.services.store.payment_orders.get_payment_order(world.connection.connection_id, number)
     assert order is not None
     return order
 
@@ -103,7 +103,9 @@ def test_every_order_that_is_not_final_can_be_retried_and_posts_once(paying: Syn
         (number,) = submit(paying, [details(payable, f"PO-RETRY-{status.value}")])
         order = order_of(paying, number)
         attempts = 1 if status is PaymentOrderStatus.POSTING else 0
-        paying.services.store.save_payment_order(order.model_copy(update={"status": status, "attempts": attempts}))
+        paying.services.store.payment_orders.save_payment_order(
+            order.model_copy(update={"status": status, "attempts": attempts})
+        )
         before = len(provider_payments(paying))
         # When the user retries it and the queue delivers it
         retried = retry_payment(

@@ -16,8 +16,8 @@ from local.sandboxes.generator import generate_ledger
 from local.stack import MotoServer
 from local.worlds import SyncWorld, connect, create_records_table
 from payedge_connect.models import PaymentOrderStatus, Provider
-from payedge_connect.storage.heartbeat import HEARTBEAT_TIMEOUT_SECONDS, HeldLease
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
+from payedge_connect.storage.leases import HEARTBEAT_TIMEOUT_SECONDS, HeldLease
 from payedge_connect.writeback.service import process_payments, submit_payment
 from tests.writeback.killed_worker import run_worker
 from tests.writeback.test_writeback import BUS, a_payable, details, provider_payments, with_mapping
@@ -103,7 +103,7 @@ def test_a_killed_lease_holder_is_detected_in_seconds_and_nothing_is_posted_twic
         time.sleep(0.5)
     assert int(lease_item(connection_id, table)["fence"]) > killed_fence
     # And the payment the killed worker sent is found by its reference, not posted again
-    final = world.services.store.get_payment_order(connection_id, order.payment_order_number)
+    final = world.services.store.payment_orders.get_payment_order(connection_id, order.payment_order_number)
     assert final is not None and final.status is PaymentOrderStatus.POSTED, final
     assert len(provider_payments(world)) == before + 1
 
@@ -114,12 +114,12 @@ def test_a_live_holder_keeps_its_lease_beyond_the_timeout_by_its_heartbeat(recor
     def now() -> datetime:
         return datetime.now(UTC)
 
-    with HeldLease(store, "conn-1", "probe", "holder-1", clock=now, interval=0.2, timeout=2.0) as held:
+    with HeldLease(store.leases, "conn-1", "probe", "holder-1", clock=now, interval=0.2, timeout=2.0) as held:
         assert held.held
         # Twice the timeout, beat by beat (ten beats a timeout: a loaded machine may delay a few)
         for _ in range(20):
             time.sleep(0.2)
-            assert store.acquire_lease("conn-1", "probe", "holder-2", now=now(), seconds=1) is None
+            assert store.leases.acquire_lease("conn-1", "probe", "holder-2", now=now(), seconds=1) is None
         assert not held.lost
     # Released at the end of the block: the next holder needs no wait at all
-    assert store.acquire_lease("conn-1", "probe", "holder-2", now=now(), seconds=1) is not None
+    assert store.leases.acquire_lease("conn-1", "probe", "holder-2", now=now(), seconds=1) is not None

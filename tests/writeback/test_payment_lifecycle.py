@@ -36,7 +36,7 @@ def test_a_pending_payment_posts_once_when_settled_and_a_failed_one_never_posts(
         assert posted.status is PaymentOrderStatus.POSTED, posted.reason
     # Then it is posted once
     assert len(provider_payments(paying)) == before + 1
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.amount_due == 0
     # And a failed, cancelled or returned payment is never posted
     before = len(provider_payments(paying))
@@ -127,12 +127,12 @@ def test_a_posted_payment_reversed_is_undone_at_the_provider_and_the_bill_is_ope
     # And the bill is open there with its balance, and the payable open here with the amount due back
     bill = provider_bill(paying, payable.bill_id)
     assert bill.is_open and bill.amount_due == payable.amount_due
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.status is payable.status and stored.amount_due == payable.amount_due
     # And the next sync agrees
     paying.sandbox.clock.advance(60)
     paying.sync()
-    again = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    again = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert again is not None and (again.status, again.amount_due) == (stored.status, stored.amount_due)
     assert payable.bill_id in paying.open_payables()
 
@@ -199,7 +199,7 @@ def test_a_reversal_the_provider_refuses_needs_attention_with_its_words_and_noth
     assert not held.payment_reversed and not held.fee_reversed
     assert undone_at_provider(paying, held) == (False, False)
     assert not provider_bill(paying, payable.bill_id).is_open
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.status is PayableStatus.CLOSED
     if paying.provider is Provider.QUICKBOOKS:
         # When the user reopens the period and the reversal is asked for again, it is made
@@ -263,5 +263,5 @@ def test_a_reversal_before_posting_cancels_and_one_of_an_unknown_order_is_refuse
                 payment_order_number=number, bus_name=BUS,
             )  # fmt: skip
         assert refused.value.field == "path.paymentOrderNumber"
-    stored = paying.services.store.get_payment_order(connection_id, "PO-3107")
+    stored = paying.services.store.payment_orders.get_payment_order(connection_id, "PO-3107")
     assert stored is not None and stored.status is PaymentOrderStatus.POSTED

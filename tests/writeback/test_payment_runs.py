@@ -33,7 +33,7 @@ CHECK_ENDPOINT = {
 def open_payables(world: SyncWorld, count: int) -> list[Payable]:
     """`count` open payables in the organisation's base currency, never part-paid."""
     store = world.services.store
-    stored = store.get_payables(world.connection.connection_id, sorted(world.open_payables()))
+    stored = store.payables.get_payables(world.connection.connection_id, sorted(world.open_payables()))
     found = [
         payable
         for _, payable in sorted(stored.items())
@@ -99,7 +99,7 @@ def test_a_payment_run_is_checked_once_and_posted_in_the_providers_batches(payin
         assert seen["create_payments"] == 1
         assert seen["create_bank_transactions"] == 1
     # And the bills read paid in our records
-    stored = paying.services.store.get_payables(paying.connection.connection_id, [p.bill_id for p in payables])
+    stored = paying.services.store.payables.get_payables(paying.connection.connection_id, [p.bill_id for p in payables])
     assert {payable.status for payable in stored.values()} == {PayableStatus.CLOSED}
 
 
@@ -151,7 +151,9 @@ def test_a_run_whose_answer_was_lost_is_looked_up_and_posts_once(paying: SyncWor
             break
         result = run(paying, list(result.retry_later))
     # Then every payment is found by its reference or posted once: none twice
-    orders = [paying.services.store.get_payment_order(paying.connection.connection_id, n) for n in numbers]
+    orders = [
+        paying.services.store.payment_orders.get_payment_order(paying.connection.connection_id, n) for n in numbers
+    ]
     assert all(order is not None and order.status is PaymentOrderStatus.POSTED for order in orders), orders
     assert len(provider_payments(paying)) == before + 4
     numbers_at_provider = Counter(n for payment in provider_payments(paying) for n in numbers if n in repr(payment))
@@ -172,7 +174,9 @@ def test_a_run_through_5xx_429_and_timeouts_posts_each_payment_once(paying: Sync
         if not result.retry_later:
             break
         result = run(paying, list(result.retry_later))
-    orders = [paying.services.store.get_payment_order(paying.connection.connection_id, n) for n in numbers]
+    orders = [
+        paying.services.store.payment_orders.get_payment_order(paying.connection.connection_id, n) for n in numbers
+    ]
     assert all(order is not None and order.status is PaymentOrderStatus.POSTED for order in orders), orders
     assert requests_by_endpoint(paying, since)[endpoint] >= 5  # the faults were met
     assert len(provider_payments(paying)) == before + 3
@@ -317,7 +321,7 @@ def test_a_lost_answer_whose_look_up_also_fails_is_retried_and_never_posted_twic
     paying.sandbox.faults.clear()
     run(paying, list(again.retry_later))
     for number in numbers:
-        order = paying.services.store.get_payment_order(paying.connection.connection_id, number)
+        order = paying.services.store.payment_orders.get_payment_order(paying.connection.connection_id, number)
         assert order is not None and order.status is PaymentOrderStatus.POSTED, order
     assert len(provider_payments(paying)) == before + 2
 

@@ -30,7 +30,7 @@ def with_mapping(world: SyncWorld) -> SyncWorld:
     accounts = connector.accounts(world.services.api(world.connection))
     banks = {a.currency: a.account_id for a in accounts if a.kind is AccountKind.BANK and a.active}
     fees = [a.account_id for a in accounts if a.kind is AccountKind.EXPENSE and "fee" in a.name.lower()]
-    connection = world.services.store.get_connection(world.connection.connection_id)
+    connection = world.services.store.connections.get_connection(world.connection.connection_id)
     assert connection is not None
     mapping = AccountMapping(
         funding_sources={f"{currency.lower()}-operating": account for currency, account in banks.items() if currency},
@@ -41,7 +41,7 @@ def with_mapping(world: SyncWorld) -> SyncWorld:
     home_currency = connector.home_currency(world.services.api(world.connection))
     assert home_currency == world.ledger.base_currency
     update = {"mapping": mapping, "home_currency": home_currency}
-    world.connection = world.services.store.save_connection(connection.model_copy(update=update))
+    world.connection = world.services.store.connections.save_connection(connection.model_copy(update=update))
     return world
 
 
@@ -64,7 +64,7 @@ def provider_fees(world: SyncWorld) -> list[dict[str, Any]]:
 def a_payable(world: SyncWorld, *, currency: str | None = None, base: bool = True) -> Payable:
     """An open payable; by default in the organisation's base currency."""
     payables = [
-        world.services.store.get_payable(world.connection.connection_id, bill_id)
+        world.services.store.payables.get_payable(world.connection.connection_id, bill_id)
         for bill_id in sorted(world.open_payables())
     ]
     wanted = currency or world.ledger.base_currency
@@ -121,13 +121,13 @@ def test_a_paid_bill_becomes_one_payment_and_one_fee_and_reads_paid(paying: Sync
     connector = paying.services.connector(paying.provider)
     page = connector.bills_by_id(paying.services.api(paying.connection), [payable.bill_id])
     assert [bill.is_open for bill in page.bills] == [False]
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.status is PayableStatus.CLOSED
     assert stored.closed_reason is not None and stored.closed_reason.value == "paid_through_platform"
     # And the next sync agrees (and keeps the reason)
     paying.sandbox.clock.advance(60)
     paying.sync()
-    again = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    again = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert again is not None and again.closed_reason == stored.closed_reason
 
 
@@ -139,7 +139,7 @@ def test_a_partial_payment_reduces_the_balance_at_the_provider_and_here(paying: 
     connector = paying.services.connector(paying.provider)
     [bill] = connector.bills_by_id(paying.services.api(paying.connection), [payable.bill_id]).bills
     assert bill.is_open and bill.amount_due == payable.amount_due - part
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.status is PayableStatus.PART_PAID
     assert stored.amount_due == payable.amount_due - part
 
@@ -337,7 +337,7 @@ def test_a_payment_order_number_reused_for_another_payment_is_a_conflict(paying:
 
 def test_a_payment_the_provider_refuses_is_rejected_with_its_message_and_nothing_posted(paying: SyncWorld) -> None:
     # Given the funding source mapped (wrongly) to an expense account, which no provider pays from
-    connection = paying.services.store.get_connection(paying.connection.connection_id)
+    connection = paying.services.store.connections.get_connection(paying.connection.connection_id)
     assert connection is not None and connection.mapping is not None
     wrong = connection.mapping.model_copy(
         update={
@@ -347,7 +347,9 @@ def test_a_payment_the_provider_refuses_is_rejected_with_its_message_and_nothing
             }
         }
     )
-    paying.connection = paying.services.store.save_connection(connection.model_copy(update={"mapping": wrong}))
+    paying.connection = paying.services.store.connections.save_connection(
+        connection.model_copy(update={"mapping": wrong})
+    )
     payable = a_payable(paying, currency="CAD")
     before = len(provider_payments(paying))
     # When the payment is written back
@@ -356,5 +358,5 @@ def test_a_payment_the_provider_refuses_is_rejected_with_its_message_and_nothing
     assert order.status is PaymentOrderStatus.REJECTED, order
     assert order.reason_code == "provider_rejected" and order.reason
     assert len(provider_payments(paying)) == before
-    stored = paying.services.store.get_payable(paying.connection.connection_id, payable.bill_id)
+    stored = paying.services.store.payables.get_payable(paying.connection.connection_id, payable.bill_id)
     assert stored is not None and stored.status is PayableStatus.OPEN

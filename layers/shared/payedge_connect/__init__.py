@@ -6,7 +6,9 @@ Where things are:
 - models.py            the canonical records: Connection, Payable, Vendor, PaymentOrder, SyncRun
 - errors.py            domain errors (each becomes a problem document in api/problems.py)
 - services.py          the clients a function uses, built from its settings on first use
-- storage/records.py   the only code touching the DynamoDB records table (key design at the top)
+- storage/             the only code touching the DynamoDB records table: __init__.py (the whole key
+                       design, RecordsStore), one store per aggregate: connections.py, payables.py,
+                       syncs.py, payment_orders.py, leases.py (and heartbeats), budgets.py; table.py
 - tokens/              vault.py (Secrets Manager), oauth.py (requests-oauthlib), refresh.py (one refresh
                        across Lambdas; what happens when a refresh token is revoked)
 - connections/         authorization.py (OAuth start and the callback pipeline), mapping.py, manage.py

@@ -17,8 +17,8 @@ from payedge_connect.providers.http import CallCounter, ProviderApi
 from payedge_connect.providers.limits import limits_for
 from payedge_connect.providers.registry import connector_for
 from payedge_connect.settings import ProviderSettings
+from payedge_connect.storage import RecordsStore, Retention
 from payedge_connect.storage.budgets import APP_SCOPE, BudgetStore
-from payedge_connect.storage.records import RecordsStore, Retention
 from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
 from payedge_connect.tokens.refresh import ConnectionTokens
 from payedge_connect.tokens.vault import TokenVault

@@ -45,7 +45,7 @@ def sweep(services: Services, *, writeback_queue_url: str) -> SweepReport:
     store, now = services.store, services.clock()
     report = SweepReport()
     for status in _WITH_WORK:
-        for connection in store.connections_in_status(status):
+        for connection in store.connections.connections_in_status(status):
             connection_id = connection.connection_id
             unmoved = [
                 order.payment_order_number
@@ -54,24 +54,24 @@ def sweep(services: Services, *, writeback_queue_url: str) -> SweepReport:
                     PaymentOrderStatus.POSTING,
                     PaymentOrderStatus.REVERSING,
                 )
-                for order in store.payment_orders_in_status(connection_id, order_status)
+                for order in store.payment_orders.payment_orders_in_status(connection_id, order_status)
                 if now - order.updated_at >= ORDER_UNMOVED_AFTER
             ]
             if unmoved:
                 queue_payments(writeback_queue_url, connection_id, unmoved)
                 report.orders_requeued += len(unmoved)
-            active = store.active_sync_run_id(connection_id)
+            active = store.syncs.active_sync_run_id(connection_id)
             if active is not None:
-                run = store.get_sync_run(connection_id, active)
+                run = store.syncs.get_sync_run(connection_id, active)
                 # A slot just claimed may have no run stored yet: only a finished run's slot is freed.
                 if run is not None and run.outcome is not SyncOutcome.RUNNING:
-                    store.release_sync_slot(connection_id, active)
+                    store.syncs.release_sync_slot(connection_id, active)
                     report.sync_slots_freed += 1
-    for connection in store.connections_in_status(ConnectionStatus.AUTHORIZING):
+    for connection in store.connections.connections_in_status(ConnectionStatus.AUTHORIZING):
         if now - connection.updated_at >= AUTHORIZATION_ABANDONED_AFTER:
             expired = {"status": ConnectionStatus.DISCONNECTED, "attention": [ABANDONED_REASON], "updated_at": now}
             try:
-                store.save_connection(connection.model_copy(update=expired))
+                store.connections.save_connection(connection.model_copy(update=expired))
             except ConflictError:
                 continue  # the user came back meanwhile: the callback moved it on
             report.connections_expired += 1

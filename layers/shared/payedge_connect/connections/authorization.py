@@ -88,7 +88,7 @@ def start_connection(
         created_at=now,
         updated_at=now,
     )
-    services.store.create_connection(connection)
+    services.store.connections.create_connection(connection)
     return _authorization(services, connection, user_id, api_base_url)
 
 
@@ -109,7 +109,7 @@ def _authorization(
     uri = redirect_uri(api_base_url, connection.provider)
     request = services.oauth(connection.provider).authorization_request(state=state, redirect_uri=uri)
     now = services.clock()
-    services.store.put_oauth_state(
+    services.store.connections.put_oauth_state(
         OAuthState(
             state_hash=hash_state(state),
             business_id=connection.business_id,
@@ -129,7 +129,7 @@ def receive_callback(services: Services, provider: Provider, params: Mapping[str
     """The OAuth callback, in whichever browser: consume the state, keep the code for the redemption."""
     # 1. The state: single use (consumed whatever happens next), unexpired, for this provider.
     state_value = params.get("state")
-    pending = services.store.consume_oauth_state(hash_state(state_value)) if state_value else None
+    pending = services.store.connections.consume_oauth_state(hash_state(state_value)) if state_value else None
     if pending is None or pending.provider is not provider or pending.expires_at <= services.clock():
         return CallbackOutcome(CallbackFailure.INVALID_STATE)
     connection_id = pending.connection_id
@@ -144,7 +144,7 @@ def receive_callback(services: Services, provider: Provider, params: Mapping[str
     # 3. Kept for the browser's web app to redeem with its user's JWT.
     completion_code = secrets.token_urlsafe(32)
     now = services.clock()
-    services.store.put_oauth_completion(
+    services.store.connections.put_oauth_completion(
         OAuthCompletion(
             completion_hash=hash_state(completion_code),
             business_id=pending.business_id,
@@ -165,7 +165,7 @@ def complete_authorization(
     services: Services, *, business_id: str, user_id: str | None, connection_id: str, completion_code: str
 ) -> CallbackOutcome:
     """The web app's redemption: the same business and user as the start, then code, organisation, tokens."""
-    completion = services.store.consume_oauth_completion(hash_state(completion_code))
+    completion = services.store.connections.consume_oauth_completion(hash_state(completion_code))
     if completion is None or completion.expires_at <= services.clock():
         raise NotFoundError("no authorization is waiting under that completion code", field="body.completionCode")
     provider = completion.provider
@@ -202,7 +202,7 @@ def complete_authorization(
     except ProviderError as error:
         logger.warning("Organisation discovery failed", extra={"status": error.status})
         return CallbackOutcome(CallbackFailure.PROVIDER_ERROR, connection_id)
-    connection = services.store.get_connection(connection_id)
+    connection = services.store.connections.get_connection(connection_id)
     if connection is None or connection.business_id != business_id or not tenants:
         return CallbackOutcome(CallbackFailure.PROVIDER_ERROR, connection_id)
 
@@ -214,7 +214,7 @@ def complete_authorization(
     # 8. Store the tokens, then the connection's new state.
     try:
         services.vault.store(connection_id, tokens)
-        saved = services.store.save_connection(_authorised(connection, tenants, tokens, services))
+        saved = services.store.connections.save_connection(_authorised(connection, tenants, tokens, services))
     except (ClientError, BotoCoreError, ConflictError) as error:
         logger.exception("Storing the authorisation failed", extra={"reason": type(error).__name__})
         return CallbackOutcome(CallbackFailure.STORAGE_ERROR, connection_id)
@@ -260,7 +260,7 @@ def choose_tenant(services: Services, *, business_id: str, connection_id: str, t
     chosen = next((choice for choice in connection.tenant_choices if choice.tenant_id == tenant_id), None)
     if chosen is None:
         raise InvalidInputError("not one of the organisations this authorisation reaches", field="body.tenantId")
-    return services.store.save_connection(
+    return services.store.connections.save_connection(
         connection.model_copy(
             update={
                 "status": ConnectionStatus.MAPPING_REQUIRED,

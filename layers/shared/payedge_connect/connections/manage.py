@@ -76,7 +76,7 @@ def view(connection: Connection, now: datetime, hold: Hold | None = None) -> Con
 
 
 def list_connections(services: Services, *, business_id: str, limit: int, cursor: str | None) -> ConnectionList:
-    page = services.store.list_connections(business_id, limit=limit, cursor=cursor)
+    page = services.store.connections.list_connections(business_id, limit=limit, cursor=cursor)
     now = services.clock()
     return ConnectionList(
         connections=[view(c, now, _budget_hold(services, c)) for c in page.items], next_cursor=page.next_cursor
@@ -110,7 +110,7 @@ def disconnect(services: Services, *, business_id: str, connection_id: str) -> C
             logger.warning("Revocation failed", extra={"connection_id": connection_id, "reason": str(error)})
             attention.append("The accounting software did not confirm the revocation; remove the app there.")
     services.vault.schedule_deletion(connection_id)
-    saved = services.store.save_connection(
+    saved = services.store.connections.save_connection(
         connection.model_copy(
             update={"status": ConnectionStatus.DISCONNECTED, "attention": attention, "updated_at": services.clock()}
         )

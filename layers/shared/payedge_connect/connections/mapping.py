@@ -146,7 +146,7 @@ def accept_mapping(
             raise InvalidInputError(f"account {fee.name} is not an active expense account", field=field)
 
     now = services.clock()
-    return services.store.save_connection(
+    return services.store.connections.save_connection(
         connection.model_copy(
             update={
                 "mapping": AccountMapping(

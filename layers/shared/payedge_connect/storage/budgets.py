@@ -1,6 +1,6 @@
 """Call budgets in the records table: one item per provider organisation (and one per provider app).
 
-Key design (the rest of the table: storage/records.py):
+Key design (the whole table: storage/__init__.py):
   budget  PK=BUDGET#<provider>#<organisation id | APP>  SK=BUDGET
           m<start>     calls granted in the 2-second bucket starting at <start> (epoch seconds)
           d<start>     calls granted in the hour starting at <start> (Xero's day)

@@ -22,7 +22,7 @@ import boto3
 from payedge_connect.models import SyncTrigger
 from payedge_connect.observability import logger
 from payedge_connect.services import Services
-from payedge_connect.storage.records import CONNECTION_SHARDS
+from payedge_connect.storage.connections import CONNECTION_SHARDS
 from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def dispatch_due(
     now = services.clock()
     report = DispatchReport()
     while time_left() > _STOP_WITH_SECONDS_LEFT:
-        moved = services.store.reindex_legacy_connections(limit=1000)
+        moved = services.store.connections.reindex_legacy_connections(limit=1000)
         report.reindexed += moved
         if moved == 0:
             break
@@ -113,7 +113,7 @@ def _dispatch_shard(
         if time_left() < _STOP_WITH_SECONDS_LEFT:
             report.stopped_early = True
             return report
-        due, cursor = store.due_connections(shard, now, limit=_PAGE, cursor=cursor)
+        due, cursor = store.connections.due_connections(shard, now, limit=_PAGE, cursor=cursor)
         report.due += len(due)
         messages: list[SyncMessage] = []
         for connection in due:

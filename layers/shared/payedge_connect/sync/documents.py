@@ -11,7 +11,7 @@ import boto3
 from payedge_connect.models import Payable
 from payedge_connect.providers.base import AccountingConnector, DocumentRef
 from payedge_connect.providers.http import ProviderApi
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -53,7 +53,7 @@ class DocumentStore:
         stored = payable.model_copy(
             update={"document": document.model_copy(update={"object_key": key, "size_bytes": len(content)})}
         )
-        self._store.put_payables([stored], previous={payable.bill_id: payable.status.value})
+        self._store.payables.put_payables([stored], previous={payable.bill_id: payable.status.value})
         return stored
 
     def presigned_url(self, payable: Payable) -> str:

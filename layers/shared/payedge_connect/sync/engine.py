@@ -58,14 +58,9 @@ from payedge_connect.providers.http import (
 )
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
-from payedge_connect.storage.heartbeat import HeldLease
-from payedge_connect.storage.records import (
-    PAYABLE_HASH_EXCLUDE,
-    StoredState,
-    SyncState,
-    content_hash,
-    vendor_content_hash,
-)
+from payedge_connect.storage.leases import HeldLease
+from payedge_connect.storage.payables import PAYABLE_HASH_EXCLUDE, StoredState, content_hash, vendor_content_hash
+from payedge_connect.storage.syncs import SyncState
 from payedge_connect.sync import schedule
 from payedge_connect.sync.documents import DocumentStore
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
@@ -157,16 +152,16 @@ def run_sync(
 ) -> SyncResult:
     """Run (or continue) one sync; never raises for provider or record trouble - the run says what happened."""
     store = services.store
-    stored_run = store.get_sync_run(run.connection_id, run.sync_run_id)
+    stored_run = store.syncs.get_sync_run(run.connection_id, run.sync_run_id)
     run = stored_run or run
     if run.outcome is not SyncOutcome.RUNNING:
         return SyncResult(run)  # a duplicate delivery of a finished sync
-    connection = store.get_connection(run.connection_id)
+    connection = store.connections.get_connection(run.connection_id)
     if connection is None or connection.status is not ConnectionStatus.CONNECTED:
         status = connection.status.value if connection else "missing"
         return SyncResult(_finish(services, run, SyncOutcome.FAILED, f"the connection is {status}; nothing synced"))
 
-    lease = HeldLease(store, connection.connection_id, "sync", uuid.uuid4().hex, clock=services.clock)
+    lease = HeldLease(store.leases, connection.connection_id, "sync", uuid.uuid4().hex, clock=services.clock)
     if not lease.held:
         # Another sync of this connection is running: this one waits its turn.
         return SyncResult(run, continue_after_seconds=30)
@@ -215,7 +210,7 @@ def _paused(services: Services, run: SyncRun, pause: _Pause) -> SyncResult:
             detail = f"{pause.detail}; gave up after {limit} tries, retried on the connection's schedule"
             return SyncResult(_finish(services, run, SyncOutcome.FAILED, detail[:500]))
     run.detail = pause.detail
-    services.store.put_sync_run(run)
+    services.store.syncs.put_sync_run(run)
     logger.info("Sync paused", extra={"sync_run_id": run.sync_run_id, "reason": pause.detail})
     return SyncResult(run, continue_after_seconds=pause.seconds)
 
@@ -230,10 +225,10 @@ def _plan(
         return SyncCheckpoint(phase="entities"), SyncMode.ENTITIES
     store = context.services.store
     connection_id = context.connection.connection_id
-    state = store.get_sync_state(connection_id)
+    state = store.syncs.get_sync_state(connection_id)
     now = context.services.clock()
-    if state.watermark is None and store.get_counts(connection_id) is None:
-        store.set_counts(connection_id, open_bills=0, vendors_needing_attention=0)  # nothing stored yet
+    if state.watermark is None and store.payables.get_counts(connection_id) is None:
+        store.payables.set_counts(connection_id, open_bills=0, vendors_needing_attention=0)  # nothing stored yet
     due_for_full = state.last_full_sync_at is None or now - state.last_full_sync_at >= FULL_RECONCILIATION_EVERY
     if full or state.watermark is None or due_for_full:
         return SyncCheckpoint(phase="open_bills", check_all_vendors=True), SyncMode.FULL
@@ -295,7 +290,7 @@ def _next_phase(context: _Context, phase: str) -> None:
         update={"phase": phase, "resume": None, "pages": 0, "documents_pending": context.pending_documents[:500]}
     )
     if listed:
-        context.services.store.put_sync_run(context.run)
+        context.services.store.syncs.put_sync_run(context.run)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -319,7 +314,7 @@ def _pages(
             return
         _apply_page(context, page, known)
         if remember_seen:
-            context.services.store.add_seen_bills(
+            context.services.store.syncs.add_seen_bills(
                 context.connection.connection_id,
                 context.run.sync_run_id,
                 checkpoint.pages,
@@ -331,7 +326,7 @@ def _pages(
         checkpoint.trouble_pauses = 0
         checkpoint.documents_pending = context.pending_documents[:500]
         context.run.provider_calls = context.api.calls.total
-        context.services.store.put_sync_run(context.run)
+        context.services.store.syncs.put_sync_run(context.run)
         if page.resume is None:
             return
 
@@ -361,7 +356,7 @@ def _guarded[T](context: _Context, call: Callable[[], T]) -> T:
 
 def _open_states(context: _Context) -> dict[str, StoredState]:
     if context.open_states is None:
-        context.open_states = context.services.store.open_payable_states(context.connection.connection_id)
+        context.open_states = context.services.store.payables.open_payable_states(context.connection.connection_id)
     return context.open_states
 
 
@@ -430,7 +425,7 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
     connection_id = context.connection.connection_id
     # Stored states by key, of these bills only: `known` (the open payables) where it has them.
     unknown = [bill.bill_id for bill in bills if known is None or bill.bill_id not in known]
-    stored_states = store.payable_states_of(connection_id, unknown) if unknown else {}
+    stored_states = store.payables.payable_states_of(connection_id, unknown) if unknown else {}
     if known is not None:
         stored_states.update({bill.bill_id: known[bill.bill_id] for bill in bills if bill.bill_id in known})
     counts = context.run.counts
@@ -470,7 +465,7 @@ def _apply_bills(context: _Context, bills: Sequence[ProviderBill], known: dict[s
                 closed_reason=payable.closed_reason.value if payable.closed_reason else None,
             )
     if to_write:
-        store.put_payables(to_write, now=context.services.clock(), previous=previous)
+        store.payables.put_payables(to_write, now=context.services.clock(), previous=previous)
     _note_vendors_to_check(context, vendors_of_open)
 
 
@@ -483,7 +478,7 @@ def _note_vendors_to_check(context: _Context, vendor_ids: set[str]) -> None:
     unknown = vendor_ids - context.held_vendors - listed
     if not unknown:
         return
-    held = context.services.store.vendors_held(context.connection.connection_id, unknown)
+    held = context.services.store.payables.vendors_held(context.connection.connection_id, unknown)
     context.held_vendors |= held
     missing = sorted(unknown - held)
     if len(listed) + len(missing) > _VENDORS_TO_CHECK_LISTED:
@@ -520,12 +515,12 @@ def _close_missing(context: _Context) -> None:
     The open-bill count is then exact, and set (whatever drift the deltas had ends here)."""
     store = context.services.store
     connection_id = context.connection.connection_id
-    seen = store.seen_bills(connection_id, context.run.sync_run_id)
+    seen = store.syncs.seen_bills(connection_id, context.run.sync_run_id)
     states = _open_states(context)
     missing = [bill_id for bill_id, state in states.items() if state.status != _CLOSED and bill_id not in seen]
     for start in range(0, len(missing), 50):
         _read_bills_by_id(context, missing[start : start + 50], states)
-    store.set_counts(connection_id, open_bills=sum(1 for state in states.values() if state.status != _CLOSED))
+    store.payables.set_counts(connection_id, open_bills=sum(1 for state in states.values() if state.status != _CLOSED))
 
 
 def _read_bills_by_id(context: _Context, bill_ids: list[str], known: dict[str, StoredState] | None) -> None:
@@ -536,7 +531,7 @@ def _read_bills_by_id(context: _Context, bill_ids: list[str], known: dict[str, S
     states = (
         known
         if known is not None
-        else context.services.store.payable_states_of(context.connection.connection_id, bill_ids)
+        else context.services.store.payables.payable_states_of(context.connection.connection_id, bill_ids)
     )
     gone = [
         _from_stored(context, bill_id, ClosedReason.DELETED, None)
@@ -548,7 +543,7 @@ def _read_bills_by_id(context: _Context, bill_ids: list[str], known: dict[str, S
 
 def _from_stored(context: _Context, bill_id: str, reason: ClosedReason, updated_at: datetime | None) -> ProviderBill:
     """A closed bill built from our stored copy (the provider no longer says what it was)."""
-    stored = context.services.store.get_payable(context.connection.connection_id, bill_id)
+    stored = context.services.store.payables.get_payable(context.connection.connection_id, bill_id)
     assert stored is not None, "only bills we hold are closed from what we hold"
     return ProviderBill(
         bill_id=bill_id,
@@ -584,7 +579,7 @@ def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None
     listed = list({vendor.vendor_id: vendor for vendor in vendors}.values())
     if not listed:
         return
-    stored = store.get_vendors(connection_id, [vendor.vendor_id for vendor in listed])
+    stored = store.payables.get_vendors(connection_id, [vendor.vendor_id for vendor in listed])
     checkpoint = _checkpoint(context)
     wanted = set(stored) | set(checkpoint.vendors_to_check)
     if checkpoint.check_all_vendors:
@@ -614,7 +609,9 @@ def _apply_vendors(context: _Context, vendors: Iterable[ProviderVendor]) -> None
             counts.vendors_changed += 1
         to_write.append(vendor)
     if to_write:
-        store.put_vendors(to_write, previous={vendor.vendor_id: stored.get(vendor.vendor_id) for vendor in to_write})
+        store.payables.put_vendors(
+            to_write, previous={vendor.vendor_id: stored.get(vendor.vendor_id) for vendor in to_write}
+        )
     if checkpoint.vendors_to_check:
         checkpoint.vendors_to_check = [v for v in checkpoint.vendors_to_check if v not in context.held_vendors]
 
@@ -625,7 +622,7 @@ def _fetch_missing_vendors(context: _Context) -> None:
     checkpoint = _checkpoint(context)
     wanted = _open_vendor_ids(context) if checkpoint.check_all_vendors else set(checkpoint.vendors_to_check)
     unknown = wanted - context.held_vendors
-    held = context.services.store.vendors_held(context.connection.connection_id, unknown) if unknown else set()
+    held = context.services.store.payables.vendors_held(context.connection.connection_id, unknown) if unknown else set()
     context.held_vendors |= held
     missing = sorted(unknown - held)
     for start in range(0, len(missing), 50):
@@ -642,7 +639,7 @@ def _fetch_documents(context: _Context) -> None:
     remaining = list(dict.fromkeys(context.pending_documents))
     while remaining and budget > 0:
         bill_id = remaining.pop(0)
-        payable = store.get_payable(context.connection.connection_id, bill_id)
+        payable = store.payables.get_payable(context.connection.connection_id, bill_id)
         if (
             payable is None
             or payable.document is None
@@ -686,27 +683,27 @@ def _finish(
     run.finished_at = now
     run.detail = detail
     run.checkpoint = None
-    store.put_sync_run(run)
+    store.syncs.put_sync_run(run)
     if completed and run.mode in (SyncMode.FULL, SyncMode.INCREMENTAL):
-        previous = store.get_sync_state(run.connection_id)
-        store.save_sync_state(
+        previous = store.syncs.get_sync_state(run.connection_id)
+        store.syncs.save_sync_state(
             run.connection_id,
             SyncState(
                 watermark=run.started_at,
                 last_full_sync_at=run.started_at if run.mode is SyncMode.FULL else previous.last_full_sync_at,
             ),
         )
-    store.release_sync_slot(run.connection_id, run.sync_run_id)
-    connection = store.get_connection(run.connection_id)
+    store.syncs.release_sync_slot(run.connection_id, run.sync_run_id)
+    connection = store.connections.get_connection(run.connection_id)
     if connection is not None:
-        counts = store.get_counts(run.connection_id)
+        counts = store.payables.get_counts(run.connection_id)
         if counts is None:
             # A connection stored before the counts were kept: counted once, kept by deltas from now on.
-            open_bills = store.count_payables(run.connection_id, PayableStatus.OPEN) + store.count_payables(
-                run.connection_id, PayableStatus.PART_PAID
-            )
-            attention = store.count_vendors_needing_attention(run.connection_id)
-            store.set_counts(run.connection_id, open_bills=open_bills, vendors_needing_attention=attention)
+            open_bills = store.payables.count_payables(
+                run.connection_id, PayableStatus.OPEN
+            ) + store.payables.count_payables(run.connection_id, PayableStatus.PART_PAID)
+            attention = store.payables.count_vendors_needing_attention(run.connection_id)
+            store.payables.set_counts(run.connection_id, open_bills=open_bills, vendors_needing_attention=attention)
         else:
             open_bills, attention = counts.open_bills, counts.vendors_needing_attention
         summary = SyncSummary(
@@ -729,7 +726,7 @@ def _finish(
                 now=now,
             )
         )
-        store.record_sync_outcome(run.connection_id, summary, next_schedule)
+        store.connections.record_sync_outcome(run.connection_id, summary, next_schedule)
     metrics.add_metric(name=f"Sync{outcome.value.capitalize()}", unit="Count", value=1)
     logger.info(
         "Sync finished",

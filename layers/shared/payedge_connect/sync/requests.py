@@ -48,20 +48,20 @@ def request_sync(
     store = services.store
     run = new_sync_run(connection.connection_id, trigger, services.clock())
     for _ in range(2):
-        active_id = store.claim_sync_slot(
+        active_id = store.syncs.claim_sync_slot(
             connection.connection_id, run.sync_run_id, now=services.clock(), stale_after=_SLOT_STALE_AFTER
         )
         if active_id is None:
-            store.put_sync_run(run)
+            store.syncs.put_sync_run(run)
             message = SyncMessage(
                 connection_id=connection.connection_id, sync_run_id=run.sync_run_id, trigger=trigger, full=full
             )
             return run, message
-        active = store.get_sync_run(connection.connection_id, active_id)
+        active = store.syncs.get_sync_run(connection.connection_id, active_id)
         if active is not None and active.outcome is SyncOutcome.RUNNING:
             return active, None
         # The slot names a sync that already ended (its release was lost): free it and claim again.
-        store.release_sync_slot(connection.connection_id, active_id)
+        store.syncs.release_sync_slot(connection.connection_id, active_id)
     raise QueueError(f"could not claim the sync slot of connection {connection.connection_id}")
 
 
@@ -69,7 +69,7 @@ def request_entity_sync(
     services: Services, connection: Connection, *, bill_ids: Sequence[str], vendor_ids: Sequence[str]
 ) -> SyncMessage:
     run = new_sync_run(connection.connection_id, SyncTrigger.WEBHOOK, services.clock())
-    services.store.put_sync_run(run)
+    services.store.syncs.put_sync_run(run)
     return SyncMessage(
         connection_id=connection.connection_id,
         sync_run_id=run.sync_run_id,

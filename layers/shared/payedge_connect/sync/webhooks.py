@@ -179,7 +179,7 @@ def handle_webhook(services: Services, provider: Provider, raw_body: bytes, sign
     if len(recent) < len(events):
         outcome.ignored.append(f"{len(events) - len(recent)} events older than {REPLAY_WINDOW}")
     outcome.events = len(recent)
-    fresh = set(services.store.claim_webhook_events(provider, {e.key for e in recent}, until=now + REPLAY_WINDOW))
+    fresh = set(services.store.syncs.claim_webhook_events(provider, {e.key for e in recent}, until=now + REPLAY_WINDOW))
     outcome.claimed = sorted(fresh)
     outcome.replays = len({e.key for e in recent} - fresh)
     per_tenant: dict[str, EntityChanges] = defaultdict(EntityChanges)
@@ -188,8 +188,8 @@ def handle_webhook(services: Services, provider: Provider, raw_body: bytes, sign
             changes = per_tenant[event.tenant_id]
             (changes.bill_ids if event.entity == "bill" else changes.vendor_ids).add(event.entity_id)
     for tenant_id, changes in per_tenant.items():
-        for connection_id in services.store.connections_of_tenant(provider, tenant_id):
-            connection = services.store.get_connection(connection_id)
+        for connection_id in services.store.connections.connections_of_tenant(provider, tenant_id):
+            connection = services.store.connections.get_connection(connection_id)
             if connection is None or connection.status is not ConnectionStatus.CONNECTED:
                 continue
             outcome.messages.append(

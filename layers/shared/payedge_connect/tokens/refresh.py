@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from payedge_connect.errors import PayEdgeError
 from payedge_connect.observability import logger
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 from payedge_connect.tokens.oauth import GrantRevoked, OAuthClient, TokenEndpointError, now_utc
 from payedge_connect.tokens.vault import TokenSet, TokenVault
 
@@ -99,7 +99,7 @@ class ConnectionTokens:
         return tokens.access_token_expires_at - self._clock() <= REFRESH_MARGIN
 
     def _refresh(self, *, seen: TokenSet, even_if_fresh: bool = False) -> TokenSet:
-        lease = self._store.acquire_lease(
+        lease = self._store.leases.acquire_lease(
             self.connection_id, _LEASE_NAME, self._holder, now=self._clock(), seconds=_LEASE_SECONDS
         )
         waited = 0.0
@@ -112,7 +112,7 @@ class ConnectionTokens:
                 return stored
             if waited >= _WAIT_FOR_OTHER_REFRESH_SECONDS:
                 raise TokenRefreshUnavailable("another refresh of this connection did not finish")
-            lease = self._store.acquire_lease(
+            lease = self._store.leases.acquire_lease(
                 self.connection_id, _LEASE_NAME, self._holder, now=self._clock(), seconds=_LEASE_SECONDS
             )
         try:
@@ -123,7 +123,7 @@ class ConnectionTokens:
             if not even_if_fresh and not self._needs_refresh(stored):
                 return stored
             refreshed = self._refresh_at_provider(stored)
-            if not self._store.holds_lease(lease, now=self._clock()):
+            if not self._store.leases.holds_lease(lease, now=self._clock()):
                 # Our lease ran out mid-refresh and another holder may have stored newer tokens.
                 raise TokenRefreshUnavailable("the refresh lease expired before the tokens were saved")
             # Persist the rotated refresh token before anyone uses the new access token: a rotated
@@ -132,7 +132,7 @@ class ConnectionTokens:
             logger.info("Access token refreshed", extra={"connection_id": self.connection_id})
             return refreshed
         finally:
-            self._store.release_lease(lease)
+            self._store.leases.release_lease(lease)
 
     def _refresh_at_provider(self, stored: TokenSet) -> TokenSet:
         for attempt in range(1, _REFRESH_ATTEMPTS + 1):
@@ -155,7 +155,7 @@ class ConnectionTokens:
 
     def _give_up(self, stored: TokenSet) -> None:
         self._vault.store(self.connection_id, stored.model_copy(update={"grant_revoked": True}))
-        if self._store.mark_reauthorization_required(
+        if self._store.connections.mark_reauthorization_required(
             self.connection_id, "The accounting software refused our authorisation: reconnect.", self._clock()
         ):
             logger.warning("Grant revoked: reconnect needed", extra={"connection_id": self.connection_id})

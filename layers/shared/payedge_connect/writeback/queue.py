@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 from payedge_connect.models import PaymentOrderStatus, Record
-from payedge_connect.storage.records import RecordsStore
+from payedge_connect.storage import RecordsStore
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -66,7 +66,7 @@ def queue_payments(
 
 def resume_waiting_payments(store: RecordsStore, connection_id: str, queue_url: str) -> int:
     """After a reconnect: queue every payment order that waited for it; returns how many."""
-    waiting = store.payment_orders_in_status(connection_id, PaymentOrderStatus.WAITING_FOR_RECONNECTION)
+    waiting = store.payment_orders.payment_orders_in_status(connection_id, PaymentOrderStatus.WAITING_FOR_RECONNECTION)
     for order in waiting:
         queue_payment(
             queue_url, PaymentMessage(connection_id=connection_id, payment_order_number=order.payment_order_number)

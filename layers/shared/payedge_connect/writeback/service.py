@@ -45,7 +45,7 @@ from payedge_connect.providers.answers import Verdict, classify, provider_words
 from payedge_connect.providers.base import BillCheck, FeeToPost, PaymentRejected, PaymentToPost, Posted
 from payedge_connect.providers.http import CallBudgetSpent, ProviderError, ProviderUnavailable
 from payedge_connect.services import Services
-from payedge_connect.storage.heartbeat import HeldLease
+from payedge_connect.storage.leases import HeldLease
 from payedge_connect.tokens.refresh import ReauthorizationRequired, TokenRefreshUnavailable
 from payedge_connect.writeback.events import PaymentDetails, ReversalDetails, check_payment_date, publish_outcome
 
@@ -94,7 +94,7 @@ def submit_payment(
     services: Services, details: PaymentDetails, *, business_id: str, connection_id: str
 ) -> PaymentOrder:
     """Record a payment order (no provider call yet); the same order again returns the one recorded."""
-    connection = services.store.get_connection(connection_id)
+    connection = services.store.connections.get_connection(connection_id)
     if connection is None or connection.business_id != business_id:
         raise NotFoundError(f"no connection {connection_id}")
     now = services.clock()
@@ -107,7 +107,7 @@ def submit_payment(
         created_at=now,
         updated_at=now,
     )
-    existing = services.store.create_payment_order(order)
+    existing = services.store.payment_orders.create_payment_order(order)
     for _ in range(3):
         if existing is None:
             return order
@@ -122,9 +122,9 @@ def submit_payment(
         # A later status of a payment not posted yet (pending, then settled or failed): processed again.
         update = {"payment_status": order.payment_status, "status": PaymentOrderStatus.RECEIVED, "updated_at": now}
         try:
-            return services.store.save_payment_order(existing.model_copy(update=update))
+            return services.store.payment_orders.save_payment_order(existing.model_copy(update=update))
         except ConflictError:
-            existing = services.store.get_payment_order(connection_id, order.payment_order_number)
+            existing = services.store.payment_orders.get_payment_order(connection_id, order.payment_order_number)
     raise ConflictError(
         f"payment order {order.payment_order_number} was already received with different details",
         field="body.paymentOrderNumber",
@@ -148,7 +148,7 @@ def retry_payment(
 ) -> PaymentOrder:
     """Make a payment order that is not final (failed, held, waiting for reconnection, or still received or
     posting: its message may have been lost) eligible again; the caller queues it."""
-    order = services.store.get_payment_order(connection_id, payment_order_number)
+    order = services.store.payment_orders.get_payment_order(connection_id, payment_order_number)
     if order is None or order.business_id != business_id:
         raise NotFoundError(f"no payment order {payment_order_number}")
     if order.status in (PaymentOrderStatus.POSTED, PaymentOrderStatus.REJECTED, PaymentOrderStatus.REVERSED):
@@ -159,7 +159,7 @@ def retry_payment(
         raise ConflictError(f"payment order is {order.status.value}; ask for its reversal again to continue it")
     # An order whose payment may have reached the provider keeps its attempts: it is looked up first.
     status = PaymentOrderStatus.POSTING if order.attempts or order.fee_attempts else PaymentOrderStatus.RECEIVED
-    return services.store.save_payment_order(
+    return services.store.payment_orders.save_payment_order(
         order.model_copy(
             update={
                 "status": status,
@@ -186,7 +186,7 @@ def request_reversal(
     """Record that the platform reversed a payment (no provider call yet; the caller queues the order).
     The same reversal again returns the order as it stands; one that needs attention is tried again."""
     for _ in range(3):
-        order = services.store.get_payment_order(connection_id, payment_order_number)
+        order = services.store.payment_orders.get_payment_order(connection_id, payment_order_number)
         if order is None or order.business_id != business_id:
             raise NotFoundError(
                 f"no payment order {payment_order_number} of this business on connection {connection_id}",
@@ -214,7 +214,7 @@ def request_reversal(
             "updated_at": now,
         }
         try:
-            saved = services.store.save_payment_order(order.model_copy(update=update))
+            saved = services.store.payment_orders.save_payment_order(order.model_copy(update=update))
         except ConflictError:
             continue  # the order moved on meanwhile (a run posting it): read it again
         publish_outcome(bus_name, saved)
@@ -227,7 +227,7 @@ def process_payment(
 ) -> PaymentOrder:
     """Take one payment order as far as it can go now (a payment run of one).
     Raises WritebackBusy/WritebackRetryLater to be retried."""
-    if services.store.get_payment_order(connection_id, payment_order_number) is None:
+    if services.store.payment_orders.get_payment_order(connection_id, payment_order_number) is None:
         raise NotFoundError(f"no payment order {payment_order_number}")
     run = process_payments(services, connection_id, [payment_order_number], bus_name=bus_name)
     if run.busy:
@@ -272,14 +272,14 @@ def process_payments(
     run = PaymentRun()
     pending: list[PaymentOrder] = []
     for number in dict.fromkeys(payment_order_numbers):
-        order = store.get_payment_order(connection_id, number)
+        order = store.payment_orders.get_payment_order(connection_id, number)
         if order is None:
             logger.warning("No payment order to process", extra={"order": number})
             continue
         run.orders[number] = order
         if order.status not in _FINAL and order.status is not PaymentOrderStatus.FAILED:
             pending.append(order)
-    connection = store.get_connection(connection_id)
+    connection = store.connections.get_connection(connection_id)
     unreachable = _unreachable(connection)
     if unreachable is not None:
         for order in pending:
@@ -287,7 +287,7 @@ def process_payments(
     if connection is None or unreachable is not None or not pending:
         return run
 
-    with HeldLease(store, connection_id, "writeback", uuid.uuid4().hex, clock=services.clock) as lease:
+    with HeldLease(store.leases, connection_id, "writeback", uuid.uuid4().hex, clock=services.clock) as lease:
         if not lease.held:
             run.busy = True
             return run
@@ -300,7 +300,7 @@ def process_payments(
             group.process([o for o in pending if o.status is not PaymentOrderStatus.REVERSING])
             group.reverse([o for o in pending if o.status is PaymentOrderStatus.REVERSING])
         except ReauthorizationRequired:
-            refreshed = store.get_connection(connection_id) or connection
+            refreshed = store.connections.get_connection(connection_id) or connection
             for order in pending:
                 current = _current(services, order)
                 if current.status not in _FINAL:
@@ -410,7 +410,7 @@ class _Group:
     # ------------------------------------------------------------------------------------ the run
 
     def process(self, pending: list[PaymentOrder]) -> None:
-        self.payables = self.store.get_payables(self.connection.connection_id, {o.bill_id for o in pending})
+        self.payables = self.store.payables.get_payables(self.connection.connection_id, {o.bill_id for o in pending})
         fresh = [o for o in pending if o.provider_payment_id is None and o.attempts == 0]
         # Orders of which nothing can have reached the provider yet: the checks decide first.
         checked = {order.payment_order_number for order in self._checked(fresh)}
@@ -447,7 +447,7 @@ class _Group:
                 passing.append(order)
         if not passing:
             return []
-        state = self.store.get_sync_state(self.connection.connection_id)
+        state = self.store.syncs.get_sync_state(self.connection.connection_id)
         since = state.watermark - _SYNC_CLOCK_MARGIN if state.watermark else None
         try:
             check = self.connector.check_bills(
@@ -462,7 +462,7 @@ class _Group:
                     refused = f"The accounting software refused the check of the bill: {provider_words(error)}"
                     self._conclude(order, Outcome(PaymentOrderStatus.FAILED, "provider_refused", refused))
                     continue
-                counted = self.store.save_payment_order(
+                counted = self.store.payment_orders.save_payment_order(
                     order.model_copy(
                         update={"check_attempts": order.check_attempts + 1, "updated_at": self.services.clock()}
                     )
@@ -526,7 +526,7 @@ class _Group:
     def _post_batch(self, kind: _Kind, chunk: list[PaymentOrder], *, resolutions: int) -> list[PaymentOrder]:
         # The intent, durably, before the call: after a crash the next attempt looks these up first.
         chunk = [
-            self.store.save_payment_order(
+            self.store.payment_orders.save_payment_order(
                 o.model_copy(
                     update={
                         "status": PaymentOrderStatus.POSTING,
@@ -609,7 +609,7 @@ class _Group:
         return recorded
 
     def _record_id(self, kind: _Kind, order: PaymentOrder, provider_id: str) -> PaymentOrder:
-        saved = self.store.save_payment_order(
+        saved = self.store.payment_orders.save_payment_order(
             order.model_copy(update={kind.id_field: provider_id, "updated_at": self.services.clock()})
         )
         self.run.orders[saved.payment_order_number] = saved
@@ -623,7 +623,9 @@ class _Group:
         reversal of an order that never reached the provider cancels it."""
         if not orders:
             return
-        self.payables.update(self.store.get_payables(self.connection.connection_id, {o.bill_id for o in orders}))
+        self.payables.update(
+            self.store.payables.get_payables(self.connection.connection_id, {o.bill_id for o in orders})
+        )
         for order in orders:
             if self.time_left() < _TIME_IN_HAND_SECONDS:
                 self.run.not_reached.append(order.payment_order_number)
@@ -686,7 +688,7 @@ class _Group:
         done = getattr(self.connector, kind.check)
         if getattr(order, kind.attempts_field) > 0 and done(self.api, provider_id):
             return self._undone(kind, order)
-        order = self.store.save_payment_order(
+        order = self.store.payment_orders.save_payment_order(
             order.model_copy(
                 update={
                     kind.attempts_field: getattr(order, kind.attempts_field) + 1,
@@ -710,7 +712,7 @@ class _Group:
         return self._undone(kind, order)
 
     def _undone(self, kind: "_Undo", order: PaymentOrder) -> PaymentOrder:
-        saved = self.store.save_payment_order(
+        saved = self.store.payment_orders.save_payment_order(
             _current(self.services, order).model_copy(
                 update={kind.done_field: True, "updated_at": self.services.clock()}
             )
@@ -721,7 +723,7 @@ class _Group:
     def _reopen(self, order: PaymentOrder) -> None:
         """The payable as the provider's bill now stands (open or part-paid again, its amount due back),
         so that the next sync agrees."""
-        stored = self.store.get_payable(self.connection.connection_id, order.bill_id)
+        stored = self.store.payables.get_payable(self.connection.connection_id, order.bill_id)
         page = self.connector.bills_by_id(self.api, [order.bill_id])
         bill = next((b for b in page.bills if b.bill_id == order.bill_id), None)
         if stored is None or bill is None or not bill.is_open:
@@ -736,7 +738,7 @@ class _Group:
                 "provider_updated_at": bill.updated_at,
             }
         )
-        self.store.put_payables([reopened], pinned=set())
+        self.store.payables.put_payables([reopened], pinned=set())
         self.payables[order.bill_id] = reopened
 
     # ------------------------------------------------------------------------------------ what is posted
@@ -830,7 +832,7 @@ def _retryable(error: ProviderError) -> bool:
 
 def _current(services: Services, order: PaymentOrder) -> PaymentOrder:
     """The order as last saved (each step of the posting saves it)."""
-    return services.store.get_payment_order(order.connection_id, order.payment_order_number) or order
+    return services.store.payment_orders.get_payment_order(order.connection_id, order.payment_order_number) or order
 
 
 def _check(order: PaymentOrder, connection: Connection, payable: Payable | None) -> Outcome | None:  # noqa: PLR0911
@@ -921,12 +923,12 @@ def _mark_payable_paid(services: Services, payable: Payable, order: PaymentOrder
     paid = payable.model_copy(update=changes)
     # The order that closes the bill is posted: nothing retryable needs this payable any more. (Reading
     # every retryable order of the connection here cost a payment run of n orders n reads of them all.)
-    services.store.put_payables([paid], pinned=set())
+    services.store.payables.put_payables([paid], pinned=set())
     return paid
 
 
 def _conclude(services: Services, order: PaymentOrder, outcome: Outcome, bus_name: str) -> PaymentOrder:
-    saved = services.store.save_payment_order(
+    saved = services.store.payment_orders.save_payment_order(
         order.model_copy(
             update={
                 "status": outcome.status,
