@@ -25,7 +25,8 @@ from local.sandboxes.core import Clock
 from local.sandboxes.quickbooks.query import QueryError, parse_query
 from local.sandboxes.quickbooks.sandbox import QuickBooksSandbox
 from local.sandboxes.sage.sandbox import SageSandbox
-from local.sandboxes.xero.sandbox import XeroLimits, XeroSandbox
+from local.sandboxes.xero.limits import XeroLimits
+from local.sandboxes.xero.sandbox import XeroSandbox
 from local.template import load_sam_template
 from local.worlds import Sandbox, SyncWorld, create_records_table
 from payedge_connect.models import Provider

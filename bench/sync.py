@@ -36,7 +36,7 @@ from bench.harness import (
 )
 from local.sandboxes.generator import Ledger, generate_ledger
 from local.sandboxes.quickbooks.query import MAX_RESULTS_LIMIT
-from local.sandboxes.sage.sandbox import MAX_ITEMS_PER_PAGE
+from local.sandboxes.sage.routes import MAX_ITEMS_PER_PAGE
 from local.sandboxes.xero.query import MAX_PAGE_SIZE
 from local.worlds import connect
 from payedge_connect.models import Provider

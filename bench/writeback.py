@@ -44,7 +44,7 @@ from bench.harness import (
     write_results,
 )
 from local.sandboxes.generator import exchange_rate, generate_ledger
-from local.sandboxes.quickbooks.sandbox import BATCH_PER_MINUTE_LIMIT
+from local.sandboxes.quickbooks.limits import BATCH_PER_MINUTE_LIMIT
 from local.worlds import SyncWorld, connect
 from payedge_connect.models import Payable, PayableStatus, PaymentOrder, PaymentOrderStatus, Provider
 from payedge_connect.writeback.events import PaymentDetails

@@ -12,7 +12,7 @@ import pytest
 from local.sandboxes.core import Clock
 from local.sandboxes.generator import generate_ledger
 from local.sandboxes.xero import XeroSandbox
-from local.sandboxes.xero.sandbox import XeroLimits
+from local.sandboxes.xero.limits import XeroLimits
 from payedge_connect.connections.manage import show_connection
 from payedge_connect.models import PaymentOrderStatus, Provider, SyncOutcome, SyncTrigger
 from payedge_connect.providers.errors import CallBudgetSpent

@@ -542,6 +542,25 @@ class Realm:
                     return account
         raise KeyError(f"no active bank account in {currency} or {self.home_currency}")
 
+    def pay_elsewhere(self, bill_id: str, amount: Decimal | None, now: datetime) -> dict[str, Any]:
+        """Someone pays the bill in QuickBooks: a Check BillPayment, the whole balance by default."""
+        bill = self.bill(bill_id)
+        currency = bill["CurrencyRef"]["value"]
+        bank = self.default_bank_account(currency)
+        pay = money(amount if amount is not None else bill["Balance"])
+        body: dict[str, Any] = {
+            "VendorRef": {"value": bill["VendorRef"]["value"]},
+            "PayType": "Check",
+            "CheckPayment": {"BankAccountRef": {"value": bank["Id"]}},
+            "TotalAmt": pay,
+            "CurrencyRef": {"value": currency},
+            "PrivateNote": "Paid in QuickBooks",
+            "Line": [{"Amount": pay, "LinkedTxn": [{"TxnId": bill_id, "TxnType": "Bill"}]}],
+        }
+        if currency != self.home_currency:
+            body["ExchangeRate"] = bill["ExchangeRate"]
+        return self.create_bill_payment(body, now)
+
     def change_bill_amount(self, bill_id: str, new_total: Decimal, now: datetime) -> dict[str, Any]:
         bill = self.bill(bill_id)
         new_total = money(new_total)

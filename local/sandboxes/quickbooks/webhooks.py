@@ -24,6 +24,8 @@ from local.sandboxes.quickbooks.ledger import qbo_time
 
 CLOUDEVENTS = "cloudevents"
 LEGACY = "legacy"
+# What a subscription covers unless it names its entities.
+WEBHOOK_ENTITIES = ("Bill", "Vendor", "BillPayment", "Purchase")
 _PAST_TENSE = {"Create": "created", "Update": "updated", "Delete": "deleted", "Void": "voided"}
 # Choice: Intuit's samples do not show the CloudEvents `source` value.
 CLOUDEVENTS_SOURCE = "intuit.qbo"

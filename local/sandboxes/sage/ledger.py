@@ -7,7 +7,6 @@ second), so what the API serves is exactly what is held here.
 
 from __future__ import annotations
 
-import copy
 import random
 import unicodedata
 from collections.abc import Mapping
@@ -25,7 +24,6 @@ Day = date
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 RATE_PLACES = Decimal("0.000001")
-IDEMPOTENCY_SECONDS = 7 * 24 * 3600  # S-IDEM: an idempotency_id replays for 7 days
 
 # Sage field limits from the Swagger (maxLength).
 CONTACT_NAME_MAX = 100
@@ -331,16 +329,6 @@ class OtherPayment:
     reconciled: bool = False
 
 
-@dataclass
-class IdempotentResult:
-    """The response an idempotent POST gave, replayed for 7 days (S-IDEM)."""
-
-    resource: str  # contact_payment / other_payment
-    status: int
-    body: dict[str, Any]
-    stored_at: float
-
-
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
@@ -414,7 +402,6 @@ class Business:
         self.attachments: dict[str, Attachment] = {}
         self.contact_payments: dict[str, ContactPayment] = {}
         self.other_payments: dict[str, OtherPayment] = {}
-        self.idempotency: dict[str, IdempotentResult] = {}
         self.ids_by_key: dict[str, str] = {}  # generator key (vendor-00001, bill-00001, ...) -> Sage id
 
     # ---- loading ---------------------------------------------------------------------------------
@@ -643,30 +630,6 @@ class Business:
             if invoice.deleted_at is None:
                 balances[invoice.contact_id] = balances.get(invoice.contact_id, ZERO) + invoice.outstanding_amount
         return balances
-
-    # ---- idempotency -----------------------------------------------------------------------------
-
-    def replay(self, idempotency_id: str, resource: str, now: float) -> IdempotentResult | None:
-        """The stored result for `idempotency_id` within 7 days, whatever the new body holds (S-IDEM:
-        the same result is returned); a different resource type is IdempotencyResourceMismatch, sent
-        with 422 here since S-IDEM names the code but not the status."""
-        stored = self.idempotency.get(idempotency_id)
-        if stored is None or now >= stored.stored_at + IDEMPOTENCY_SECONDS:
-            return None
-        if stored.resource != resource:
-            raise SageValidationError(
-                [
-                    SageError(
-                        "IdempotencyResourceMismatch",
-                        f"The idempotency_id was already used for a {stored.resource}",
-                        f"{resource}.idempotency_id",
-                    )
-                ]
-            )
-        return stored
-
-    def remember(self, idempotency_id: str, resource: str, status: int, body: dict[str, Any], now: float) -> None:
-        self.idempotency[idempotency_id] = IdempotentResult(resource, status, copy.deepcopy(body), now)
 
     # ---- contact payments ------------------------------------------------------------------------
 
@@ -947,6 +910,13 @@ class Business:
     # ---- changes made "in Sage" by someone else --------------------------------------------------
 
     # ---- deletes (a payment reversed) -----------------------------------------------------------
+
+    def reconcile(self, payment_id: str) -> None:
+        """A contact or other payment matched to the bank statement: it can no longer be deleted."""
+        payment = self.contact_payments.get(payment_id) or self.other_payments.get(payment_id)
+        if payment is None:
+            raise KeyError(f"no payment {payment_id}")
+        payment.reconciled = True
 
     def delete_contact_payment(self, payment_id: str, now: datetime) -> None:
         """DELETE /contact_payments/{key} (204): the invoices it paid owe that amount again."""

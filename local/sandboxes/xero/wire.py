@@ -15,7 +15,6 @@ from typing import Any, Literal
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
-from local.sandboxes.xero.identity import Connection
 from local.sandboxes.xero.ledger import (
     Account,
     Attachment,
@@ -26,6 +25,7 @@ from local.sandboxes.xero.ledger import (
     Organisation,
     Payment,
 )
+from local.sandboxes.xero.oauth import Connection
 
 JsonObject = dict[str, Any]
 InvoiceDetail = Literal["full", "unpaged", "summary"]
