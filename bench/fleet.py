@@ -717,7 +717,7 @@ def _large_fleet(fleet: Fleet, rng: random.Random, *, first: int, large: int) ->
             provider, planned = like.provider, like.sync_schedule
         else:
             provider = PROVIDERS[index % 3]
-            planned = _steady_schedule(rng, provider, now + TICK)
+            planned = _steady_schedule(rng, provider, now)
         more.append(_connection(connection_id, provider, f"t-{connection_id}", now, sync_schedule=planned))
     _put_records_only(fleet.services.store, more, lookups=False)
     if not others:
