@@ -13,7 +13,7 @@ REGION := $(AWS_DEFAULT_REGION)
 
 SOURCES := functions layers/shared local tests scripts bench
 
-.PHONY: help venv browser demo dev test lint format typecheck unit validate build check-arch bench deploy clean openapi screenshots
+.PHONY: help venv browser demo dev test lint format typecheck unit validate build check-arch check-layer bench deploy clean openapi screenshots
 
 help:
 	@echo "make demo      - create the venv, start the local stack and run the main job end to end"
@@ -23,7 +23,7 @@ help:
 	@echo "make bench     - benchmarks under bench/ (figures in bench/results/)"
 	@echo "make deploy    - sam build && sam deploy (CONFIG_ENV=prod for the prod environment)"
 
-$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt layers/shared/requirements-xray.txt
 	@py="$$(scripts/find-python312)"; \
 	  if [ ! -x "$(PY)" ] || ! "$(PY)" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then \
 	    rm -rf "$(VENV)"; echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi
@@ -49,7 +49,7 @@ demo: venv
 dev: venv
 	$(PY) -m local.dev
 
-test: lint typecheck unit validate build check-arch
+test: lint typecheck unit validate build check-arch check-layer
 
 lint: venv
 	$(VENV)/bin/ruff check $(SOURCES)
@@ -81,6 +81,10 @@ build: venv
 
 check-arch: build
 	$(PY) scripts/check_layer_arch.py .aws-sam/build/SharedLayer
+
+# The runtime's boto3 and botocore stay out of the layer (and its size is printed).
+check-layer: build
+	$(PY) scripts/check_layer_lean.py .aws-sam/build/SharedLayer
 
 openapi: venv
 	PYTHONPATH=layers/shared:. $(PY) scripts/openapi.py

@@ -1,14 +1,14 @@
-"""`python -m bench [sync] [writeback] [contention] [fleet] [--payments N] [--duration S] [--phases ...]
-[--providers ...]`: no scenario runs all."""
+"""`python -m bench [sync] [writeback] [contention] [fleet] [coldstart] [--payments N] [--duration S]
+[--phases ...] [--providers ...] [--runs N]`: no scenario runs all."""
 
 import argparse
 import time
 
-from bench import contention, fleet, sync, writeback
+from bench import coldstart, contention, fleet, sync, writeback
 from bench.harness import PROVIDERS, use_fake_aws
 from payedge_connect.models import Provider
 
-SCENARIOS = {"sync": sync, "writeback": writeback, "contention": contention, "fleet": fleet}
+SCENARIOS = {"sync": sync, "writeback": writeback, "contention": contention, "fleet": fleet, "coldstart": coldstart}
 
 
 def main() -> None:
@@ -36,10 +36,18 @@ def main() -> None:
         default=",".join(fleet.PHASES),
         help=f"fleet scenario phases (default: {','.join(fleet.PHASES)}); fleet.json is assembled from all three",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=coldstart.RUNS,
+        help=f"fresh interpreters per handler and tracing mode in the coldstart scenario (default {coldstart.RUNS})",
+    )
     args = parser.parse_args()
     providers = [Provider(name.strip()) for name in args.providers.split(",") if name.strip()]
     names = args.scenarios or list(SCENARIOS)
     unknown = [name for name in names if name not in SCENARIOS]
+    if args.runs < 7:
+        parser.error("--runs: a median of at least 7 runs")
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
 
@@ -52,6 +60,8 @@ def main() -> None:
             contention.run(providers, duration_s=args.duration)
         elif name == "fleet":
             fleet.run(phases=[phase.strip() for phase in args.phases.split(",") if phase.strip()])
+        elif name == "coldstart":
+            coldstart.run(runs=args.runs)
         else:
             writeback.run(providers, payments=args.payments)
         print(f"\nscenario {name}: {time.perf_counter() - started:.0f} s\n", flush=True)

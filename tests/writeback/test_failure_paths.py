@@ -38,12 +38,16 @@ def order_of(world: SyncWorld, number: str) -> PaymentOrder:
     return order
 
 
-@pytest.mark.parametrize("world", [Provider.XERO, Provider.QUICKBOOKS], indirect=True, ids=["xero", "quickbooks"])
+@pytest.mark.parametrize(
+    "world", [Provider.XERO, Provider.QUICKBOOKS, Provider.SAGE], indirect=True, ids=["xero", "quickbooks", "sage"]
+)
 def test_a_staleness_check_never_answered_fails_the_order_visibly_and_it_can_be_retried(paying: SyncWorld) -> None:
     # Given the provider answers every staleness check 503 (the backoffs move the sandbox clock)
     paying.services.sleep = paying.sandbox.clock.advance
     outcomes = outcome_events()
-    paying.sandbox.faults.fail(CHECK_ENDPOINT[paying.provider], 503)
+    # (Sage checks one or two bills by reading each by id; a run of more, by listing what changed)
+    check = "get_purchase_invoice" if paying.provider is Provider.SAGE else CHECK_ENDPOINT[paying.provider]
+    paying.sandbox.faults.fail(check, 503)
     (payable,) = open_payables(paying, 1)
     (number,) = submit(paying, [details(payable, "PO-CHECK-DOWN")])
     before = len(provider_payments(paying))
@@ -71,6 +75,39 @@ def test_a_staleness_check_never_answered_fails_the_order_visibly_and_it_can_be_
     process_payments(paying.services, paying.connection.connection_id, [number], bus_name=BUS)
     assert order_of(paying, number).status is PaymentOrderStatus.POSTED
     assert len(provider_payments(paying)) == before + 1
+
+
+@pytest.mark.parametrize("world", [Provider.SAGE], indirect=True, ids=["sage"])
+def test_a_sage_run_whose_changed_bills_listing_never_answers_fails_every_order_visibly(paying: SyncWorld) -> None:
+    # Given a run of three (Sage checks them by listing what changed since the sync) and that listing
+    # answering 503 every time
+    paying.services.sleep = paying.sandbox.clock.advance
+    outcomes = outcome_events()
+    paying.sandbox.faults.fail(CHECK_ENDPOINT[paying.provider], 503)
+    payables = open_payables(paying, 3)
+    numbers = submit(paying, [details(payable, f"PO-LIST-DOWN-{i}") for i, payable in enumerate(payables)])
+    before = len(provider_payments(paying))
+    # When the queue delivers the run again each time it is handed back
+    for _ in range(MAX_ATTEMPTS):
+        result = process_payments(paying.services, paying.connection.connection_id, numbers, bus_name=BUS)
+    # Then once the attempts are spent every order is failed, counted, told to the platform, nothing posted
+    assert not set(result.retry_later) & set(numbers)  # the last delivery hands nothing back
+    orders = [order_of(paying, number) for number in numbers]
+    assert {(order.status, order.reason_code, order.check_attempts) for order in orders} == {
+        (PaymentOrderStatus.FAILED, "provider_unavailable", MAX_ATTEMPTS)
+    }
+    assert sorted(event["paymentOrderNumber"] for event in received(outcomes)) == sorted(numbers)
+    assert len(provider_payments(paying)) == before
+    # And once Sage answers, retrying one posts it
+    paying.sandbox.faults.clear()
+    retry_payment(
+        paying.services,
+        business_id="biz-1",
+        connection_id=paying.connection.connection_id,
+        payment_order_number=numbers[0],
+    )
+    process_payments(paying.services, paying.connection.connection_id, [numbers[0]], bus_name=BUS)
+    assert order_of(paying, numbers[0]).status is PaymentOrderStatus.POSTED
 
 
 @pytest.mark.parametrize("world", [Provider.XERO], indirect=True, ids=["xero"])

@@ -5,10 +5,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from payedge_connect.models import Connection, Provider
 from payedge_connect.providers.base import AccountingConnector
@@ -22,6 +21,9 @@ from payedge_connect.storage.budgets import APP_SCOPE, BudgetStore
 from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
 from payedge_connect.tokens.refresh import ConnectionTokens
 from payedge_connect.tokens.vault import TokenVault
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 _APP_CREDENTIALS_CACHE_SECONDS = 300
 
@@ -65,9 +67,11 @@ class Services:
         )
 
     @cached_property
-    def secrets(self) -> SecretsProvider:
+    def secrets(self) -> "SecretsProvider":
         # Our own provider and client, not Powertools' module-wide default: its client would outlive the
-        # AWS endpoint it was made for.
+        # AWS endpoint it was made for. Imported here: only provider calls read the app's credentials.
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
         return SecretsProvider(boto3_client=boto3.client("secretsmanager"))
 
     def app_credentials(self, provider: Provider) -> AppCredentials:

@@ -18,7 +18,8 @@ class SettingsError(RuntimeError):
 class FunctionSettings(BaseModel):
     """What every function reads: the records table, the token secrets and the caller's identity claim."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # defer_build: only the function's own settings are ever validated (built then, not at import).
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     records_table_name: str = Field(alias="RECORDS_TABLE_NAME", min_length=1)
     secret_name_prefix: str = Field(alias="SECRET_NAME_PREFIX", min_length=1)
@@ -36,7 +37,7 @@ class FunctionSettings(BaseModel):
 class FundingSource(BaseModel):
     """A platform account payments are made from (configuration, e.g. the CAD operating account)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)

@@ -5,9 +5,6 @@ from pydantic.alias_generators import to_camel
 
 from payedge_connect.models import Provider
 from payedge_connect.providers.base import AccountingConnector
-from payedge_connect.providers.quickbooks import QuickBooksConnector
-from payedge_connect.providers.sage import SageConnector
-from payedge_connect.providers.xero import XeroConnector
 
 
 class ProviderInfo(BaseModel):
@@ -27,11 +24,21 @@ SUPPORTED_PROVIDERS: tuple[ProviderInfo, ...] = (
 
 
 def connector_for(provider: Provider, *, base_url: str | None, xero_scope_set: str) -> AccountingConnector:
-    """The connector of `provider`, against the real service or (base_url) its sandbox."""
+    """The connector of `provider`, against the real service or (base_url) its sandbox.
+
+    Each connector is imported the first time it is asked for: a function pays at cold start for none
+    of them, and a warm one only for the providers its connections use.
+    """
     match provider:
         case Provider.QUICKBOOKS:
+            from payedge_connect.providers.quickbooks import QuickBooksConnector  # noqa: PLC0415
+
             return QuickBooksConnector(base_url=base_url)
         case Provider.XERO:
+            from payedge_connect.providers.xero import XeroConnector  # noqa: PLC0415
+
             return XeroConnector(base_url=base_url, scope_set=xero_scope_set)
         case Provider.SAGE:
+            from payedge_connect.providers.sage import SageConnector  # noqa: PLC0415
+
             return SageConnector(base_url=base_url)

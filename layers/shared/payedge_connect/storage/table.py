@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from payedge_connect.errors import ConflictError, InvalidInputError
 
@@ -26,6 +26,9 @@ MAX_PAGE_SIZE = 100
 
 
 class Page[RecordT: BaseModel](BaseModel):
+    # Built on first use, like the records (models.Record): the stores' annotations name several pages.
+    model_config = ConfigDict(defer_build=True)
+
     items: list[RecordT]
     next_cursor: str | None = None
 

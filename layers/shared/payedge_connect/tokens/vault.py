@@ -10,11 +10,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 # Tokens read without a refresh may come from a short cache; a refresh always reads the secret fresh.
@@ -30,7 +29,7 @@ def _marked_for_deletion(error: Exception) -> bool:
 class TokenSet(BaseModel):
     """What a provider's token endpoint gave us, plus when each token stops working."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     access_token: SecretStr
     refresh_token: SecretStr
@@ -70,7 +69,11 @@ class TokenVault:
         return self._client
 
     @property
-    def reader(self) -> SecretsProvider:
+    def reader(self) -> "SecretsProvider":
+        # Powertools' parameters utility is imported with the first secret read: a function that reads
+        # no tokens (most HTTP reads) never loads it.
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
         if self._reader is None:
             self._reader = SecretsProvider(boto3_client=self.client)
         return self._reader
@@ -95,6 +98,8 @@ class TokenVault:
 
     def load(self, connection_id: str, *, fresh: bool = False) -> TokenSet | None:
         """The connection's tokens, or None if it has none (never connected, or disconnected)."""
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError  # noqa: PLC0415
+
         try:
             document = self.reader.get(
                 self.secret_name(connection_id),
