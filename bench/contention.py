@@ -43,6 +43,7 @@ from bench.harness import (
     Target,
     invocation_time_left,
     load_template,
+    measure_providers,
     print_table,
     print_targets,
     sandbox_at_real_limits,
@@ -100,7 +101,7 @@ class Role:
 
 
 def run(providers: Sequence[Provider], *, duration_s: float = DURATION_S) -> None:
-    rows = [_measure(provider, duration_s) for provider in providers]
+    rows = measure_providers(_measure, providers, duration_s=duration_s)
     print_table(f"contention: six Lambdas, one organisation, {duration_s:.0f} s", COLUMNS, rows)
     for row in rows:
         print_targets(
@@ -129,7 +130,7 @@ def run(providers: Sequence[Provider], *, duration_s: float = DURATION_S) -> Non
 # ---------------------------------------------------------------------------------------------- set-up
 
 
-def _measure(provider: Provider, duration_s: float) -> dict[str, Any]:
+def _measure(provider: Provider, *, duration_s: float) -> dict[str, Any]:
     use_fake_aws()
     # DynamoDB and the rest of AWS in a process of their own, as in AWS: the Lambdas' processes and this
     # one (which serves the provider's sandbox) share nothing else.
