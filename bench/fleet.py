@@ -24,7 +24,9 @@ provider call it made (measured) plus SYNC_OVERHEAD_S; `max_queue_age_s` is the 
 import heapq
 import json
 import math
+import multiprocessing
 import random
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -36,8 +38,24 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Attr
 
-from bench.harness import DYNAMODB, RESULTS, Aws, load_template, mocked_aws, print_table, write_results
-from bench.moto_index import partition_lookups
+from bench.harness import (
+    DYNAMODB,
+    RESULTS,
+    Aws,
+    load_template,
+    mocked_aws,
+    print_table,
+    use_fake_aws,
+    write_results,
+)
+from bench.moto_index import (
+    constant_time_sends,
+    delete_items_directly,
+    items_directly,
+    partition_lookups,
+    put_items_directly,
+    take_messages_directly,
+)
 from local.sandboxes.core import Clock
 from local.sandboxes.generator import generate_ledger
 from local.sandboxes.quickbooks.sandbox import QuickBooksSandbox
@@ -65,8 +83,10 @@ from payedge_connect.models import (
 from payedge_connect.services import Services
 from payedge_connect.settings import SyncSettings
 from payedge_connect.storage import RecordsStore
+from payedge_connect.storage.connections import CONNECTION_SHARDS
+from payedge_connect.sweep import sweep
 from payedge_connect.sync import schedule
-from payedge_connect.sync.dispatch import dispatch_due
+from payedge_connect.sync.dispatch import PARALLEL_SHARDS, dispatch_due
 from payedge_connect.sync.documents import DocumentStore
 from payedge_connect.sync.engine import new_sync_run, run_sync
 from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
@@ -93,6 +113,10 @@ BUSINESS_HOURS = range(8, 18)
 PROVIDER_LATENCY_S = 0.3
 SYNC_OVERHEAD_S = 0.2
 FUNCTION_MEMORY_GB = 0.5
+# The sweeper reads the status shards of connected, reauthorization_required and authorizing connections.
+SWEPT_STATUSES = 3
+SWEEPS_PER_DAY = 96
+SWEEP_TIMEOUT_S = 300.0  # the write-back function's, which runs the sweep (template.yaml)
 
 
 # ---------------------------------------------------------------------------------------------- world
@@ -132,6 +156,16 @@ class Member:
 
 
 @dataclass
+class Other:
+    """A records-only connection: its stored record (only the stand-in worker changes it), how often its
+    books change, and when its last run ended."""
+
+    connection: Connection
+    changes_per_day: float
+    last_run: datetime
+
+
+@dataclass
 class Fleet:
     clock: Clock
     sandboxes: dict[Provider, Any]
@@ -139,10 +173,12 @@ class Fleet:
     documents: DocumentStore
     queue_url: str
     members: dict[str, Member] = field(default_factory=dict)
-    # The records-only connections: (provider, changes per day, schedule) mirrored by the stand-in.
-    others: dict[str, tuple[Provider, float, SyncSchedule, datetime]] = field(default_factory=dict)
+    # The records-only connections, as the stand-in worker last left them.
+    others: dict[str, "Other"] = field(default_factory=dict)
     webhook_arrivals: list[tuple[float, str]] = field(default_factory=list)
     tick_start: float = 0.0
+    # Items the sample's syncs and webhooks wrote, by kind of record (leases: the heartbeat's).
+    sample_written: Counter[str] = field(default_factory=Counter)
 
 
 def _services(aws: Aws, table: str, base_urls: dict[Provider, str], queue_url: str, clock: Clock) -> Services:
@@ -231,19 +267,19 @@ def _steady_schedule(rng: random.Random, provider: Provider, now: datetime) -> S
 
 
 def _put_records_only(store: RecordsStore, connections: Sequence[Connection], *, lookups: bool = True) -> None:
-    """The items create_connection writes (the connection and its tenant look-up), in batches."""
-    with store.table.batch_writer() as batch:
-        for connection in connections:
-            batch.put_item(Item=store.connections._connection_item(connection))
-            if not lookups:
-                continue
-            batch.put_item(
-                Item={
-                    "PK": f"TENANT#{connection.provider.value}#{connection.tenant_id}",
-                    "SK": f"CONNECTION#{connection.connection_id}",
-                    "recordType": "tenantLookup",
-                }
-            )
+    """The items create_connection writes (the connection and its tenant look-up), straight into moto's
+    table: set-up, not what the scenario measures."""
+    items = [store.connections._connection_item(connection) for connection in connections]
+    if lookups:
+        items += [
+            {
+                "PK": f"TENANT#{connection.provider.value}#{connection.tenant_id}",
+                "SK": f"CONNECTION#{connection.connection_id}",
+                "recordType": "tenantLookup",
+            }
+            for connection in connections
+        ]
+    put_items_directly(store.table.name, items)
 
 
 def _profile(rng: random.Random) -> float:
@@ -295,6 +331,7 @@ def _deliver_webhooks(fleet: Fleet, provider: Provider) -> Callable[[bytes, dict
         messages = handle_webhook(fleet.services, provider, body, signature).messages
         send_sync_messages(fleet.queue_url, messages)
         spent = DYNAMODB.snapshot() - before
+        fleet.sample_written.update(spent.written)
         for message in messages:
             member = fleet.members.get(message.connection_id)
             if member is not None:
@@ -306,22 +343,14 @@ def _deliver_webhooks(fleet: Fleet, provider: Provider) -> Callable[[bytes, dict
 
 
 def _drain_queue(fleet: Fleet, now: datetime) -> list[tuple[SyncTrigger, float]]:
-    """Run every queued sync: the sample's through the engine, the rest by the stand-in worker.
-    Returns (trigger, modelled service seconds) per sync run."""
-    sqs = boto3.client("sqs")
+    """Run every queued sync (taken from moto's queue directly: the worker's receives are not measured):
+    the sample's through the engine, the rest by the stand-in worker. Returns (trigger, modelled service
+    seconds) per sync run."""
     ran: list[tuple[SyncTrigger, float]] = []
     others: list[SyncMessage] = []
-    while True:
-        response = sqs.receive_message(QueueUrl=fleet.queue_url, MaxNumberOfMessages=10)
-        messages = response.get("Messages", [])
-        if not messages:
-            break
-        sqs.delete_message_batch(
-            QueueUrl=fleet.queue_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-        )
-        for raw in messages:
-            message = SyncMessage.model_validate_json(raw["Body"])
+    while bodies := take_messages_directly(fleet.queue_url):
+        for body in bodies:
+            message = SyncMessage.model_validate_json(body)
             member = fleet.members.get(message.connection_id)
             if member is None:
                 others.append(message)
@@ -354,6 +383,7 @@ def _run_member_sync(fleet: Fleet, member: Member, message: SyncMessage) -> floa
             break
         run = result.run
     spent = DYNAMODB.snapshot() - before
+    fleet.sample_written.update(spent.written)
     member.syncs += 1
     member.webhook_syncs += message.trigger is SyncTrigger.WEBHOOK
     member.ddb_read += sum(spent.read.values())
@@ -364,37 +394,45 @@ def _run_member_sync(fleet: Fleet, member: Member, message: SyncMessage) -> floa
 
 
 def _stand_in_worker(fleet: Fleet, messages: Sequence[SyncMessage], now: datetime) -> list[tuple[SyncTrigger, float]]:
-    """End the records-only connections' runs at once: the run record finished, the slot released, the
-    summary and next due time saved, as the engine's _finish does (in bulk, to spare moto)."""
+    """End the records-only connections' runs at once, leaving what the engine's _finish leaves: the run
+    finished, the slot released, the summary and the next due time (`schedule.after_run`) on the
+    connection. Written straight into moto's table: these writes stand in for workers the scenario
+    does not measure (the sample's are), and through boto3 they cost moto milliseconds each."""
     store = fleet.services.store
     rng = random.Random(f"{SEED}/{now.isoformat()}")
     service_times: dict[str, list[float]] = defaultdict(list)
     for member in fleet.members.values():
         service_times[member.provider.value].extend(member.service_times[-50:])
     ran: list[tuple[SyncTrigger, float]] = []
-    with store.table.batch_writer() as batch:
-        for message in messages:
-            provider, rate, previous, last = fleet.others[message.connection_id]
-            run = new_sync_run(message.connection_id, SyncTrigger.SCHEDULE, now)
-            run.sync_run_id = message.sync_run_id
-            # Webhook providers' polls find what webhooks already brought; Sage's what changed since.
-            hours = (now - last).total_seconds() / 3600
-            webhooks = provider is not Provider.SAGE
-            changed = not webhooks and rng.random() < 1 - math.exp(-rate * hours / 24)
-            run.outcome, run.finished_at = SyncOutcome.SUCCEEDED, now
-            batch.put_item(Item={**_run_item(store, run)})
-            batch.delete_item(Key={"PK": f"CONNECTION#{message.connection_id}", "SK": "SYNC#ACTIVE"})
-            next_schedule = schedule.after_run(
-                provider, message.connection_id, previous, outcome=run.outcome, changed=changed, now=now
-            )
-            fleet.others[message.connection_id] = (provider, rate, next_schedule, now)
-            store.connections.record_sync_outcome(
-                message.connection_id,
-                SyncSummary(sync_run_id=run.sync_run_id, outcome=run.outcome.value, finished_at=now),
-                next_schedule,
-            )
-            times = service_times[provider.value] or [SYNC_OVERHEAD_S + PROVIDER_LATENCY_S]
-            ran.append((SyncTrigger.SCHEDULE, rng.choice(times)))
+    written: list[dict[str, Any]] = []
+    released: list[tuple[str, str]] = []
+    for message in messages:
+        other = fleet.others[message.connection_id]
+        connection, provider = other.connection, other.connection.provider
+        run = new_sync_run(message.connection_id, SyncTrigger.SCHEDULE, now)
+        run.sync_run_id = message.sync_run_id
+        # Webhook providers' polls find what webhooks already brought; Sage's what changed since.
+        hours = (now - other.last_run).total_seconds() / 3600
+        webhooks = provider is not Provider.SAGE
+        changed = not webhooks and rng.random() < 1 - math.exp(-other.changes_per_day * hours / 24)
+        run.outcome, run.finished_at = SyncOutcome.SUCCEEDED, now
+        next_schedule = schedule.after_run(
+            provider, message.connection_id, connection.sync_schedule, outcome=run.outcome, changed=changed, now=now
+        )
+        connection = connection.model_copy(
+            update={
+                "last_sync": SyncSummary(sync_run_id=run.sync_run_id, outcome=run.outcome.value, finished_at=now),
+                "sync_schedule": next_schedule,
+                "version": connection.version + 1,
+            }
+        )
+        fleet.others[message.connection_id] = Other(connection, other.changes_per_day, now)
+        written += [_run_item(store, run), store.connections._connection_item(connection)]
+        released.append((f"CONNECTION#{message.connection_id}", "SYNC#ACTIVE"))
+        times = service_times[provider.value] or [SYNC_OVERHEAD_S + PROVIDER_LATENCY_S]
+        ran.append((SyncTrigger.SCHEDULE, rng.choice(times)))
+    put_items_directly(store.table.name, written)
+    delete_items_directly(store.table.name, released)
     return ran
 
 
@@ -450,13 +488,59 @@ def _scan(table_name: str, projection: str) -> list[dict[str, Any]]:
         arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-def _dispatch(fleet: Fleet) -> tuple[float, int, int, int]:
-    """One tick's dispatch: wall seconds, connections due, queued, DynamoDB items read."""
-    before = DYNAMODB.snapshot()
+@dataclass(frozen=True)
+class Tick:
+    """One dispatch: its wall seconds, connections due and queued, and its own DynamoDB and SQS work."""
+
+    wall_s: float
+    due: int
+    queued: int
+    items_read: int
+    items_written: int
+    ddb_requests: dict[str, int]
+    sqs_requests: int
+
+
+def _dispatch(fleet: Fleet) -> Tick:
+    """One tick's dispatch, the service's own (`dispatch_due`), measured."""
+    before, sqs_before = DYNAMODB.snapshot(), SQS_SENT.total()
     started = time.perf_counter()
     report = dispatch_due(fleet.services, fleet.queue_url)
     wall = time.perf_counter() - started
-    return wall, report.due, report.queued, sum((DYNAMODB.snapshot() - before).read.values())
+    spent = DYNAMODB.snapshot() - before
+    return Tick(
+        wall_s=wall,
+        due=report.due,
+        queued=report.queued,
+        items_read=sum(spent.read.values()),
+        items_written=sum(spent.written.values()),
+        ddb_requests=dict(spent.requests),
+        sqs_requests=SQS_SENT.total() - sqs_before,
+    )
+
+
+class _SqsRequests:
+    """SQS requests sent through boto3's default session (every client made after `install`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def install(self) -> None:
+        session = boto3.DEFAULT_SESSION
+        assert session is not None
+        session.events.register("after-call.sqs", self._after_call)
+
+    def total(self) -> int:
+        with self._lock:
+            return self._count
+
+    def _after_call(self, **_: Any) -> None:
+        with self._lock:
+            self._count += 1
+
+
+SQS_SENT = _SqsRequests()
 
 
 # ---------------------------------------------------------------------------------------------- phases
@@ -483,8 +567,8 @@ def _day(
     # Before the measured day: the sample's first syncs (full) spread over WARM_UP_TICKS, with the
     # schedule running, so the day starts from a running fleet (idle streaks, full reconciliations due).
     print("fleet: the day before (first syncs, the sample's schedule) ...", flush=True)
-    for tick in range(WARM_UP_TICKS):
-        for member in members[tick::WARM_UP_TICKS]:
+    for warm_up in range(WARM_UP_TICKS):
+        for member in members[warm_up::WARM_UP_TICKS]:
             _first_sync(fleet, member)
         _change_books(fleet, rng, members, ticks_per_hour=4)
         dispatch_due(services, queue_url)
@@ -493,44 +577,55 @@ def _day(
     for member in members:
         member.syncs = member.webhook_syncs = member.ddb_read = member.ddb_written = 0
         member.service_times.clear()
+    fleet.sample_written.clear()
     now = clock.now()
     records_only: list[Connection] = []
     for index, connection_id in enumerate(ids):
         if connection_id not in chosen:
             provider = PROVIDERS[index % 3]
             planned = _steady_schedule(rng, provider, now)
-            fleet.others[connection_id] = (provider, _profile(rng), planned, now)
-            records_only.append(_connection(connection_id, provider, f"t-{connection_id}", now, sync_schedule=planned))
+            connection = _connection(connection_id, provider, f"t-{connection_id}", now, sync_schedule=planned)
+            fleet.others[connection_id] = Other(connection, _profile(rng), now)
+            records_only.append(connection)
     _put_records_only(services.store, records_only)
 
     print(f"fleet: the measured day, {TICKS_PER_DAY} ticks over {connections:,} connections ...", flush=True)
     requests_at_start = {provider: sandbox.requests.total() for provider, sandbox in sandboxes.items()}
     ticks: list[dict[str, Any]] = []
-    dispatch_read = 0
+    dispatch_read = dispatch_written = 0
     day_started = time.perf_counter()
-    for tick in range(TICKS_PER_DAY):
+    for index in range(TICKS_PER_DAY):
         fleet.tick_start = clock.timestamp()
         fleet.webhook_arrivals = []
         _change_books(fleet, rng, members, ticks_per_hour=4)
-        wall, due, queued, read = _dispatch(fleet)
-        dispatch_read += read
+        tick = _dispatch(fleet)
+        dispatch_read += tick.items_read
+        dispatch_written += tick.items_written
         ran = _drain_queue(fleet, clock.now())
         scale = round(connections / sample)  # the sample's webhooks stand for the fleet's
         webhook_times = [at for at, _ in fleet.webhook_arrivals for _ in range(scale)]
         dispatched = [service for trigger, service in ran if trigger is SyncTrigger.SCHEDULE]
         ticks.append(
             {
-                "dispatch_wall_s": round(wall, 3),
-                "due": due,
-                "queued": queued,
-                "dispatch_items_read": read,
+                "dispatch_wall_s": round(tick.wall_s, 3),
+                "due": tick.due,
+                "queued": tick.queued,
+                "dispatch_items_read": tick.items_read,
+                "dispatch_items_written": tick.items_written,
+                "dispatch_ddb_requests": sum(tick.ddb_requests.values()),
+                "dispatch_sqs_requests": tick.sqs_requests,
+                "modelled_dispatch_wall_s": _modelled_dispatch_s(tick),
                 "webhook_syncs": len(fleet.webhook_arrivals),
                 "max_queue_age_s": round(_queue_ages(dispatched, webhook_times, WORKER_CONCURRENCY), 1),
             }
         )
-        if tick % 8 == 7:
+        if index % 8 == 7:
             elapsed = time.perf_counter() - day_started
-            print(f"fleet:   tick {tick + 1}: dispatch {wall:.2f} s, {due} due, {queued} queued ({elapsed:.0f} s)")
+            print(
+                f"fleet:   tick {index + 1}: dispatch {tick.wall_s:.2f} s, {tick.due} due, {tick.queued} queued "
+                f"({elapsed:.0f} s)",
+                flush=True,
+            )
         clock.advance(TICK.total_seconds())
 
     # Provider calls per sample organisation over the day, from the sandboxes' request logs by tenant.
@@ -541,7 +636,7 @@ def _day(
             caller = tenants.get(entry.tenant or "")
             if caller is not None:
                 calls[provider.value][caller.connection_id] += 1
-    items = _scan(table, "PK, SK, GSI2PK")
+    items = list(items_directly(table, ("GSI2PK",)))
     status_partitions = Counter(
         str(item["GSI2PK"]) for item in items if str(item.get("GSI2PK", "")).startswith("CONNECTIONS#")
     )
@@ -563,7 +658,13 @@ def _day(
             sum(m.ddb_read for m in members) / len(members) + dispatch_read / connections, 1
         ),
         "dispatch_items_read_per_connection_per_day": round(dispatch_read / connections, 2),
-        "ddb_items_written_per_connection_per_day": round(sum(m.ddb_written for m in members) / len(members), 1),
+        "ddb_items_written_per_connection_per_day": round(
+            sum(m.ddb_written for m in members) / len(members) + dispatch_written / connections, 1
+        ),
+        "dispatch_items_written_per_connection_per_day": round(dispatch_written / connections, 2),
+        "sample_items_written_by_kind_per_connection_per_day": {
+            kind: round(count / len(members), 2) for kind, count in sorted(fleet.sample_written.items())
+        },
         "connection_index_partitions": len(status_partitions),
         "connection_index_largest_partition_share": round(
             max(status_partitions.values()) / sum(status_partitions.values()), 4
@@ -599,27 +700,57 @@ def _queue_due(fleet: Fleet, members: Sequence[Member]) -> None:
 
 
 def _large_fleet(fleet: Fleet, rng: random.Random, *, first: int, large: int) -> dict[str, Any]:
-    """Connection records from `first` up to `large`, due as a steady state spreads them; one dispatch tick."""
+    """Connection records from `first` up to `large`, then the service's dispatch over all of them.
+
+    After the day, each new record copies a records-only connection as the day left it (provider, due
+    time, idle streak): the large fleet is the day's steady state repeated, and dispatch meets a steady
+    tick's share of due connections (about large / connections times the day's next tick). Without a
+    day, due times are spread as a steady state would spread them, one tick ahead."""
     print(f"fleet: {large:,} connection records ...", flush=True)
     now = fleet.clock.now()
+    others = [other.connection for other in fleet.others.values()]
     more = []
     for index in range(first, large):
-        provider = PROVIDERS[index % 3]
         connection_id = f"conn-{index:06d}"
-        planned = _steady_schedule(rng, provider, now)
+        if others:
+            like = others[(index - first) % len(others)]
+            provider, planned = like.provider, like.sync_schedule
+        else:
+            provider = PROVIDERS[index % 3]
+            planned = _steady_schedule(rng, provider, now)
         more.append(_connection(connection_id, provider, f"t-{connection_id}", now, sync_schedule=planned))
     _put_records_only(fleet.services.store, more, lookups=False)
-    # One tick later, as the schedule fires: the share of a steady fleet that falls due in a tick.
-    fleet.clock.advance(TICK.total_seconds())
-    wall, due, queued, read = _dispatch(fleet)
-    print(f"fleet: dispatch over {large:,}: {wall:.1f} s, {due:,} due, {queued:,} queued")
+    if not others:
+        fleet.clock.advance(TICK.total_seconds())
+    tick = _dispatch(fleet)
+    print(
+        f"fleet: dispatch over {large:,}: {tick.wall_s:.1f} s, {tick.due:,} due, {tick.queued:,} queued, "
+        f"{tick.items_read:,} items read, {tick.items_written:,} written"
+    )
     return {
         "connections": large,
-        "dispatch_wall_s": round(wall, 2),
-        "due": due,
-        "queued": queued,
-        "dispatch_items_read": read,
+        "dispatch_wall_s": round(tick.wall_s, 2),
+        "due": tick.due,
+        "queued": tick.queued,
+        "dispatch_items_read": tick.items_read,
+        "dispatch_items_written": tick.items_written,
+        "dispatch_ddb_requests": tick.ddb_requests,
+        "dispatch_sqs_requests": tick.sqs_requests,
+        "modelled_dispatch_wall_s": _modelled_dispatch_s(tick),
     }
+
+
+# Modelled dispatch time at AWS (not measured: moto answers slower than DynamoDB). In-region request
+# latencies, typical: a DynamoDB request ~5 ms (single-digit milliseconds), an SQS batch send ~15 ms; PARALLEL_SHARDS
+# shards run at once; plus ~1 ms of the function's own work per due connection (validation, JSON).
+MODEL_DDB_REQUEST_S = 0.005
+MODEL_SQS_REQUEST_S = 0.015
+MODEL_CPU_PER_DUE_S = 0.001
+
+
+def _modelled_dispatch_s(tick: Tick) -> float:
+    waits = sum(tick.ddb_requests.values()) * MODEL_DDB_REQUEST_S + tick.sqs_requests * MODEL_SQS_REQUEST_S
+    return round(waits / PARALLEL_SHARDS + tick.due * MODEL_CPU_PER_DUE_S, 2)
 
 
 def _month(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any], rng: random.Random, *, days: int) -> dict[str, Any]:
@@ -639,18 +770,47 @@ def _month(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any], rng: random.R
     members = list(fleet.members.values())
     _hook_webhooks(fleet)
     stored: dict[int, float] = {}
+    writeback_queue = boto3.client("sqs").create_queue(QueueName="writeback-month")["QueueUrl"]
+    sweeps: list[Any] = []
     for day in range(1, days + 1):
         for _ in range(24):
             _change_books(fleet, rng, members, ticks_per_hour=1)
             _queue_due(fleet, members)
             _drain_queue(fleet, clock.now())
+            # The sweeper (every 15 minutes in the stack; here once a tick): its own reads and writes.
+            before = DYNAMODB.snapshot()
+            sweep(services, writeback_queue_url=writeback_queue)
+            sweeps.append(DYNAMODB.snapshot() - before)
             clock.advance(3600)
         _sweep_expired(table, clock.now())
         if day in (1, 5, 10, 15, 20, 25, 30) or day == days:
             items = _scan(table, "PK")
             stored[day] = round(sum(1 for i in items if str(i["PK"]).startswith("CONNECTION#")) / len(members), 1)
             print(f"fleet:   day {day}: {stored[day]} items per connection")
-    return {"stored_items_per_connection_by_day": stored}
+    # Per sweep: a query of each status shard (32 for each status it reads: fixed, whatever the fleet's
+    # size), and per connection what it looks at (its unmoved orders, its sync slot).
+    requests = Counter[str]()
+    for spent in sweeps:
+        requests.update(spent.requests)
+    shard_queries = CONNECTION_SHARDS * SWEPT_STATUSES
+    per_connection = (sum(requests.values()) / len(sweeps) - shard_queries) / len(members)
+    return {
+        "stored_items_per_connection_by_day": stored,
+        "sweep": {
+            "sweeps": len(sweeps),
+            "ddb_requests_per_sweep_by_operation": {
+                op: round(n / len(sweeps), 2) for op, n in sorted(requests.items())
+            },
+            "shard_queries_per_sweep": shard_queries,
+            "ddb_requests_per_connection_per_sweep": round(per_connection, 2),
+            "items_read_per_connection_per_sweep": round(
+                sum(sum(spent.read.values()) for spent in sweeps) / len(sweeps) / len(members), 2
+            ),
+            "items_written_per_connection_per_sweep": round(
+                sum(sum(spent.written.values()) for spent in sweeps) / len(sweeps) / len(members), 2
+            ),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------- cost
@@ -670,29 +830,76 @@ DAYS_PER_MONTH = 30
 # an item read about 1 read unit (strongly consistent, under 4 KB). Stored items ~1 KB.
 WRITE_UNITS_PER_ITEM = 2
 READ_UNITS_PER_ITEM = 1
+# A request that finds nothing still costs a read unit (the sweeper's look-ups mostly find nothing).
+READ_UNITS_PER_EMPTY_REQUEST = 1
+# Write-backs (not run in this scenario): payments a connection writes back a day, each alone (the
+# writeback scenario's trickle), under a heartbeat lease: taken, renewed every 3 s, freed - the lease
+# writes per payment come from bench/results/writeback.json when it is there.
+PAYMENTS_PER_CONNECTION_PER_DAY = 2
+WRITEBACK_LEASE_WRITES_PER_PAYMENT = 3.0
 
 
-def _cost(result: dict[str, Any], stored_items: float, sample_service_s: float, connections: int) -> dict[str, float]:
+def _writeback_lease_writes_per_payment() -> tuple[float, str]:
+    """Lease writes per single payment as the writeback scenario measured them (its trickle), else the model."""
+    path = RESULTS / "writeback.json"
+    if path.exists():
+        rows = json.loads(path.read_text())
+        measured = [row.get("trickle_ddb_written_by_kind_per_payment", {}).get("lease") for row in rows]
+        if all(value is not None for value in measured) and measured:
+            return round(sum(measured) / len(measured), 2), "measured (writeback.json, trickle)"
+    return WRITEBACK_LEASE_WRITES_PER_PAYMENT, "modelled (taken, one beat, freed)"
+
+
+def _cost(result: dict[str, Any], stored_items: float, connections: int) -> dict[str, float]:
     syncs = sum(result["syncs_per_connection_per_day"].values()) / 3
-    lambda_gb_s = syncs * sample_service_s * FUNCTION_MEMORY_GB * DAYS_PER_MONTH
+    sync_s = result["modelled_sync_seconds_mean"]
+    sweeper = result["sweeper"]
+    # Lambda: the syncs, dispatch's ticks and the sweeps (modelled seconds), per connection.
+    dispatch_s = TICKS_PER_DAY * result["modelled_dispatch_wall_s_mean"] / connections
+    sweep_s = SWEEPS_PER_DAY * sweeper["modelled_wall_s_at_fleet"] / connections
+    lambda_gb_s = (syncs * sync_s + dispatch_s + sweep_s) * FUNCTION_MEMORY_GB * DAYS_PER_MONTH
+    lambda_requests = (syncs + (TICKS_PER_DAY + SWEEPS_PER_DAY) / connections) * DAYS_PER_MONTH
     reads = result["ddb_items_read_per_connection_per_day"] * READ_UNITS_PER_ITEM * DAYS_PER_MONTH
     writes = result["ddb_items_written_per_connection_per_day"] * WRITE_UNITS_PER_ITEM * DAYS_PER_MONTH
+    sweep_reads = sweeper["read_units_per_connection_per_day"] * DAYS_PER_MONTH
+    writeback_leases = result["writeback_lease_writes_per_connection_per_day"] * WRITE_UNITS_PER_ITEM * DAYS_PER_MONTH
     # SQS: send, receive and delete per sync (and a continuation now and then).
     sqs = syncs * 3 * DAYS_PER_MONTH
-    # The schedule fires 96 times a day for the whole fleet.
-    scheduler = TICKS_PER_DAY * DAYS_PER_MONTH / connections
+    # The schedules fire 96 times a day each (dispatch, sweep) for the whole fleet.
+    scheduler = (TICKS_PER_DAY + SWEEPS_PER_DAY) * DAYS_PER_MONTH / connections
     # Tokens: read per sync, written per refresh (about one refresh per sync at 30-60 minute lifetimes).
     secrets_calls = syncs * 2 * DAYS_PER_MONTH
     costs = {
-        "lambda": lambda_gb_s * LAMBDA_GB_SECOND + syncs * DAYS_PER_MONTH * LAMBDA_REQUEST,
+        "lambda": lambda_gb_s * LAMBDA_GB_SECOND + lambda_requests * LAMBDA_REQUEST,
         "dynamodb_requests": reads * DDB_READ_REQUEST_UNIT + writes * DDB_WRITE_REQUEST_UNIT,
+        "dynamodb_sweeper": sweep_reads * DDB_READ_REQUEST_UNIT,
+        "dynamodb_writeback_leases": writeback_leases * DDB_WRITE_REQUEST_UNIT,
         "dynamodb_storage": stored_items * 1e3 / 1e9 * DDB_STORAGE_GB_MONTH,
         "sqs": sqs * SQS_REQUEST,
         "scheduler": scheduler * SCHEDULER_INVOCATION,
         "secrets_manager": SECRET_MONTH + secrets_calls * SECRETS_API_CALL,
     }
     costs["total"] = sum(costs.values())
-    return {name: round(value, 5) for name, value in costs.items()}
+    return {name: round(value, 6) for name, value in costs.items()}
+
+
+def _sweeper(measured: dict[str, Any], connections: int) -> dict[str, Any]:
+    """The sweeper at `connections`, from the month's measured sweeps: its requests are sequential, one
+    connection after another, so its time grows with the fleet (modelled at MODEL_DDB_REQUEST_S each)."""
+    per_connection = measured["ddb_requests_per_connection_per_sweep"]
+    requests = measured["shard_queries_per_sweep"] + per_connection * connections
+    read_units = per_connection * READ_UNITS_PER_EMPTY_REQUEST + measured["items_read_per_connection_per_sweep"]
+    return {
+        **measured,
+        "sweeps_per_day": SWEEPS_PER_DAY,
+        "ddb_requests_per_connection_per_day": round(per_connection * SWEEPS_PER_DAY, 1),
+        "read_units_per_connection_per_day": round(read_units * SWEEPS_PER_DAY, 1),
+        "modelled_wall_s_at_fleet": round(requests * MODEL_DDB_REQUEST_S, 1),
+        "modelled_wall_s_at_100000": round(
+            (measured["shard_queries_per_sweep"] + per_connection * LARGE_FLEET) * MODEL_DDB_REQUEST_S, 1
+        ),
+        "function_timeout_s": SWEEP_TIMEOUT_S,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- scenario
@@ -712,7 +919,31 @@ def run(
     phases: Sequence[str] = PHASES,
 ) -> dict[str, Any] | None:
     """Run the phases (each writes bench/results/fleet-<phase>.json), then assemble fleet.json from the
-    three files: the phases are independent, so a long one can be run apart (`--phases`)."""
+    three files: the phases are independent, so a long one can be run apart (`--phases`). The month
+    shares nothing with the others: it runs at the same time, in an OS process of its own."""
+    month_apart = None
+    if "month" in phases and len(phases) > 1:
+        month_apart = multiprocessing.get_context("spawn").Process(
+            target=_month_apart, args=(days,), name="fleet-month"
+        )
+        month_apart.start()
+        phases = [phase for phase in phases if phase != "month"]
+    try:
+        _run_phases(connections=connections, sample=sample, large=large, days=days, phases=phases)
+    finally:
+        if month_apart is not None:
+            month_apart.join()
+    if month_apart is not None and month_apart.exitcode != 0:
+        raise RuntimeError("the month phase ended without its results (its traceback is above)")
+    return assemble()
+
+
+def _month_apart(days: int) -> None:
+    use_fake_aws()
+    _run_phases(connections=CONNECTIONS, sample=SAMPLE, large=LARGE_FLEET, days=days, phases=["month"])
+
+
+def _run_phases(*, connections: int, sample: int, large: int, days: int, phases: Sequence[str]) -> None:
     global WORKER_CONCURRENCY  # noqa: PLW0603 - one figure from the template for the whole scenario
     template = load_template()
     worker = template["Resources"]["SyncFunction"]["Properties"]["Events"]["SyncWorker"]["Properties"]
@@ -721,7 +952,8 @@ def run(
         concurrency = template["Parameters"][concurrency["Ref"]]["Default"]
     WORKER_CONCURRENCY = int(concurrency)
     rng = random.Random(SEED)
-    with mocked_aws(template) as aws, partition_lookups():
+    with mocked_aws(template) as aws, partition_lookups(), constant_time_sends():
+        SQS_SENT.install()
         clock = Clock()
         # Start at the next midnight UTC, so the measured day has its business hours in order.
         now = clock.now()
@@ -751,7 +983,6 @@ def run(
         finally:
             for sandbox in sandboxes.values():
                 sandbox.stop()
-    return assemble()
 
 
 def _records_only_fleet(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any]) -> Fleet:
@@ -791,6 +1022,10 @@ def assemble() -> dict[str, Any] | None:
             f"at_{connections}_per_tick_mean": round(sum(walls) / len(walls), 3),
             f"at_{scaled['connections']}_one_tick": scaled["dispatch_wall_s"],
         },
+        "modelled_dispatch_wall_s": {
+            f"at_{connections}_per_tick_max": max((t.get("modelled_dispatch_wall_s", 0.0) for t in ticks), default=0.0),
+            f"at_{scaled['connections']}_one_tick": scaled.get("modelled_dispatch_wall_s"),
+        },
         "dispatch_due_per_tick": {
             "max": max(t["due"] for t in ticks),
             "mean": round(sum(t["due"] for t in ticks) / len(ticks), 1),
@@ -804,7 +1039,13 @@ def assemble() -> dict[str, Any] | None:
         "modelled_sync_seconds_mean": mean_service,
         "ticks_detail": ticks,
     }
-    result["cost_per_connection_per_month_usd"] = _cost(result, by_day[last], mean_service, connections)
+    modelled = [tick["modelled_dispatch_wall_s"] for tick in ticks if "modelled_dispatch_wall_s" in tick]
+    result["modelled_dispatch_wall_s_mean"] = round(sum(modelled) / len(modelled), 3) if modelled else 0.0
+    result["sweeper"] = _sweeper(month["sweep"], connections)
+    lease_writes, source = _writeback_lease_writes_per_payment()
+    result["writeback_lease_writes_per_payment"] = {"value": lease_writes, "source": source}
+    result["writeback_lease_writes_per_connection_per_day"] = round(lease_writes * PAYMENTS_PER_CONNECTION_PER_DAY, 2)
+    result["cost_per_connection_per_month_usd"] = _cost(result, by_day[last], connections)
     path = write_results(NAME, [result])
     rows = [
         {"figure": name, "value": json.dumps(value) if isinstance(value, dict) else value}

@@ -3,7 +3,9 @@ sandboxes' request logs and the service's DynamoDB writes counted, the sync work
 loop, and the table and JSON file each scenario reports."""
 
 import json
+import multiprocessing
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -122,9 +124,10 @@ def _items_read(operation: str, parsed: Mapping[str, Any]) -> int:
 class DynamoCounts:
     written: Counter[str]  # items written, by kind of record
     read: Counter[str]  # items read, by operation
+    requests: Counter[str] = field(default_factory=Counter)  # requests answered (refused ones too), by operation
 
     def __sub__(self, earlier: "DynamoCounts") -> "DynamoCounts":
-        return DynamoCounts(self.written - earlier.written, self.read - earlier.read)
+        return DynamoCounts(self.written - earlier.written, self.read - earlier.read, self.requests - earlier.requests)
 
 
 class DynamoItems:
@@ -135,7 +138,8 @@ class DynamoItems:
     TransactWriteItems before it is sent, and count them once DynamoDB (moto) answered 200, less any
     UnprocessedItems. A conditional write DynamoDB refused is not counted; a delete counts as a write.
     Reads: the items a Query or Scan examined (ScannedCount), and those GetItem, BatchGetItem and
-    TransactGetItems returned.
+    TransactGetItems returned. Requests: every one answered, by operation (a refused conditional write
+    costs DynamoDB a write too).
     """
 
     _CONTEXT_KEY = "bench.dynamodb_writes"
@@ -144,6 +148,7 @@ class DynamoItems:
         self._lock = threading.Lock()
         self._written: Counter[str] = Counter()
         self._read: Counter[str] = Counter()
+        self._requests: Counter[str] = Counter()
 
     def install(self) -> None:
         """Count the items of the clients made from now on by boto3's default session."""
@@ -156,7 +161,7 @@ class DynamoItems:
 
     def snapshot(self) -> DynamoCounts:
         with self._lock:
-            return DynamoCounts(Counter(self._written), Counter(self._read))
+            return DynamoCounts(Counter(self._written), Counter(self._read), Counter(self._requests))
 
     def _before_call(self, params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         keys = _written_sort_keys(model.name, params)
@@ -167,6 +172,8 @@ class DynamoItems:
         self, http_response: Any, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any
     ) -> None:
         keys = context.pop(self._CONTEXT_KEY, None)
+        with self._lock:
+            self._requests[model.name] += 1
         if http_response.status_code != 200:
             return
         written = Counter(record_kind(key) for key in keys or [])
@@ -353,6 +360,44 @@ def sync_until_done(world: SyncWorld, *, function_timeout_s: float, max_invocati
         driven.result = world.run(driven.result.run, time_left=invocation_time_left(function_timeout_s))
         driven.invocations += 1
     return driven
+
+
+# ---------------------------------------------------------------------------------------------- providers at once
+
+
+def measure_providers(
+    measure: Callable[..., dict[str, Any]], providers: Sequence[Provider], **options: Any
+) -> list[dict[str, Any]]:
+    """A row per provider from `measure(provider, **options)`, in the order given. Two or more run at
+    once, each in an OS process of its own: their sandboxes, organisations and moto accounts share
+    nothing, so the scenario takes as long as its slowest provider (they share the machine's cores)."""
+    if len(providers) == 1:
+        return [measure(providers[0], **options)]
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        paths = [Path(folder) / f"{provider.value}.json" for provider in providers]
+        processes = [
+            context.Process(
+                target=_measure_to_file, args=(measure, provider, options, path), name=f"bench-{provider.value}"
+            )
+            for provider, path in zip(providers, paths, strict=True)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [p.name for p, path in zip(processes, paths, strict=True) if p.exitcode != 0 or not path.exists()]
+        if failed:
+            raise RuntimeError(f"{', '.join(failed)} ended without a result (its traceback is above)")
+        return [json.loads(path.read_text()) for path in paths]
+
+
+def _measure_to_file(
+    measure: Callable[..., dict[str, Any]], provider: Provider, options: dict[str, Any], path: Path
+) -> None:
+    use_fake_aws()
+    row = measure(provider, **options)
+    path.write_text(json.dumps(row, default=str))
 
 
 # ---------------------------------------------------------------------------------------------- reporting

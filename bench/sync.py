@@ -26,6 +26,7 @@ from bench.harness import (
     describe_limits,
     function_timeout,
     load_template,
+    measure_providers,
     mocked_aws,
     print_table,
     print_targets,
@@ -94,27 +95,31 @@ COLUMNS = [
 def run(providers: Sequence[Provider]) -> list[dict[str, Any]]:
     template = load_template()
     timeout_s = function_timeout(template, "SyncFunction")
-    ledger = generate_ledger(seed=SEED, bills=BILLS, vendors=VENDORS, documents=DOCUMENTS, open_bills=OPEN_BILLS)
     print(
         f"sync: {BILLS:,} bills ({OPEN_BILLS:,} open), {VENDORS:,} vendors, {DOCUMENTS} documents; "
-        f"sandbox latency {LATENCY_S * 1000:.0f} ms per call; sync function timeout {timeout_s:.0f} s"
+        f"sandbox latency {LATENCY_S * 1000:.0f} ms per call; sync function timeout {timeout_s:.0f} s; "
+        "providers at once, a process each"
     )
-    rows: list[dict[str, Any]] = []
-    targets: dict[Provider, list[Target]] = {}
-    for provider in providers:
-        print(f"sync: {provider.value} (sandbox limits: {describe_limits(provider)}) ...", flush=True)
-        with mocked_aws(template) as aws:
-            row = _measure(provider, ledger, aws, timeout_s)
-        targets[provider] = _targets(provider, row)
-        row["targets"] = {target.name: "PASS" if target.passed else "FAIL" for target in targets[provider]}
-        rows.append(row)
-        print(f"sync: {provider.value} done in {row['wall_s']:.1f} s (re-sync {row['resync_wall_s']:.1f} s)")
+    rows = measure_providers(measure, providers)
+    targets = {provider: _targets(provider, row) for provider, row in zip(providers, rows, strict=True)}
     path = write_results(NAME, rows)
     print_table(f"Scenario sync ({path.relative_to(path.parents[2])})", COLUMNS, rows)
     print("\nTargets")
     for provider in providers:
         print_targets(provider.value, targets[provider])
     return rows
+
+
+def measure(provider: Provider) -> dict[str, Any]:
+    """One provider's row, in an AWS (moto) of its own."""
+    template = load_template()
+    ledger = generate_ledger(seed=SEED, bills=BILLS, vendors=VENDORS, documents=DOCUMENTS, open_bills=OPEN_BILLS)
+    print(f"sync: {provider.value} (sandbox limits: {describe_limits(provider)}) ...", flush=True)
+    with mocked_aws(template) as aws:
+        row = _measure(provider, ledger, aws, function_timeout(template, "SyncFunction"))
+    row["targets"] = {target.name: "PASS" if target.passed else "FAIL" for target in _targets(provider, row)}
+    print(f"sync: {provider.value} done in {row['wall_s']:.1f} s (re-sync {row['resync_wall_s']:.1f} s)")
+    return row
 
 
 def lower_bound_calls(provider: Provider, ledger: Ledger, vendors: int) -> int:

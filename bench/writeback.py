@@ -25,6 +25,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from bench.harness import (
+    DYNAMODB,
     REAL_LIMITS,
     Aws,
     Calls,
@@ -34,6 +35,7 @@ from bench.harness import (
     function_timeout,
     invocation_time_left,
     load_template,
+    measure_providers,
     mocked_aws,
     print_table,
     print_targets,
@@ -85,24 +87,27 @@ def run(providers: Sequence[Provider], *, payments: int) -> list[dict[str, Any]]
     print(
         f"writeback: a run of {payments:,} payments per provider as one burst, then {TRICKLE} single payments; "
         f"sandbox latency {LATENCY_S * 1000:.0f} ms per call; up to {worker.batch_size} messages an invocation "
-        "(--payments N runs fewer)."
+        "(--payments N runs fewer); providers at once, a process each."
     )
-    rows: list[dict[str, Any]] = []
-    targets: dict[Provider, list[Target]] = {}
-    for provider in providers:
-        print(f"writeback: {provider.value} (sandbox limits: {describe_limits(provider)}) ...", flush=True)
-        with mocked_aws(template) as aws:
-            row = _measure(provider, payments, aws, worker)
-        targets[provider] = _targets(provider, row)
-        row["targets"] = {target.name: "PASS" if target.passed else "FAIL" for target in targets[provider]}
-        rows.append(row)
-        print(f"writeback: {provider.value} done: run {row['run_wall_s']:.1f} s (floor {row['floor_wall_s']:.1f} s)")
+    rows = measure_providers(measure, providers, payments=payments)
+    targets = {provider: _targets(provider, row) for provider, row in zip(providers, rows, strict=True)}
     path = write_results(NAME, rows)
     print_table(f"Scenario writeback ({path.relative_to(path.parents[2])})", COLUMNS, rows)
     print("\nTargets")
     for provider in providers:
         print_targets(provider.value, targets[provider])
     return rows
+
+
+def measure(provider: Provider, *, payments: int) -> dict[str, Any]:
+    """One provider's row, in an AWS (moto) of its own."""
+    template = load_template()
+    print(f"writeback: {provider.value} (sandbox limits: {describe_limits(provider)}) ...", flush=True)
+    with mocked_aws(template) as aws:
+        row = _measure(provider, payments, aws, Worker.from_template(template))
+    row["targets"] = {target.name: "PASS" if target.passed else "FAIL" for target in _targets(provider, row)}
+    print(f"writeback: {provider.value} done: run {row['run_wall_s']:.1f} s (floor {row['floor_wall_s']:.1f} s)")
+    return row
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,7 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
         # The burst: every payment recorded and queued at once, then the worker drains the queue.
         window = RequestWindow(sandbox)
         reads_before = metered_reads(world)
+        ddb_before = DYNAMODB.snapshot()
         wall = time.perf_counter()
         queue = Queue()
         for details in burst:
@@ -260,9 +266,11 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
         run_wall = time.perf_counter() - wall
         run_calls = window.calls()
         run_reads = metered_reads(world) - reads_before
+        run_ddb = DYNAMODB.snapshot() - ddb_before
 
         # The trickle: one payment at a time, each an invocation of its own after the batching window.
         trickle_window = RequestWindow(sandbox)
+        trickle_ddb_before = DYNAMODB.snapshot()
         trickle_s: list[float] = []
         trickle_queue = Queue()
         for details in trickle:
@@ -271,6 +279,7 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
             trickle_queue.drain(world, worker)
             trickle_s.append(worker.batching_window_s + time.perf_counter() - started)
         trickle_calls = trickle_window.calls()
+        trickle_ddb = DYNAMODB.snapshot() - trickle_ddb_before
 
         payments_at_provider = AtProvider.count(payments_before, provider_payments(world))
         fees_at_provider = AtProvider.count(fees_before, provider_fees(world))
@@ -298,6 +307,11 @@ def _measure(provider: Provider, payments: int, aws: Aws, worker: Worker) -> dic
         "run_wall_s": round(run_wall, 1),
         "floor_wall_s": round(floor, 1),
         "trickle_p50_s": round(statistics.median(trickle_s), 2) if trickle_s else None,
+        # DynamoDB items written, by kind of record (the heartbeat lease's beats are "lease").
+        "run_ddb_written_by_kind": dict(run_ddb.written),
+        "trickle_ddb_written_by_kind_per_payment": {
+            kind: round(count / max(1, len(trickle)), 2) for kind, count in trickle_ddb.written.items()
+        },
         "sandbox_429s": run_calls.throttled + trickle_calls.throttled,
         # The run, and what else was seen.
         "run_payments": payments,

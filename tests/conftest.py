@@ -2,6 +2,7 @@
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 from local.sandboxes.generator import generate_ledger
+from local.stack import MotoServer
 from local.worlds import ALL_PROVIDERS, SyncWorld, connect, create_records_table
 from payedge_connect.observability import metrics
 
@@ -49,6 +51,29 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _one_request_at_a_time(monkeypatch)
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def moto_server(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """AWS as a moto server, which other OS processes can reach: its endpoint, and a records table of the
+    test's own (moto's backends outlive one server in this process)."""
+    server = MotoServer("127.0.0.1", 0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    boto3.setup_default_session()
+    try:
+        yield endpoint, create_records_table(template, name=f"records-{uuid.uuid4().hex[:8]}")
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -10,35 +10,23 @@ Routes:
 Console event: {"action": "show_mapping", "connectionId": "...", "businessId": "..."}
 """
 
-from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
-from payedge_connect.api.http import HttpApi, IdentifierPath
-from payedge_connect.api.identity import business_id_of, user_id_of
+from payedge_connect.api.http import IdentifierPath
 from payedge_connect.connections import authorization, mapping
-from payedge_connect.connections.access import owned_connection
-from payedge_connect.models import ConnectionStatus, Identifier, Provider, Record, TenantChoice
-from payedge_connect.observability import logger, metrics, tracer
-from payedge_connect.services import Services
-from payedge_connect.settings import CallbackSettings, load_settings
-from payedge_connect.writeback.queue import resume_waiting_payments
+from payedge_connect.function import Function
+from payedge_connect.models import Identifier, Provider, Record, TenantChoice
+from payedge_connect.observability import logger
+from payedge_connect.settings import CallbackSettings
+from payedge_connect.writeback.queue import resume_after_reconnect
 
-app = HttpApi()
-
-
-@cache
-def services() -> Services:
-    return Services(load_settings(CallbackSettings))
-
-
-def caller() -> str:
-    return business_id_of(app.current_event, services().settings.business_id_claim)
+function = Function(CallbackSettings)
+app = function.app
 
 
 class TenantList(Record):
@@ -70,11 +58,11 @@ def oauth_callback(provider: Provider) -> Response[str]:
     with its user's JWT.
     """
     params = app.current_event.query_string_parameters or {}
-    outcome = authorization.receive_callback(services(), provider, params)
+    outcome = authorization.receive_callback(function.services(), provider, params)
     logger.info("OAuth callback", extra={"provider": provider.value, "outcome": outcome.outcome})
     query = {"outcome": outcome.outcome, **({"connectionId": outcome.connection_id} if outcome.connection_id else {})}
     fragment = f"#{urlencode({'completionCode': outcome.completion_code})}" if outcome.completion_code else ""
-    target = f"{load_settings(CallbackSettings).web_app_url}?{urlencode(query)}{fragment}"
+    target = f"{function.settings().web_app_url}?{urlencode(query)}{fragment}"
     return Response(status_code=302, headers={"Location": target, "Cache-Control": "no-store"}, body="")
 
 
@@ -82,25 +70,23 @@ def oauth_callback(provider: Provider) -> Response[str]:
 def redeem_authorization(connection_id: IdentifierPath, redemption: AuthorizationRedemption) -> AuthorizationResult:
     """The web app completes the consent its user approved: 404 unless this business and user started it."""
     outcome = authorization.complete_authorization(
-        services(),
-        business_id=caller(),
-        user_id=user_id_of(app.current_event),
+        function.services(),
+        business_id=function.caller(),
+        user_id=function.user(),
         connection_id=connection_id,
         completion_code=redemption.completion_code,
     )
     logger.info("OAuth completed", extra={"outcome": outcome.outcome})
-    if outcome.outcome == ConnectionStatus.CONNECTED.value:
-        # A reconnect: payments held while the connection needed reauthorising go out now.
-        resumed = resume_waiting_payments(
-            services().store, connection_id, load_settings(CallbackSettings).writeback_queue_url
-        )
-        logger.info("Held payments resumed", extra={"connection_id": connection_id, "payments": resumed})
+    # A reconnect: payments held while the connection needed reauthorising go out now.
+    resume_after_reconnect(
+        function.services().store, connection_id, outcome.outcome, function.settings().writeback_queue_url
+    )
     return AuthorizationResult(connection_id=connection_id, outcome=outcome.outcome)
 
 
 @app.get("/connections/<connection_id>/tenants")
 def list_tenants(connection_id: IdentifierPath) -> dict[str, Any]:
-    connection = owned_connection(services().store, caller(), connection_id)
+    connection = function.owned_connection(connection_id)
     return TenantList(connection_id=connection_id, tenants=connection.tenant_choices).model_dump(
         mode="json", by_alias=True
     )
@@ -109,7 +95,7 @@ def list_tenants(connection_id: IdentifierPath) -> dict[str, Any]:
 @app.put("/connections/<connection_id>/tenant")
 def choose_tenant(connection_id: IdentifierPath, selection: TenantSelection) -> dict[str, Any]:
     connection = authorization.choose_tenant(
-        services(), business_id=caller(), connection_id=connection_id, tenant_id=selection.tenant_id
+        function.services(), business_id=function.caller(), connection_id=connection_id, tenant_id=selection.tenant_id
     )
     return {"connectionId": connection.connection_id, "status": connection.status.value}
 
@@ -117,10 +103,10 @@ def choose_tenant(connection_id: IdentifierPath, selection: TenantSelection) -> 
 @app.get("/connections/<connection_id>/mapping")
 def propose_mapping(connection_id: IdentifierPath) -> dict[str, Any]:
     proposal = mapping.propose_mapping(
-        services(),
-        business_id=caller(),
+        function.services(),
+        business_id=function.caller(),
         connection_id=connection_id,
-        funding_sources=services().settings.funding_sources,
+        funding_sources=function.services().settings.funding_sources,
     )
     return proposal.model_dump(mode="json", by_alias=True)
 
@@ -128,11 +114,11 @@ def propose_mapping(connection_id: IdentifierPath) -> dict[str, Any]:
 @app.put("/connections/<connection_id>/mapping")
 def accept_mapping(connection_id: IdentifierPath, acceptance: mapping.MappingAcceptance) -> dict[str, Any]:
     connection = mapping.accept_mapping(
-        services(),
-        business_id=caller(),
+        function.services(),
+        business_id=function.caller(),
         connection_id=connection_id,
         acceptance=acceptance,
-        funding_sources=services().settings.funding_sources,
+        funding_sources=function.services().settings.funding_sources,
     )
     return {
         "connectionId": connection.connection_id,
@@ -141,22 +127,16 @@ def accept_mapping(connection_id: IdentifierPath, acceptance: mapping.MappingAcc
     }
 
 
-def handle_console(event: dict[str, Any]) -> dict[str, Any]:
+def handle_console(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("action") == "show_mapping":
         proposal = mapping.propose_mapping(
-            services(),
+            function.services(),
             business_id=str(event.get("businessId")),
             connection_id=str(event.get("connectionId")),
-            funding_sources=services().settings.funding_sources,
+            funding_sources=function.services().settings.funding_sources,
         )
         return proposal.model_dump(mode="json", by_alias=True)
     raise ValueError(f"unknown action {event.get('action')!r}; known: show_mapping")
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "requestContext" not in event:
-        return handle_console(event)
-    return app.resolve(event, context)
+lambda_handler = function.handler(console=handle_console)

@@ -7,35 +7,23 @@ Console events (AWS console "Test"):
   {"action": "refresh_token", "connectionId": "..."}   refreshes the access token now
 """
 
-from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from payedge_connect.api.http import HttpApi, IdentifierPath
-from payedge_connect.api.identity import business_id_of, user_id_of
+from payedge_connect.api.http import IdentifierPath
 from payedge_connect.connections import authorization, manage
 from payedge_connect.errors import NotFoundError
+from payedge_connect.function import Function
 from payedge_connect.models import ConnectionStatus, Provider, Record
-from payedge_connect.observability import logger, metrics, tracer
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS, ProviderInfo
-from payedge_connect.services import Services
-from payedge_connect.settings import ConnectSettings, load_settings
+from payedge_connect.settings import ConnectSettings
 
-app = HttpApi()
-
-
-@cache
-def services() -> Services:
-    return Services(load_settings(ConnectSettings))
-
-
-def caller() -> str:
-    return business_id_of(app.current_event, services().settings.business_id_claim)
+function = Function(ConnectSettings)
+app = function.app
 
 
 class ProviderList(BaseModel):
@@ -70,11 +58,11 @@ def list_providers() -> dict[str, Any]:
 def create_connection(request: NewConnection) -> Response[dict[str, Any]]:
     """Add a connection: returns its id and the provider's consent page to send the browser to."""
     started = authorization.start_connection(
-        services(),
-        business_id=caller(),
-        user_id=user_id_of(app.current_event),
+        function.services(),
+        business_id=function.caller(),
+        user_id=function.user(),
         provider=request.provider,
-        api_base_url=load_settings(ConnectSettings).api_base_url,
+        api_base_url=function.settings().api_base_url,
     )
     return Response(status_code=201, body=_link(started), content_type="application/json")
 
@@ -83,13 +71,13 @@ def create_connection(request: NewConnection) -> Response[dict[str, Any]]:
 def list_connections(
     limit: Annotated[int, Query(ge=1, le=100)] = 50, cursor: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
-    page = manage.list_connections(services(), business_id=caller(), limit=limit, cursor=cursor)
+    page = manage.list_connections(function.services(), business_id=function.caller(), limit=limit, cursor=cursor)
     return page.model_dump(mode="json", by_alias=True)
 
 
 @app.get("/connections/<connection_id>")
 def show_connection(connection_id: IdentifierPath) -> dict[str, Any]:
-    shown = manage.show_connection(services(), business_id=caller(), connection_id=connection_id)
+    shown = manage.show_connection(function.services(), business_id=function.caller(), connection_id=connection_id)
     return shown.model_dump(mode="json", by_alias=True)
 
 
@@ -97,41 +85,35 @@ def show_connection(connection_id: IdentifierPath) -> dict[str, Any]:
 def reconnect(connection_id: IdentifierPath) -> dict[str, Any]:
     """Authorise an existing connection again (after a revoked grant); it must be the same organisation."""
     started = authorization.start_reconnection(
-        services(),
-        business_id=caller(),
-        user_id=user_id_of(app.current_event),
+        function.services(),
+        business_id=function.caller(),
+        user_id=function.user(),
         connection_id=connection_id,
-        api_base_url=load_settings(ConnectSettings).api_base_url,
+        api_base_url=function.settings().api_base_url,
     )
     return _link(started)
 
 
 @app.delete("/connections/<connection_id>")
 def disconnect(connection_id: IdentifierPath) -> dict[str, Any]:
-    shown = manage.disconnect(services(), business_id=caller(), connection_id=connection_id)
+    shown = manage.disconnect(function.services(), business_id=function.caller(), connection_id=connection_id)
     return shown.model_dump(mode="json", by_alias=True)
 
 
-def handle_console(event: dict[str, Any]) -> dict[str, Any]:
+def handle_console(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Operator actions from the AWS console: no business scoping, the operator sees every connection."""
     action = event.get("action")
     if action == "list_providers":
         return list_providers()
-    connection = services().store.connections.get_connection(str(event.get("connectionId")))
+    connection = function.services().store.connections.get_connection(str(event.get("connectionId")))
     if action in ("show_connection", "refresh_token") and connection is None:
         raise NotFoundError(f"no connection {event.get('connectionId')}")
     if action == "show_connection" and connection is not None:
-        return manage.view(connection, services().clock()).model_dump(mode="json", by_alias=True)
+        return manage.view(connection, function.services().clock()).model_dump(mode="json", by_alias=True)
     if action == "refresh_token" and connection is not None:
-        services().tokens(connection).force_refresh()
+        function.services().tokens(connection).force_refresh()
         return {"connectionId": connection.connection_id, "refreshed": True}
     raise ValueError(f"unknown action {action!r}; known: list_providers, show_connection, refresh_token")
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "requestContext" not in event:
-        return handle_console(event)
-    return app.resolve(event, context)
+lambda_handler = function.handler(console=handle_console)

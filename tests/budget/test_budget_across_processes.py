@@ -2,40 +2,11 @@
 the moto server) take from one organisation's budget at once."""
 
 import multiprocessing
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
-import pytest
-
-from local.stack import MotoServer
-from local.worlds import create_records_table
 from payedge_connect.providers.budget import TOKEN_VALIDITY, Priority
 from payedge_connect.providers.limits import ProviderLimits
 from tests.budget.lambdas import Caller, run_caller
-
-
-@pytest.fixture
-def moto_table(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
-    server = MotoServer("127.0.0.1", 0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    boto3.setup_default_session()
-    # moto's backends outlive one server in this process: every test gets a table of its own.
-    table = create_records_table(template, name=f"records-{uuid.uuid4().hex[:8]}")
-    try:
-        yield endpoint, table
-    finally:
-        server.stop()
 
 
 def run_lambdas(callers: list[Caller]) -> dict[str, dict[str, Any]]:
@@ -56,14 +27,14 @@ def busiest_minute(calls: list[float]) -> int:
     return max(sum(1 for t in calls[i:] if t < start + 60) for i, start in enumerate(calls))
 
 
-def test_six_processes_together_never_exceed_the_minute(moto_table: tuple[str, str]) -> None:
+def test_six_processes_together_never_exceed_the_minute(moto_server: tuple[str, str]) -> None:
     # Given six Lambdas calling one Xero organisation (60 a minute, 5 at once) for three minutes:
     # two scheduled syncs and four payment or user callers
     limits = ProviderLimits(per_minute=60, concurrent=5)
     priorities = {"sync-1": Priority.BACKGROUND, "sync-2": Priority.BACKGROUND}
     priorities |= {f"payments-{n}": Priority.INTERACTIVE for n in range(4)}
     reports = run_lambdas(
-        [Caller(name, *moto_table, limits, priority, duration=180) for name, priority in priorities.items()]
+        [Caller(name, *moto_server, limits, priority, duration=180) for name, priority in priorities.items()]
     )
     calls = [t for report in reports.values() for t in report["calls"]]
     requests = sum(report["requests"] for report in reports.values())
@@ -77,14 +48,14 @@ def test_six_processes_together_never_exceed_the_minute(moto_table: tuple[str, s
     assert all(reports[name]["calls"] for name in priorities)
 
 
-def test_a_429_seen_by_one_process_pauses_the_others(moto_table: tuple[str, str]) -> None:
+def test_a_429_seen_by_one_process_pauses_the_others(moto_server: tuple[str, str]) -> None:
     # Given three Lambdas calling well under the limit, when one of them is answered 429 (Retry-After 30)
     limits = ProviderLimits(per_minute=600)
     reports = run_lambdas(
         [
-            Caller("throttled", *moto_table, limits, Priority.INTERACTIVE, duration=90, throttle_after=30),
-            Caller("other-1", *moto_table, limits, Priority.INTERACTIVE, duration=90),
-            Caller("other-2", *moto_table, limits, Priority.INTERACTIVE, duration=90),
+            Caller("throttled", *moto_server, limits, Priority.INTERACTIVE, duration=90, throttle_after=30),
+            Caller("other-1", *moto_server, limits, Priority.INTERACTIVE, duration=90),
+            Caller("other-2", *moto_server, limits, Priority.INTERACTIVE, duration=90),
         ]
     )
     throttled_at = reports["throttled"]["throttled_at"]

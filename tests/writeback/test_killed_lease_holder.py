@@ -13,8 +13,7 @@ import boto3
 import pytest
 
 from local.sandboxes.generator import generate_ledger
-from local.stack import MotoServer
-from local.worlds import SyncWorld, connect, create_records_table
+from local.worlds import SyncWorld, connect
 from payedge_connect.models import PaymentOrderStatus, Provider
 from payedge_connect.storage import RecordsStore
 from payedge_connect.storage.leases import HEARTBEAT_TIMEOUT_SECONDS, HeldLease
@@ -26,32 +25,15 @@ POST = "create_payments"  # Xero's PUT /Payments
 
 
 @pytest.fixture
-def shared_world(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, SyncWorld]]:
+def shared_world(moto_server: tuple[str, str]) -> Iterator[tuple[str, SyncWorld]]:
     """A connected Xero organisation whose AWS is a moto server, which another OS process can reach."""
-    server = MotoServer("127.0.0.1", 0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    boto3.setup_default_session()
-    suffix = uuid.uuid4().hex[:8]  # moto's backends outlive one server in this process
-    table = create_records_table(template, name=f"records-{suffix}")
+    endpoint, table = moto_server
     key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-    bucket = f"documents-{suffix}"
+    bucket = f"documents-{uuid.uuid4().hex[:8]}"  # moto's backends outlive one server in this process
     boto3.client("s3").create_bucket(Bucket=bucket)
     ledger = generate_ledger(seed=11, bills=12, vendors=4, documents=0)
-    try:
-        with connect(Provider.XERO, ledger, table=table, kms_key_arn=key, bucket=bucket) as world:
-            yield endpoint, with_mapping(world)
-    finally:
-        server.stop()
+    with connect(Provider.XERO, ledger, table=table, kms_key_arn=key, bucket=bucket) as world:
+        yield endpoint, with_mapping(world)
 
 
 def lease_item(connection_id: str, table: str) -> dict[str, Any]:

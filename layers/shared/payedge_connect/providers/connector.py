@@ -1,18 +1,19 @@
-"""What the three connectors share: where they point, how `api()` is built, and handing write-back to
-their payments module. Everything that differs by provider stays in its folder (connector.py: OAuth,
-organisations, reads; payments.py: payments and fees)."""
+"""What the three connectors share: where they point, how `api()` is built, and handing write-back and
+reversal to their payments module. Everything that differs by provider stays in its folder (connector.py:
+OAuth, organisations, reads; payments.py: payments and fees posted, found and undone)."""
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from payedge_connect.providers.base import FeeToPost, PaymentToPost, Posted
+from payedge_connect.providers.base import FeeToPost, PaymentToPost, Posted, SkippedRecord
 from payedge_connect.providers.budget import CallerBudget
 from payedge_connect.providers.http import CallCounter, ProviderApi
 
 
 class PaymentsModule(Protocol):
-    """A provider's payments.py: the write-back half of `AccountingConnector`, as module functions."""
+    """A provider's payments.py: the write-back and reversal half of `AccountingConnector`, as module
+    functions of the same names."""
 
     def post_payments(
         self, api: ProviderApi, payments: Sequence[PaymentToPost], idempotency_key: str, /
@@ -24,6 +25,22 @@ class PaymentsModule(Protocol):
     def post_payment(self, api: ProviderApi, payment: PaymentToPost, /) -> str: ...
     def find_fee(self, api: ProviderApi, fee: FeeToPost, /) -> str | None: ...
     def post_fee(self, api: ProviderApi, fee: FeeToPost, /) -> str: ...
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str, /) -> None: ...
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str, /) -> bool: ...
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str, /) -> None: ...
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str, /) -> bool: ...
+
+
+def split_skipped[T](results: Iterable[T | SkippedRecord]) -> tuple[list[T], list[SkippedRecord]]:
+    """Records read, and apart those that could not be (each with a reason a user can act on), in order."""
+    read: list[T] = []
+    skipped: list[SkippedRecord] = []
+    for result in results:
+        if isinstance(result, SkippedRecord):
+            skipped.append(result)
+        else:
+            read.append(result)
+    return read, skipped
 
 
 class Connector:
@@ -86,3 +103,17 @@ class Connector:
 
     def post_fee(self, api: ProviderApi, fee: FeeToPost) -> str:
         return self.payments.post_fee(api, fee)
+
+    # ------------------------------------------------------------------------------------ reversal
+
+    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
+        self.payments.reverse_payment(api, provider_payment_id)
+
+    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
+        return self.payments.payment_reversed(api, provider_payment_id)
+
+    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
+        self.payments.reverse_fee(api, provider_fee_id)
+
+    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
+        return self.payments.fee_reversed(api, provider_fee_id)

@@ -2,19 +2,28 @@
 
 A second request while a sync is queued or running gets that sync back instead of a duplicate.
 Webhook syncs of named bills and vendors are queued beside it: the worker's lease runs them after.
+A sync that must pause (the Lambda's time, a busy provider, another sync holding the connection's
+lease) is queued again with the delay it names and continues from its checkpoint (`_run_queued`).
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
-from payedge_connect.models import Connection, Record, SyncOutcome, SyncRun, SyncTrigger
+from payedge_connect.connections.access import owned_connection
+from payedge_connect.errors import ConflictError
+from payedge_connect.models import Connection, ConnectionStatus, Record, SyncOutcome, SyncRun, SyncTrigger
+from payedge_connect.observability import logger
 from payedge_connect.services import Services
-from payedge_connect.sync.engine import new_sync_run
+from payedge_connect.sync.documents import DocumentStore
+from payedge_connect.sync.engine import new_sync_run, run_sync
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -24,6 +33,8 @@ if TYPE_CHECKING:
 _SLOT_STALE_AFTER = timedelta(hours=2)
 _SQS_BATCH = 10
 _MAX_SQS_DELAY_SECONDS = 900
+
+_processor = BatchProcessor(event_type=EventType.SQS)
 
 
 class SyncMessage(Record):
@@ -63,6 +74,83 @@ def request_sync(
         # The slot names a sync that already ended (its release was lost): free it and claim again.
         store.syncs.release_sync_slot(connection.connection_id, active_id)
     raise QueueError(f"could not claim the sync slot of connection {connection.connection_id}")
+
+
+def start_on_demand_sync(services: Services, *, business_id: str, connection_id: str, queue_url: str) -> SyncRun:
+    """Sync now (the API): the sync run queued, or the one already queued or running."""
+    connection = owned_connection(services.store, business_id, connection_id)
+    if connection.status is not ConnectionStatus.CONNECTED:
+        raise ConflictError(f"the connection is {connection.status.value}; only a connected connection syncs")
+    run, message = request_sync(services, connection, SyncTrigger.ON_DEMAND)
+    if message is not None:
+        send_sync_messages(queue_url, [message])
+    return run
+
+
+def sync_now(
+    services: Services,
+    connection: Connection,
+    *,
+    full: bool,
+    queue_url: str,
+    documents: DocumentStore,
+    time_left: Callable[[], float],
+) -> tuple[SyncRun, bool]:
+    """Run a sync in this invocation (the console); one that pauses continues from the queue. Returns the
+    run and whether it ran (False: a sync already queued or running was found instead)."""
+    run, message = request_sync(services, connection, SyncTrigger.CONSOLE, full=full)
+    if message is None:
+        return run, False
+    return _run_queued(services, run, message, queue_url=queue_url, documents=documents, time_left=time_left), True
+
+
+def process_batch(
+    services: Services,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    queue_url: str,
+    documents: DocumentStore,
+    time_left: Callable[[], float],
+) -> dict[str, Any]:
+    """The sync queue's batch: each message's sync run (or continued) on its own; one that raises fails
+    only its own message, which SQS delivers again."""
+
+    def continue_sync(record: SQSRecord) -> None:
+        message = SyncMessage.model_validate_json(record.body)
+        run = services.store.syncs.get_sync_run(message.connection_id, message.sync_run_id)
+        if run is None:
+            logger.warning("Sync message for an unknown run", extra={"sync_run_id": message.sync_run_id})
+            return
+        _run_queued(services, run, message, queue_url=queue_url, documents=documents, time_left=time_left)
+
+    return dict(
+        process_partial_response(event=event, record_handler=continue_sync, processor=_processor, context=context)
+    )
+
+
+def _run_queued(
+    services: Services,
+    run: SyncRun,
+    message: SyncMessage,
+    *,
+    queue_url: str,
+    documents: DocumentStore,
+    time_left: Callable[[], float],
+) -> SyncRun:
+    """The sync of `message`, and its message queued again after the delay it names if it paused."""
+    result = run_sync(
+        services,
+        run,
+        documents=documents,
+        time_left=time_left,
+        full=message.full,
+        bill_ids=message.bill_ids,
+        vendor_ids=message.vendor_ids,
+    )
+    if result.continue_after_seconds is not None:
+        send_sync_messages(queue_url, [message], delay_seconds=result.continue_after_seconds)
+    return result.run
 
 
 def request_entity_sync(

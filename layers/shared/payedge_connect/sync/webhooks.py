@@ -20,8 +20,9 @@ from typing import Any
 
 from payedge_connect.api.requests import BodyRefused, json_of
 from payedge_connect.models import ConnectionStatus, Provider
+from payedge_connect.observability import logger, metrics
 from payedge_connect.services import Services
-from payedge_connect.sync.requests import SyncMessage, request_entity_sync
+from payedge_connect.sync.requests import SyncMessage, request_entity_sync, send_sync_messages
 
 REPLAY_WINDOW = timedelta(hours=48)
 
@@ -197,4 +198,32 @@ def handle_webhook(services: Services, provider: Provider, raw_body: bytes, sign
                     services, connection, bill_ids=sorted(changes.bill_ids), vendor_ids=sorted(changes.vendor_ids)
                 )
             )
+    return outcome
+
+
+def accept_webhook(
+    services: Services, provider: Provider, raw_body: bytes, signature: str | None, *, queue_url: str
+) -> WebhookOutcome:
+    """`handle_webhook`, then its syncs queued. Raises InvalidSignature (answered 401)."""
+    outcome = handle_webhook(services, provider, raw_body, signature)
+    try:
+        send_sync_messages(queue_url, outcome.messages)
+    except Exception:
+        # Nothing queued: forget the events so the provider's retry of this delivery is not taken for a replay.
+        services.store.syncs.release_webhook_events(provider, outcome.claimed)
+        raise
+    logger.info(
+        "Webhook accepted",
+        extra={
+            "provider": provider.value,
+            "events": outcome.events,
+            "replays": outcome.replays,
+            "ignored": outcome.ignored[:10],
+            "syncs_queued": len(outcome.messages),
+        },
+    )
+    if outcome.ignored:
+        metrics.add_metric(name="WebhookPartsIgnored", unit="Count", value=len(outcome.ignored))
+    if outcome.replays:
+        metrics.add_metric(name="WebhookReplaysIgnored", unit="Count", value=outcome.replays)
     return outcome

@@ -29,12 +29,11 @@ from payedge_connect.providers.base import (
     LedgerAccount,
     OAuthSpec,
     ProviderBill,
-    ProviderVendor,
     SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.connector import Connector, split_skipped
 from payedge_connect.providers.http import ProviderApi, ProviderError, ProviderUnavailable
 from payedge_connect.providers.quickbooks import bills, payments, wire
 
@@ -228,21 +227,6 @@ class QuickBooksConnector(Connector):
             raise ProviderError(response.status_code, f"the document link of bill {bill_id} answered an error")
         return response.content
 
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.void_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_voided(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
-
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -321,32 +305,26 @@ def _bills_page(
     read = [bills.read_bill(raw) for raw in items]
     open_ids = [item.Id for item in read if isinstance(item, wire.Bill) and item.Balance > 0]
     found = _documents(api, open_ids) if open_ids and documents else {}
-    mapped: list[ProviderBill] = []
-    skipped: list[SkippedRecord] = []
-    for item in read:
-        if isinstance(item, wire.DeletedEntity):
-            mapped.append(bills.deleted_bill(item))
-            continue
-        converted = item if isinstance(item, SkippedRecord) else bills.bill_from_qbo(item, found.get(item.Id))
-        if isinstance(converted, SkippedRecord):
-            skipped.append(converted)
-        else:
-            mapped.append(converted)
+    mapped, skipped = split_skipped(_bill(item, found) for item in read)
     return ChangesPage(bills=mapped, skipped=skipped, resume=resume)
 
 
+def _bill(
+    item: wire.Bill | wire.DeletedEntity | SkippedRecord, found: Mapping[str, DocumentRef]
+) -> ProviderBill | SkippedRecord:
+    if isinstance(item, wire.DeletedEntity):
+        return bills.deleted_bill(item)
+    return item if isinstance(item, SkippedRecord) else bills.bill_from_qbo(item, found.get(item.Id))
+
+
 def _vendors_page(items: Sequence[Any], *, resume: str | None = None) -> ChangesPage:
-    mapped: list[ProviderVendor] = []
-    skipped: list[SkippedRecord] = []
-    for raw in items:
-        read = bills.read_vendor(raw)
-        if isinstance(read, wire.DeletedEntity):
-            continue  # a CDC tombstone of a vendor says nothing to show; QuickBooks makes vendors inactive
-        converted = read if isinstance(read, SkippedRecord) else bills.vendor_from_qbo(read)
-        if isinstance(converted, SkippedRecord):
-            skipped.append(converted)
-        else:
-            mapped.append(converted)
+    read = [bills.read_vendor(raw) for raw in items]
+    mapped, skipped = split_skipped(
+        vendor if isinstance(vendor, SkippedRecord) else bills.vendor_from_qbo(vendor)
+        for vendor in read
+        # a CDC tombstone of a vendor says nothing to show; QuickBooks makes vendors inactive
+        if not isinstance(vendor, wire.DeletedEntity)
+    )
     return ChangesPage(vendors=mapped, skipped=skipped, resume=resume)
 
 

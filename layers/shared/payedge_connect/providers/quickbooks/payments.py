@@ -343,7 +343,7 @@ def _with_doc_numbers(api: ProviderApi, entity: str, numbers: list[str]) -> list
 # Neither call is resent by the HTTP layer: after a lost answer the write-back looks the state up instead.
 
 
-def void_payment(api: ProviderApi, payment_id: str) -> None:
+def reverse_payment(api: ProviderApi, payment_id: str) -> None:
     """Void the BillPayment: `POST billpayment?operation=update&include=void` with its `Id`, `SyncToken`
     and `sparse: true` (Intuit's BillPayment API reference, "Void a billpayment": "all amounts and
     quantities are zeroed, all lines are cleared, and the string, Voided, is injected into
@@ -357,13 +357,13 @@ def void_payment(api: ProviderApi, payment_id: str) -> None:
     _undo(api, "billpayment", "BillPayment", body, {"operation": "update", "include": "void"})
 
 
-def payment_voided(api: ProviderApi, payment_id: str) -> bool:
+def payment_reversed(api: ProviderApi, payment_id: str) -> bool:
     """Whether the BillPayment is voided (or no longer there): one read."""
     current = _current(api, "billpayment", "BillPayment", payment_id)
     return current is None or _voided(current)
 
 
-def delete_fee(api: ProviderApi, fee_id: str) -> None:
+def reverse_fee(api: ProviderApi, fee_id: str) -> None:
     """Delete the fee's Purchase: `POST purchase?operation=delete` with its `Id` and `SyncToken`
     (Intuit's Purchase API reference, "Delete a purchase"; a Purchase has no void operation)."""
     current = _current(api, "purchase", "Purchase", fee_id)
@@ -372,7 +372,7 @@ def delete_fee(api: ProviderApi, fee_id: str) -> None:
     _undo(api, "purchase", "Purchase", {"Id": fee_id, "SyncToken": current.get("SyncToken")}, {"operation": "delete"})
 
 
-def fee_deleted(api: ProviderApi, fee_id: str) -> bool:
+def fee_reversed(api: ProviderApi, fee_id: str) -> bool:
     return _current(api, "purchase", "Purchase", fee_id) is None
 
 

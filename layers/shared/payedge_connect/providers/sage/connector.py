@@ -19,14 +19,13 @@ from payedge_connect.providers.base import (
     LedgerAccount,
     OAuthSpec,
     ProviderBill,
-    ProviderVendor,
     SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.connector import Connector, split_skipped
 from payedge_connect.providers.http import ProviderApi, ProviderError
-from payedge_connect.providers.sage import bills, documents, paging, payments, wire
+from payedge_connect.providers.sage import bills, documents, paging, payments
 from payedge_connect.providers.sage.paging import MAX_PAGE_SIZE, Listing
 
 AUTHORIZE_URL = "https://www.sageone.com/oauth2/auth/central"
@@ -236,21 +235,6 @@ class SageConnector(Connector):
         # An attachment's key is enough to fetch it: the bill id is not part of Sage's path.
         return documents.download(api, document)
 
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.delete_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_deleted(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
-
 
 def _vendor_params() -> dict[str, str]:
     return {"contact_type_id": "VENDOR", "attributes": CONTACT_ATTRIBUTES, "nested_attributes": ADDRESS_ATTRIBUTES}
@@ -265,27 +249,14 @@ def _since(since: datetime) -> str:
 
 
 def _bills_page(items: list[Any], finder: documents.DocumentFinder) -> ChangesPage:
-    invoices: list[wire.PurchaseInvoice] = []
-    skipped: list[SkippedRecord] = []
-    for raw in items:
-        read = bills.read_bill(raw)
-        if isinstance(read, SkippedRecord):
-            skipped.append(read)
-        else:
-            invoices.append(read)
+    invoices, skipped = split_skipped(bills.read_bill(raw) for raw in items)
     # Only open bills need their document; closed ones are leaving the payables list.
     wanted = [
         invoice.id for invoice in invoices if invoice.id and bills.is_open(invoice) and bills.may_have_document(invoice)
     ]
     found = finder.documents(wanted)
-    mapped: list[ProviderBill] = []
-    for invoice in invoices:
-        bill = bills.bill_from_sage(invoice, found.get(invoice.id or ""))
-        if isinstance(bill, SkippedRecord):
-            skipped.append(bill)
-        else:
-            mapped.append(bill)
-    return ChangesPage(bills=mapped, skipped=skipped)
+    mapped, unmapped = split_skipped(bills.bill_from_sage(invoice, found.get(invoice.id or "")) for invoice in invoices)
+    return ChangesPage(bills=mapped, skipped=skipped + unmapped)
 
 
 def _deleted_bills_page(items: list[Any]) -> ChangesPage:
@@ -311,13 +282,8 @@ def _deleted_bills_page(items: list[Any]) -> ChangesPage:
 
 
 def _vendors_page(items: list[Any]) -> ChangesPage:
-    vendors: list[ProviderVendor] = []
-    skipped: list[SkippedRecord] = []
-    for raw in items:
-        read = bills.read_vendor(raw)
-        vendor = read if isinstance(read, SkippedRecord) else bills.vendor_from_sage(read)
-        if isinstance(vendor, SkippedRecord):
-            skipped.append(vendor)
-        else:
-            vendors.append(vendor)
+    read = (bills.read_vendor(raw) for raw in items)
+    vendors, skipped = split_skipped(
+        contact if isinstance(contact, SkippedRecord) else bills.vendor_from_sage(contact) for contact in read
+    )
     return ChangesPage(vendors=vendors, skipped=skipped)

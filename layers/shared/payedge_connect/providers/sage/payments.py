@@ -329,22 +329,22 @@ def _spanning(days: list[date]) -> dict[str, str]:
 # the write-back reads the record instead (a deleted one is not found).
 
 
-def delete_payment(api: ProviderApi, payment_id: str) -> None:
+def reverse_payment(api: ProviderApi, payment_id: str) -> None:
     """`DELETE /contact_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation
     deleteContactPaymentsKey); a 422 is Sage refusing, in its words."""
     _delete(api, "contact_payments", payment_id)
 
 
-def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+def payment_reversed(api: ProviderApi, payment_id: str) -> bool:
     return _gone(api, "contact_payments", payment_id)
 
 
-def delete_fee(api: ProviderApi, fee_id: str) -> None:
+def reverse_fee(api: ProviderApi, fee_id: str) -> None:
     """`DELETE /other_payments/{key}`, 204 (Sage Accounting v3.1 Swagger, operation deleteOtherPaymentsKey)."""
     _delete(api, "other_payments", fee_id)
 
 
-def fee_deleted(api: ProviderApi, fee_id: str) -> bool:
+def fee_reversed(api: ProviderApi, fee_id: str) -> bool:
     return _gone(api, "other_payments", fee_id)
 
 

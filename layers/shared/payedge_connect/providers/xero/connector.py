@@ -22,13 +22,10 @@ from payedge_connect.providers.base import (
     DocumentRef,
     LedgerAccount,
     OAuthSpec,
-    ProviderBill,
-    ProviderVendor,
-    SkippedRecord,
     Tenant,
     rebase,
 )
-from payedge_connect.providers.connector import Connector
+from payedge_connect.providers.connector import Connector, split_skipped
 from payedge_connect.providers.http import ProviderApi, ProviderError
 from payedge_connect.providers.xero import payments, wire
 from payedge_connect.providers.xero.bills import (
@@ -198,15 +195,11 @@ class XeroConnector(Connector):
         """Xero keeps deleted and voided bills and returns them by ID with their status, so a bill
         closed at Xero comes back closed with its reason. An ID Xero does not know at all is left out
         of the page (no vendor or currency to fill a ProviderBill with): the caller closes it."""
-        bills: list[ProviderBill] = []
-        skipped: list[SkippedRecord] = []
+        invoices: list[Any] = []
         for chunk in _chunks(bill_ids):
             # Unpaged (no `page`): at most IDS_PER_REQUEST records, without line items we do not use.
-            envelope = _envelope(api.get("Invoices", params={"IDs": ",".join(chunk)}, route="GET /Invoices"))
-            page = _bills_page(envelope.invoices, None)
-            bills.extend(page.bills)
-            skipped.extend(page.skipped)
-        return ChangesPage(bills=bills, skipped=skipped)
+            invoices += _envelope(api.get("Invoices", params={"IDs": ",".join(chunk)}, route="GET /Invoices")).invoices
+        return _bills_page(invoices, None)
 
     def check_bills(self, api: ProviderApi, bill_ids: Sequence[str], *, unchanged_since: datetime | None) -> BillCheck:
         """`GET /Invoices?IDs=` per 50 bills: Xero returns paid, voided and deleted bills with their
@@ -216,14 +209,10 @@ class XeroConnector(Connector):
         return BillCheck(current=current, gone=frozenset(set(bill_ids) - set(current)))
 
     def vendors_by_id(self, api: ProviderApi, vendor_ids: Sequence[str]) -> ChangesPage:
-        vendors: list[ProviderVendor] = []
-        skipped: list[SkippedRecord] = []
+        contacts: list[Any] = []
         for chunk in _chunks(vendor_ids):
-            envelope = _envelope(api.get("Contacts", params={"IDs": ",".join(chunk)}, route="GET /Contacts"))
-            page = _vendors_page(envelope.contacts, None)
-            vendors.extend(page.vendors)
-            skipped.extend(page.skipped)
-        return ChangesPage(vendors=vendors, skipped=skipped)
+            contacts += _envelope(api.get("Contacts", params={"IDs": ",".join(chunk)}, route="GET /Contacts")).contacts
+        return _vendors_page(contacts, None)
 
     def download_document(self, api: ProviderApi, bill_id: str, document: DocumentRef) -> bytes:
         """Two calls: the bill's attachment list (listings only say HasAttachments), then the file by
@@ -247,21 +236,6 @@ class XeroConnector(Connector):
             headers={"contentType": mime_type},
         )
         return response.content
-
-    # ------------------------------------------------------------------------------------ reversal
-    # Undone and read back in payments.py.
-
-    def reverse_payment(self, api: ProviderApi, provider_payment_id: str) -> None:
-        payments.delete_payment(api, provider_payment_id)
-
-    def payment_reversed(self, api: ProviderApi, provider_payment_id: str) -> bool:
-        return payments.payment_deleted(api, provider_payment_id)
-
-    def reverse_fee(self, api: ProviderApi, provider_fee_id: str) -> None:
-        payments.delete_fee(api, provider_fee_id)
-
-    def fee_reversed(self, api: ProviderApi, provider_fee_id: str) -> bool:
-        return payments.fee_deleted(api, provider_fee_id)
 
 
 # ---------------------------------------------------------------------------------------------- paging
@@ -343,26 +317,13 @@ def _envelope(response: requests.Response) -> wire.Envelope:
 
 
 def _bills_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
-    bills: list[ProviderBill] = []
-    skipped: list[SkippedRecord] = []
-    for record in records:
-        mapped = bill_from_xero(record)
-        if isinstance(mapped, SkippedRecord):
-            skipped.append(mapped)
-        else:
-            bills.append(mapped)
+    bills, skipped = split_skipped(bill_from_xero(record) for record in records)
     return ChangesPage(bills=bills, skipped=skipped, resume=following.token() if following else None)
 
 
 def _vendors_page(records: Sequence[Any], following: _Cursor | None) -> ChangesPage:
-    vendors: list[ProviderVendor] = []
-    skipped: list[SkippedRecord] = []
-    for record in records:
-        mapped = vendor_from_xero(record)
-        if isinstance(mapped, SkippedRecord):
-            skipped.append(mapped)
-        else:
-            vendors.append(mapped)
+    vendors, skipped = split_skipped(vendor_from_xero(record) for record in records)
+
     return ChangesPage(vendors=vendors, skipped=skipped, resume=following.token() if following else None)
 
 

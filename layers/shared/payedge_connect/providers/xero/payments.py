@@ -345,7 +345,7 @@ def _outcomes[T: wire.WrittenElement](records: list[T], sent: int, ident: Callab
 # layer: after a lost answer the write-back reads the record's Status instead.
 
 
-def delete_payment(api: ProviderApi, payment_id: str) -> None:
+def reverse_payment(api: ProviderApi, payment_id: str) -> None:
     """`POST /Payments/{PaymentID}` with `{"Payments": [{"Status": "DELETED"}]}`: Xero's OpenAPI operation
     `deletePayment` (schema PaymentDelete: Status, default DELETED); only Status is accepted for updates
     (calcinai/xero-php#250, XeroAPI/xero-node#115). A reconciled payment cannot be deleted, nor one made
@@ -353,19 +353,19 @@ def delete_payment(api: ProviderApi, payment_id: str) -> None:
     _delete(api, "Payments", payment_id)
 
 
-def payment_deleted(api: ProviderApi, payment_id: str) -> bool:
+def payment_reversed(api: ProviderApi, payment_id: str) -> bool:
     """Whether the payment is DELETED (or gone): one `GET /Payments/{PaymentID}`."""
     return _deleted(api, "Payments", payment_id)
 
 
-def delete_fee(api: ProviderApi, transaction_id: str) -> None:
+def reverse_fee(api: ProviderApi, transaction_id: str) -> None:
     """`POST /BankTransactions/{BankTransactionID}` with `{"BankTransactions": [{"Status": "DELETED"}]}`:
     Xero's `updateBankTransaction`; a bank transaction is removed by its Status (PROVIDERS.md §7), and
     a reconciled one is refused as a reconciled payment is."""
     _delete(api, "BankTransactions", transaction_id)
 
 
-def fee_deleted(api: ProviderApi, transaction_id: str) -> bool:
+def fee_reversed(api: ProviderApi, transaction_id: str) -> bool:
     return _deleted(api, "BankTransactions", transaction_id)
 
 
