@@ -19,11 +19,12 @@ def test_records_table_has_the_template_keys_indexes_ttl_and_point_in_time_recov
     # When the table is described
     description = dynamodb.describe_table(TableName=table)["Table"]
 
-    # Then it is the template's table: keys, both indexes, TTL on expiresAt and PITR on
+    # Then it is the template's table: keys, its three indexes, TTL on expiresAt and PITR on
     assert {key["AttributeName"]: key["KeyType"] for key in description["KeySchema"]} == {"PK": "HASH", "SK": "RANGE"}
     indexes = {index["IndexName"]: index["KeySchema"] for index in description["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"GSI1", "GSI2"}
+    assert set(indexes) == {"GSI1", "GSI2", "GSI3"}
     assert [key["AttributeName"] for key in indexes["GSI2"]] == ["GSI2PK", "GSI2SK"]
+    assert [key["AttributeName"] for key in indexes["GSI3"]] == ["GSI3PK", "GSI3SK"]
     assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}

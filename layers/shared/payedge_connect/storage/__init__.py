@@ -16,13 +16,19 @@ Key design (one table):
   syncs.py           sync run     PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>       (TTL: sync-run retention)
                      seen page    PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>#SEEN#<page>           (TTL)
                      sync slot    PK=CONNECTION#<id>  SK=SYNC#ACTIVE  (the one requested-or-running sync)
+                                  GSI3PK=INFLIGHT#<shard>  GSI3SK=<claimedAt>#SYNC#ACTIVE    (while held)
                      sync state   PK=CONNECTION#<id>  SK=SYNC#STATE   (watermark, last full reconciliation)
                      webhook      PK=WEBHOOK#<provider>  SK=EVENT#<sha256 of the event's identity>  (TTL)
   payment_orders.py  payment      PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>     (never expires)
                                   GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<number>
+                                  GSI3PK=INFLIGHT#<shard>  GSI3SK=<updatedAt>#PAYMENT#<number>
+                                  (only while received, posting or reversing)
                      number       PK=BUSINESS#<businessId>  SK=PAYMENT#<paymentOrderNumber>
   leases.py          lease        PK=CONNECTION#<id>  SK=LEASE#<name>         (one holder at a time, TTL)
   budgets.py         budget       PK=BUDGET#<provider>#<organisation|APP>  SK=BUDGET    (call budgets, TTL)
+  in_flight.py       GSI3 is sparse: only work under way carries its keys (the orders and slots above),
+                     shard = crc32(connection id) % CONNECTION_SHARDS as for GSI2's connections; the
+                     sweeper reads the items unmoved too long, never every connection.
 Items carry the record's camelCase fields beside the keys (and `recordType`); amounts and dates as
 strings (exact, sortable). Pages are returned with an opaque cursor bound to the partition it was read
 from (table.py, with the rest of what the stores share).
@@ -39,6 +45,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from payedge_connect.storage.connections import ConnectionsStore
+from payedge_connect.storage.in_flight import InFlightStore
 from payedge_connect.storage.leases import LeasesStore
 from payedge_connect.storage.payables import PayablesStore
 from payedge_connect.storage.payment_orders import PaymentOrdersStore
@@ -80,6 +87,7 @@ class RecordsStore:
         )
         self.syncs = SyncsStore(self._records, sync_run_retention=self.retention.sync_runs)
         self.leases = LeasesStore(self._records)
+        self.in_flight = InFlightStore(self._records)
 
     @property
     def table(self) -> "Table":

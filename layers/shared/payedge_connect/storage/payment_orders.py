@@ -3,6 +3,8 @@
 Key design (the whole table: storage/__init__.py):
   payment  PK=CONNECTION#<id>  SK=PAYMENT#<paymentOrderNumber>  (never expires)
            GSI2PK=CONNECTION#<id>#PAYMENTS#<status>  GSI2SK=<createdAt>#<paymentOrderNumber>  (orders by status)
+           GSI3PK=INFLIGHT#<shard>  GSI3SK=<updatedAt>#PAYMENT#<paymentOrderNumber>  (only while received,
+           posting or reversing: the sweeper's index of work in flight, in_flight.py)
   number   PK=BUSINESS#<businessId>  SK=PAYMENT#<paymentOrderNumber>  (the one connection it was sent to)
 A payment order is saved with optimistic locking on `version`.
 """
@@ -14,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from payedge_connect.errors import ConflictError
 from payedge_connect.models import PaymentOrder, PaymentOrderStatus
+from payedge_connect.storage.in_flight import in_flight_keys
 from payedge_connect.storage.table import (
     TableStore,
     condition_failed,
@@ -31,6 +34,10 @@ _ORDERS_NEEDING_PAYABLE = (
     PaymentOrderStatus.WAITING_FOR_RECONNECTION,
     PaymentOrderStatus.FAILED,
 )
+
+# Payment orders in these states are under way: on the in-flight index, so the sweeper finds one that
+# stopped moving (its message lost, its worker killed) and queues it again.
+_IN_FLIGHT = (PaymentOrderStatus.RECEIVED, PaymentOrderStatus.POSTING, PaymentOrderStatus.REVERSING)
 
 
 class PaymentOrdersStore(TableStore):
@@ -97,9 +104,12 @@ class PaymentOrdersStore(TableStore):
 
     @staticmethod
     def _payment_item(order: PaymentOrder) -> dict[str, Any]:
+        sort_key = f"PAYMENT#{order.payment_order_number}"
+        in_flight = order.status in _IN_FLIGHT
         return {
             "PK": connection_pk(order.connection_id),
-            "SK": f"PAYMENT#{order.payment_order_number}",
+            "SK": sort_key,
+            **(in_flight_keys(order.connection_id, sort_key, order.updated_at) if in_flight else {}),
             "GSI2PK": f"CONNECTION#{order.connection_id}#PAYMENTS#{order.status.value}",
             "GSI2SK": f"{order.created_at.isoformat()}#{order.payment_order_number}",
             "recordType": "paymentOrder",

@@ -7,6 +7,8 @@ Key design (the whole table: storage/__init__.py):
   seen page   PK=CONNECTION#<id>  SK=SYNCRUN#<syncRunId>#SEEN#<page>  (bill ids a full listing saw; TTL
               SEEN_PAGES_KEPT after it was written)
   sync slot   PK=CONNECTION#<id>  SK=SYNC#ACTIVE  (the one requested-or-running sync)
+              GSI3PK=INFLIGHT#<shard>  GSI3SK=<claimedAt>#SYNC#ACTIVE  (while held, i.e. always: a
+              released slot is deleted; the sweeper's index of work in flight, in_flight.py)
   sync state  PK=CONNECTION#<id>  SK=SYNC#STATE   (the checkpoint: incremental watermark, last full
               reconciliation)
   webhook     PK=WEBHOOK#<provider>  SK=EVENT#<sha256 of the event's identity>  (seen once; TTL on expiresAt)
@@ -22,6 +24,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from payedge_connect.models import Provider, SyncRun
+from payedge_connect.storage.in_flight import in_flight_keys
 from payedge_connect.storage.table import (
     Page,
     RecordsTable,
@@ -117,7 +120,13 @@ class SyncsStore(TableStore):
         key = {"PK": connection_pk(connection_id), "SK": "SYNC#ACTIVE"}
         try:
             self.table.put_item(
-                Item={**key, "recordType": "syncSlot", "syncRunId": sync_run_id, "claimedAt": epoch(now)},
+                Item={
+                    **key,
+                    **in_flight_keys(connection_id, "SYNC#ACTIVE", now),
+                    "recordType": "syncSlot",
+                    "syncRunId": sync_run_id,
+                    "claimedAt": epoch(now),
+                },
                 ConditionExpression=Attr("PK").not_exists() | Attr("claimedAt").lt(epoch(now - stale_after)),
             )
         except ClientError as error:

@@ -200,7 +200,19 @@ def dump_record(record: BaseModel) -> dict[str, Any]:
     return {key: value for key, value in record.model_dump(mode="json", by_alias=True).items()}
 
 
-_BOOKKEEPING = {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "recordType", "expiresAt", "contentHash"}
+_BOOKKEEPING = {
+    "PK",
+    "SK",
+    "GSI1PK",
+    "GSI1SK",
+    "GSI2PK",
+    "GSI2SK",
+    "GSI3PK",
+    "GSI3SK",
+    "recordType",
+    "expiresAt",
+    "contentHash",
+}
 
 
 def record_fields(item: dict[str, Any]) -> dict[str, Any]:
