@@ -113,8 +113,9 @@ BUSINESS_HOURS = range(8, 18)
 PROVIDER_LATENCY_S = 0.3
 SYNC_OVERHEAD_S = 0.2
 FUNCTION_MEMORY_GB = 0.5
-# The sweeper reads the status shards of connected, reauthorization_required and authorizing connections.
-SWEPT_STATUSES = 3
+# The sweeper reads every shard of the in-flight index (sweep.py: orders and sync slots under way) and of
+# the authorizing connections' status.
+SWEPT_INDEXES = 2
 SWEEPS_PER_DAY = 96
 SWEEP_TIMEOUT_S = 300.0  # the write-back function's, which runs the sweep (template.yaml)
 
@@ -787,12 +788,12 @@ def _month(aws: Aws, clock: Clock, sandboxes: dict[Provider, Any], rng: random.R
             items = _scan(table, "PK")
             stored[day] = round(sum(1 for i in items if str(i["PK"]).startswith("CONNECTION#")) / len(members), 1)
             print(f"fleet:   day {day}: {stored[day]} items per connection")
-    # Per sweep: a query of each status shard (32 for each status it reads: fixed, whatever the fleet's
-    # size), and per connection what it looks at (its unmoved orders, its sync slot).
+    # Per sweep: a query of each shard it reads (fixed, whatever the fleet's size), and what it finds
+    # (work unmoved too long, abandoned connections), per connection of the month.
     requests = Counter[str]()
     for spent in sweeps:
         requests.update(spent.requests)
-    shard_queries = CONNECTION_SHARDS * SWEPT_STATUSES
+    shard_queries = CONNECTION_SHARDS * SWEPT_INDEXES
     per_connection = (sum(requests.values()) / len(sweeps) - shard_queries) / len(members)
     return {
         "stored_items_per_connection_by_day": stored,
@@ -884,15 +885,18 @@ def _cost(result: dict[str, Any], stored_items: float, connections: int) -> dict
 
 
 def _sweeper(measured: dict[str, Any], connections: int) -> dict[str, Any]:
-    """The sweeper at `connections`, from the month's measured sweeps: its requests are sequential, one
-    connection after another, so its time grows with the fleet (modelled at MODEL_DDB_REQUEST_S each)."""
+    """The sweeper at `connections`, from the month's measured sweeps: its fixed shard queries, shared by the
+    fleet, and what it found per connection (modelled at MODEL_DDB_REQUEST_S a request, one after another)."""
     per_connection = measured["ddb_requests_per_connection_per_sweep"]
-    requests = measured["shard_queries_per_sweep"] + per_connection * connections
-    read_units = per_connection * READ_UNITS_PER_EMPTY_REQUEST + measured["items_read_per_connection_per_sweep"]
+    shard_queries = measured["shard_queries_per_sweep"]
+    requests = shard_queries + per_connection * connections
+    read_units = (shard_queries / connections + per_connection) * READ_UNITS_PER_EMPTY_REQUEST + measured[
+        "items_read_per_connection_per_sweep"
+    ]
     return {
         **measured,
         "sweeps_per_day": SWEEPS_PER_DAY,
-        "ddb_requests_per_connection_per_day": round(per_connection * SWEEPS_PER_DAY, 1),
+        "ddb_requests_per_connection_per_day": round(requests / connections * SWEEPS_PER_DAY, 2),
         "read_units_per_connection_per_day": round(read_units * SWEEPS_PER_DAY, 1),
         "modelled_wall_s_at_fleet": round(requests * MODEL_DDB_REQUEST_S, 1),
         "modelled_wall_s_at_100000": round(
