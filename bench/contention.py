@@ -62,7 +62,8 @@ from payedge_connect.sync.documents import DocumentStore
 from payedge_connect.sync.engine import STOP_BEFORE_DEADLINE_SECONDS, run_sync
 from payedge_connect.sync.requests import request_sync
 from payedge_connect.writeback.events import PaymentDetails
-from payedge_connect.writeback.service import WritebackBusy, WritebackRetryLater, process_payment, submit_payment
+from payedge_connect.writeback.orders import WritebackBusy, submit_payment
+from payedge_connect.writeback.service import WritebackRetryLater, process_payment
 
 NAME = "contention"
 DURATION_S = 180.0

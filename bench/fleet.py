@@ -88,8 +88,8 @@ from payedge_connect.sweep import sweep
 from payedge_connect.sync import schedule
 from payedge_connect.sync.dispatch import PARALLEL_SHARDS, dispatch_due
 from payedge_connect.sync.documents import DocumentStore
-from payedge_connect.sync.engine import new_sync_run, run_sync
-from payedge_connect.sync.requests import SyncMessage, request_sync, send_sync_messages
+from payedge_connect.sync.engine import run_sync
+from payedge_connect.sync.requests import SyncMessage, new_sync_run, request_sync, send_sync_messages
 from payedge_connect.sync.webhooks import handle_webhook
 
 NAME = "fleet"

@@ -48,7 +48,8 @@ from local.sandboxes.quickbooks.limits import BATCH_PER_MINUTE_LIMIT
 from local.worlds import SyncWorld, connect
 from payedge_connect.models import Payable, PayableStatus, PaymentOrder, PaymentOrderStatus, Provider
 from payedge_connect.writeback.events import PaymentDetails
-from payedge_connect.writeback.service import process_payments, submit_payment
+from payedge_connect.writeback.orders import submit_payment
+from payedge_connect.writeback.service import process_payments
 
 NAME = "writeback"
 PAYMENTS = 1_000

@@ -18,7 +18,8 @@ from payedge_connect.models import PaymentOrderStatus, Provider, SyncOutcome, Sy
 from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.sync.requests import request_sync
 from payedge_connect.writeback.events import PaymentDetails
-from payedge_connect.writeback.service import WritebackRetryLater, process_payment, submit_payment
+from payedge_connect.writeback.orders import submit_payment
+from payedge_connect.writeback.service import WritebackRetryLater, process_payment
 from tests.worlds import SyncWorld, connect
 
 DAY_LIMIT = 1000

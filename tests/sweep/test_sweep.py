@@ -21,7 +21,7 @@ from payedge_connect.models import (
 from payedge_connect.storage import RecordsStore
 from payedge_connect.storage.connections import CONNECTION_SHARDS
 from payedge_connect.sweep import ABANDONED_REASON, AUTHORIZATION_ABANDONED_AFTER, ORDER_UNMOVED_AFTER, sweep
-from payedge_connect.sync.engine import new_sync_run
+from payedge_connect.sync.requests import new_sync_run
 from payedge_connect.writeback.service import process_payments
 from tests.worlds import SyncWorld
 from tests.writeback.test_payment_runs import open_payables, submit

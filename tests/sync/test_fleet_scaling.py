@@ -28,7 +28,8 @@ from payedge_connect.storage.connections import CONNECTION_SHARDS
 from payedge_connect.storage.syncs import SEEN_PAGES_KEPT
 from payedge_connect.sync import schedule
 from payedge_connect.sync.dispatch import dispatch_due
-from payedge_connect.sync.engine import MAX_TROUBLE_PAUSES, new_sync_run
+from payedge_connect.sync.engine import MAX_TROUBLE_PAUSES
+from payedge_connect.sync.requests import new_sync_run
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

@@ -9,7 +9,8 @@ import pytest
 
 from payedge_connect.errors import ConflictError
 from payedge_connect.models import PaymentOrder, PaymentOrderStatus, Provider
-from payedge_connect.writeback.service import MAX_ATTEMPTS, process_payments, retry_payment
+from payedge_connect.writeback.orders import MAX_ATTEMPTS, retry_payment
+from payedge_connect.writeback.service import process_payments
 from tests.worlds import SyncWorld
 from tests.writeback.test_payment_runs import CHECK_ENDPOINT, open_payables, submit
 from tests.writeback.test_writeback import BUS, details, paying, provider_payments

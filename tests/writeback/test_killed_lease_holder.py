@@ -17,7 +17,8 @@ from local.worlds import SyncWorld, connect
 from payedge_connect.models import PaymentOrderStatus, Provider
 from payedge_connect.storage import RecordsStore
 from payedge_connect.storage.leases import HEARTBEAT_TIMEOUT_SECONDS, HeldLease
-from payedge_connect.writeback.service import process_payments, submit_payment
+from payedge_connect.writeback.orders import submit_payment
+from payedge_connect.writeback.service import process_payments
 from tests.writeback.killed_worker import run_worker
 from tests.writeback.test_writeback import BUS, a_payable, details, provider_payments, with_mapping
 

@@ -12,7 +12,8 @@ from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import PayableStatus, PaymentOrder, PaymentOrderStatus, Provider
 from payedge_connect.services import Services
 from payedge_connect.writeback.events import ReversalDetails
-from payedge_connect.writeback.service import WritebackBusy, process_payment, request_reversal, submit_payment
+from payedge_connect.writeback.orders import WritebackBusy, request_reversal, submit_payment
+from payedge_connect.writeback.service import process_payment
 from tests.worlds import SyncWorld
 from tests.writeback.test_writeback import BUS, a_payable, details, pay, paying, provider_fees, provider_payments
 

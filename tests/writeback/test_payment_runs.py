@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from payedge_connect.models import Payable, PayableStatus, PaymentOrder, PaymentOrderStatus, Provider
-from payedge_connect.writeback.service import PaymentRun, batch_idempotency_key, process_payments, submit_payment
+from payedge_connect.writeback.orders import submit_payment
+from payedge_connect.writeback.service import PaymentRun, batch_idempotency_key, process_payments
 from tests.worlds import CLIENT_ID, SyncWorld, reconnect
 from tests.writeback.test_writeback import BUS, details, paying, provider_fees, provider_payments
 

@@ -11,7 +11,8 @@ from payedge_connect.errors import ConflictError, NotFoundError
 from payedge_connect.models import AccountMapping, Payable, PayableStatus, PaymentOrder, PaymentOrderStatus, Provider
 from payedge_connect.providers.base import AccountKind
 from payedge_connect.writeback.events import PaymentDetails
-from payedge_connect.writeback.service import WritebackBusy, WritebackRetryLater, process_payment, submit_payment
+from payedge_connect.writeback.orders import WritebackBusy, submit_payment
+from payedge_connect.writeback.service import WritebackRetryLater, process_payment
 from tests.worlds import CLIENT_ID, SyncWorld, reconnect
 
 BUS = "default"

@@ -1,31 +1,38 @@
-"""The clients a function uses, built from its settings on first use (nothing connects at import)."""
+"""The clients a function uses, built from its settings on first use (nothing connects at import).
+
+The provider side - connectors, call budgets, OAuth and the token vault - is imported the first time a
+provider is called: most HTTP routes only read records, and a cold start pays for none of it.
+"""
+
+from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
-from functools import cached_property
+from datetime import UTC, datetime, timedelta
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from payedge_connect.models import Connection, Provider
-from payedge_connect.providers.base import AccountingConnector
-from payedge_connect.providers.budget import CallBudget, CallerBudget, Priority
-from payedge_connect.providers.http import CallCounter, ProviderApi
-from payedge_connect.providers.limits import limits_for
-from payedge_connect.providers.registry import connector_for
-from payedge_connect.settings import ProviderSettings
+from payedge_connect.models import Provider
 from payedge_connect.storage import RecordsStore, Retention
-from payedge_connect.storage.budgets import APP_SCOPE, BudgetStore
-from payedge_connect.tokens.oauth import AppCredentials, OAuthClient, now_utc
-from payedge_connect.tokens.refresh import ConnectionTokens
-from payedge_connect.tokens.vault import TokenVault
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
+    from payedge_connect.models import Connection
+    from payedge_connect.providers.base import AccountingConnector
+    from payedge_connect.providers.budget import CallBudget, Priority
+    from payedge_connect.providers.http import CallCounter, ProviderApi
+    from payedge_connect.settings import ProviderSettings
+    from payedge_connect.storage.budgets import BudgetStore
+    from payedge_connect.tokens.oauth import AppCredentials, OAuthClient
+    from payedge_connect.tokens.refresh import ConnectionTokens
+    from payedge_connect.tokens.vault import TokenVault
+
 _APP_CREDENTIALS_CACHE_SECONDS = 300
+_utc_now = partial(datetime.now, UTC)
 
 
 class Services:
@@ -33,7 +40,7 @@ class Services:
         self,
         settings: ProviderSettings,
         *,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Callable[[], datetime] = _utc_now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
@@ -53,13 +60,19 @@ class Services:
 
     @cached_property
     def budget_store(self) -> BudgetStore:
+        from payedge_connect.storage.budgets import BudgetStore  # noqa: PLC0415
+
         return BudgetStore(self.settings.records_table_name)
 
     @cached_property
     def vault(self) -> TokenVault:
+        from payedge_connect.tokens.vault import TokenVault  # noqa: PLC0415
+
         return TokenVault(self.settings.secret_name_prefix, self.settings.stack_kms_key_arn)
 
     def connector(self, provider: Provider) -> AccountingConnector:
+        from payedge_connect.providers.registry import connector_for  # noqa: PLC0415
+
         return connector_for(
             provider,
             base_url=self.settings.provider_base_urls.get(provider),
@@ -67,7 +80,7 @@ class Services:
         )
 
     @cached_property
-    def secrets(self) -> "SecretsProvider":
+    def secrets(self) -> SecretsProvider:
         # Our own provider and client, not Powertools' module-wide default: its client would outlive the
         # AWS endpoint it was made for. Imported here: only provider calls read the app's credentials.
         from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
@@ -76,6 +89,8 @@ class Services:
 
     def app_credentials(self, provider: Provider) -> AppCredentials:
         """The provider app's client id and secret, which the operator stores at <prefix>apps/<provider>."""
+        from payedge_connect.tokens.oauth import AppCredentials  # noqa: PLC0415
+
         document: Any = self.secrets.get(
             f"{self.settings.secret_name_prefix}apps/{provider.value}",
             transform="json",
@@ -88,9 +103,13 @@ class Services:
         )
 
     def oauth(self, provider: Provider) -> OAuthClient:
+        from payedge_connect.tokens.oauth import OAuthClient  # noqa: PLC0415
+
         return OAuthClient(self.connector(provider).oauth, self.app_credentials(provider), clock=self.clock)
 
     def tokens(self, connection: Connection) -> ConnectionTokens:
+        from payedge_connect.tokens.refresh import ConnectionTokens  # noqa: PLC0415
+
         return ConnectionTokens(
             connection.connection_id,
             oauth=self.oauth(connection.provider),
@@ -101,6 +120,10 @@ class Services:
 
     def call_budget(self, provider: Provider, tenant_id: str) -> CallBudget:
         """The organisation's fleet-wide call budget (with its provider app's, where there is one)."""
+        from payedge_connect.providers.budget import CallBudget  # noqa: PLC0415
+        from payedge_connect.providers.limits import limits_for  # noqa: PLC0415
+        from payedge_connect.storage.budgets import APP_SCOPE  # noqa: PLC0415
+
         key = (provider, tenant_id)
         if key not in self._budgets:
             limits = limits_for(provider, xero_daily_call_limit=self.settings.xero_daily_call_limit)
@@ -129,16 +152,20 @@ class Services:
         connection: Connection,
         *,
         calls: CallCounter | None = None,
-        priority: Priority = Priority.INTERACTIVE,
+        priority: Priority | None = None,
         time_left: Callable[[], float] | None = None,
     ) -> ProviderApi:
         """The connected organisation's API, with the connection's self-refreshing access token; every
-        call takes from the organisation's call budget at `priority`, waiting no longer than `time_left`
-        allows (seconds left in the invocation; None: a short wait, as for an HTTP request)."""
+        call takes from the organisation's call budget at `priority` (None: interactive), waiting no longer
+        than `time_left` allows (seconds left in the invocation; None: a short wait, as for an HTTP request)."""
+        from payedge_connect.providers.budget import CallerBudget, Priority  # noqa: PLC0415
+
         if connection.tenant_id is None:
             raise ValueError(f"connection {connection.connection_id} has no organisation yet")
         tokens = self.tokens(connection)
-        budget = CallerBudget(self.call_budget(connection.provider, connection.tenant_id), priority, time_left)
+        budget = CallerBudget(
+            self.call_budget(connection.provider, connection.tenant_id), priority or Priority.INTERACTIVE, time_left
+        )
         return self.connector(connection.provider).api(
             connection.tenant_id,
             access_token=tokens.access_token,

@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from payedge_connect.errors import PayEdgeError
 from payedge_connect.observability import logger, metrics
-from payedge_connect.providers.http import ProviderError, ProviderUnavailable
+from payedge_connect.providers.errors import ProviderError, ProviderUnavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # When a throttled provider named no wait of its own.

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,11 +30,13 @@ from payedge_connect.connections.access import owned_connection
 from payedge_connect.errors import ConflictError, InvalidInputError, NotFoundError
 from payedge_connect.models import Connection, ConnectionStatus, OAuthCompletion, OAuthState, Provider, TenantChoice
 from payedge_connect.observability import logger
-from payedge_connect.providers.base import Tenant
-from payedge_connect.providers.http import ProviderError
+from payedge_connect.providers.errors import ProviderError
 from payedge_connect.services import Services
-from payedge_connect.tokens.oauth import GrantRevoked, TokenEndpointError
+from payedge_connect.tokens.errors import GrantRevoked, TokenEndpointError
 from payedge_connect.tokens.vault import TokenSet
+
+if TYPE_CHECKING:
+    from payedge_connect.providers.base import Tenant
 
 STATE_LIFETIME = timedelta(minutes=10)
 # Authorization codes are short-lived at every provider; the web app redeems at once, right after the redirect.
@@ -221,7 +224,7 @@ def complete_authorization(
     return CallbackOutcome(saved.status.value, connection_id)
 
 
-def _authorised(connection: Connection, tenants: list[Tenant], tokens: TokenSet, services: Services) -> Connection:
+def _authorised(connection: Connection, tenants: "list[Tenant]", tokens: TokenSet, services: Services) -> Connection:
     changes: dict[str, object] = {
         "updated_at": services.clock(),
         "attention": [],

@@ -1,14 +1,17 @@
 """What the integrations page and the dashboard show, and disconnecting."""
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.models import AccountMapping, Connection, ConnectionStatus, Provider, Record, SyncSummary
 from payedge_connect.observability import logger
-from payedge_connect.providers.budget import Hold
 from payedge_connect.providers.registry import SUPPORTED_PROVIDERS
 from payedge_connect.services import Services
-from payedge_connect.tokens.oauth import TokenEndpointError
+from payedge_connect.tokens.errors import TokenEndpointError
+
+if TYPE_CHECKING:
+    from payedge_connect.providers.budget import Hold
 
 # Warn this long before the provider's hard limit on an authorisation (QuickBooks' 5-year cap).
 AUTHORIZATION_EXPIRY_WARNING = timedelta(days=30)
@@ -44,7 +47,7 @@ class ConnectionList(Record):
 _HOLD_WORTH_SHOWING = timedelta(minutes=2)
 
 
-def view(connection: Connection, now: datetime, hold: Hold | None = None) -> ConnectionView:
+def view(connection: Connection, now: datetime, hold: "Hold | None" = None) -> ConnectionView:
     attention = list(connection.attention)
     if connection.status is ConnectionStatus.MAPPING_REQUIRED:
         attention.append("Accept the account mapping to start syncing.")
@@ -88,7 +91,7 @@ def show_connection(services: Services, *, business_id: str, connection_id: str)
     return view(connection, services.clock(), _budget_hold(services, connection))
 
 
-def _budget_hold(services: Services, connection: Connection) -> Hold | None:
+def _budget_hold(services: Services, connection: Connection) -> "Hold | None":
     """What holds a payment of this connection back at its provider now (one read of the budget item)."""
     if connection.status is not ConnectionStatus.CONNECTED or connection.tenant_id is None:
         return None

@@ -6,15 +6,18 @@ the connection becomes `connected`.
 """
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.errors import ConflictError, InvalidInputError
 from payedge_connect.models import AccountMapping, Connection, ConnectionStatus, Record
-from payedge_connect.providers.base import AccountKind, LedgerAccount
 from payedge_connect.services import Services
 from payedge_connect.settings import FundingSource
+
+if TYPE_CHECKING:
+    from payedge_connect.providers.base import LedgerAccount
 
 _MAPPABLE = (ConnectionStatus.MAPPING_REQUIRED, ConnectionStatus.CONNECTED)
 # Words that name a fee account in English and French charts of accounts.
@@ -56,7 +59,7 @@ class MappingAcceptance(Record):
     fee_account_id: str | None = None
 
 
-def _option(account: LedgerAccount) -> AccountOption:
+def _option(account: "LedgerAccount") -> AccountOption:
     return AccountOption(account_id=account.account_id, name=account.name, currency=account.currency)
 
 
@@ -70,6 +73,8 @@ def _mappable(services: Services, business_id: str, connection_id: str) -> Conne
 def propose_mapping(
     services: Services, *, business_id: str, connection_id: str, funding_sources: list[FundingSource]
 ) -> MappingProposal:
+    from payedge_connect.providers.base import AccountKind  # noqa: PLC0415 - the provider side, on first use
+
     connection = _mappable(services, business_id, connection_id)
     accounts = [a for a in services.connector(connection.provider).accounts(services.api(connection)) if a.active]
     current = connection.mapping
@@ -113,6 +118,8 @@ def accept_mapping(
     acceptance: MappingAcceptance,
     funding_sources: list[FundingSource],
 ) -> Connection:
+    from payedge_connect.providers.base import AccountKind  # noqa: PLC0415 - the provider side, on first use
+
     if not acceptance.accepted:
         raise InvalidInputError("the mapping must be accepted (accepted: true)", field="body.accepted")
     known = {source.id: source for source in funding_sources}

@@ -4,18 +4,22 @@ Each provider folder (providers/quickbooks/, xero/, sage/) builds one `Accountin
 on the common part in providers/connector.py.
 """
 
+from __future__ import annotations
+
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from payedge_connect.models import ClosedReason, PostalAddress, Provider
-from payedge_connect.providers.budget import CallerBudget
-from payedge_connect.providers.http import CallCounter, ProviderApi
+
+if TYPE_CHECKING:  # the calls' side: a function that reads no provider imports none of it
+    from payedge_connect.providers.budget import CallerBudget
+    from payedge_connect.providers.http import CallCounter, ProviderApi
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,7 @@ class BillCheck:
     `current` holds the bills the provider returned. A bill in `gone` no longer exists there. A bill in
     neither is unchanged since `unchanged_since` (a changed-since read returns only what changed)."""
 
-    current: Mapping[str, "ProviderBill"]
+    current: Mapping[str, ProviderBill]
     gone: frozenset[str] = frozenset()
 
 

@@ -1,10 +1,14 @@
 """The accounting packages the service connects to, as the integrations page lists them."""
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from payedge_connect.models import Provider
-from payedge_connect.providers.base import AccountingConnector
+
+if TYPE_CHECKING:
+    from payedge_connect.providers.base import AccountingConnector
 
 
 class ProviderInfo(BaseModel):
@@ -23,7 +27,7 @@ SUPPORTED_PROVIDERS: tuple[ProviderInfo, ...] = (
 )
 
 
-def connector_for(provider: Provider, *, base_url: str | None, xero_scope_set: str) -> AccountingConnector:
+def connector_for(provider: Provider, *, base_url: str | None, xero_scope_set: str) -> "AccountingConnector":
     """The connector of `provider`, against the real service or (base_url) its sandbox.
 
     Each connector is imported the first time it is asked for: a function pays at cold start for none

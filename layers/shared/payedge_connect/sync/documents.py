@@ -9,12 +9,13 @@ from urllib.parse import quote
 import boto3
 
 from payedge_connect.models import Payable
-from payedge_connect.providers.base import AccountingConnector, DocumentRef
-from payedge_connect.providers.http import ProviderApi
 from payedge_connect.storage import RecordsStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from payedge_connect.providers.base import AccountingConnector
+    from payedge_connect.providers.http import ProviderApi
 
 PRESIGNED_URL_SECONDS = 300
 
@@ -31,8 +32,10 @@ class DocumentStore:
             self._s3 = boto3.client("s3")
         return self._s3
 
-    def fetch_into_bucket(self, connector: AccountingConnector, api: ProviderApi, payable: Payable) -> Payable:
+    def fetch_into_bucket(self, connector: "AccountingConnector", api: "ProviderApi", payable: Payable) -> Payable:
         """Copy the bill's document into the bucket once; returns the payable with its object key."""
+        from payedge_connect.providers.base import DocumentRef  # noqa: PLC0415 - the provider side, on first use
+
         document = payable.document
         if document is None:
             raise ValueError(f"bill {payable.bill_id} has no document")

@@ -125,21 +125,6 @@ class _Context:
     held_vendors: set[str] = field(default_factory=set)
 
 
-def new_sync_run_id(now: datetime) -> str:
-    # Sortable by start time, unique across Lambdas.
-    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
-
-
-def new_sync_run(connection_id: str, trigger: SyncTrigger, now: datetime) -> SyncRun:
-    return SyncRun(
-        sync_run_id=new_sync_run_id(now),
-        connection_id=connection_id,
-        trigger=trigger,
-        outcome=SyncOutcome.RUNNING,
-        started_at=now,
-    )
-
-
 def run_sync(
     services: Services,
     run: SyncRun,

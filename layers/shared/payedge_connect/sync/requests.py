@@ -7,8 +7,9 @@ lease) is queued again with the delay it names and continues from its checkpoint
 """
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -23,7 +24,6 @@ from payedge_connect.models import Connection, ConnectionStatus, Record, SyncOut
 from payedge_connect.observability import logger
 from payedge_connect.services import Services
 from payedge_connect.sync.documents import DocumentStore
-from payedge_connect.sync.engine import new_sync_run, run_sync
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -50,6 +50,17 @@ class SyncMessage(Record):
 
 class QueueError(RuntimeError):
     """Some sync messages could not be queued."""
+
+
+def new_sync_run(connection_id: str, trigger: SyncTrigger, now: datetime) -> SyncRun:
+    return SyncRun(
+        # Sortable by start time, unique across Lambdas.
+        sync_run_id=f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}",
+        connection_id=connection_id,
+        trigger=trigger,
+        outcome=SyncOutcome.RUNNING,
+        started_at=now,
+    )
 
 
 def request_sync(
@@ -139,6 +150,10 @@ def _run_queued(
     time_left: Callable[[], float],
 ) -> SyncRun:
     """The sync of `message`, and its message queued again after the delay it names if it paused."""
+    # The engine is the provider side (connectors, call budget, tokens): loaded with the first sync this
+    # process runs, so the function's HTTP reads and webhooks never pay for it.
+    from payedge_connect.sync.engine import run_sync  # noqa: PLC0415
+
     result = run_sync(
         services,
         run,

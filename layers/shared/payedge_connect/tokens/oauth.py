@@ -4,10 +4,12 @@ Every token response becomes a `TokenSet` with absolute expiry times, whatever t
 its fields (QuickBooks `x_refresh_token_expires_in`, Sage `refresh_token_expires_in`, Xero none).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from oauthlib.oauth2 import WebApplicationClient
@@ -15,18 +17,13 @@ from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, OAuth2Error
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
-from payedge_connect.providers.base import OAuthSpec
+from payedge_connect.tokens.errors import GrantRevoked, TokenEndpointError
 from payedge_connect.tokens.vault import TokenSet
 
+if TYPE_CHECKING:
+    from payedge_connect.providers.base import OAuthSpec
+
 _TIMEOUT_SECONDS = 15
-
-
-class GrantRevoked(Exception):
-    """The provider answered invalid_grant: the user must authorise again. Retrying never helps."""
-
-
-class TokenEndpointError(Exception):
-    """The token endpoint failed for another reason (it may work on a later try)."""
 
 
 @dataclass(frozen=True)

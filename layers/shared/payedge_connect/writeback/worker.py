@@ -6,7 +6,7 @@ whose unfinished orders go back by the re-queue policy (queue.py `requeue`).
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -28,14 +28,11 @@ from payedge_connect.writeback.events import (
     ReversalDetails,
     publish_rejected_event,
 )
+from payedge_connect.writeback.orders import request_reversal, retry_payment, submit_payment
 from payedge_connect.writeback.queue import PaymentMessage, queue_payment, requeue
-from payedge_connect.writeback.service import (
-    PaymentRun,
-    process_payments,
-    request_reversal,
-    retry_payment,
-    submit_payment,
-)
+
+if TYPE_CHECKING:
+    from payedge_connect.writeback.service import PaymentRun
 
 _processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -217,8 +214,12 @@ def run_payments(
     numbers: list[str],
     *,
     time_left: Callable[[], float] | None,
-) -> PaymentRun:
+) -> "PaymentRun":
     """One payment run (service.process_payments), then what it could not finish queued again."""
+    # The payment run is the provider side (connectors, call budget, tokens): loaded with the first run
+    # this process makes, so the API's submissions, retries and reads never pay for it.
+    from payedge_connect.writeback.service import process_payments  # noqa: PLC0415
+
     run = process_payments(
         services, connection_id, numbers, bus_name=settings.platform_event_bus_name, time_left=time_left
     )
