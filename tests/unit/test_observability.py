@@ -7,6 +7,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from payedge_connect.observability import flush_provider_calls, metrics
+from payedge_connect.providers.http import ProviderApi
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,3 +54,35 @@ def test_outside_lambda_tracing_is_off_as_powertools_decides() -> None:
 def test_in_lambda_the_handler_is_traced_with_botocore_and_requests_patched() -> None:
     result = started("sync")
     assert result == {"xray": True, "traced": True, "patched": ["botocore", "requests"]}
+
+
+class _Ok(requests.adapters.BaseAdapter):
+    """Answers every request 200 with an empty JSON object."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = 200, b"{}"
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_provider_calls_are_counted_per_provider_one_line_each_per_invocation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(metrics, "namespace", "PayEdgeConnect")
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    session = requests.Session()
+    session.mount("https://", _Ok())
+    xero = ProviderApi("https://xero.test", provider="xero", access_token=lambda: "token", http=session)
+    sage = ProviderApi("https://sage.test", provider="sage", access_token=lambda: "token", http=session)
+    for path in ("Invoices", "Contacts", "Payments"):
+        xero.get(path)
+    sage.get("purchase_invoices")
+    flush_provider_calls()
+    flush_provider_calls()  # nothing more was called: nothing more is counted
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    counted = {(line["provider"], *line["ProviderCalls"]) for line in lines}  # EMF: the values as a list
+    assert len(lines) == 2 and counted == {("xero", 3), ("sage", 1)}
+    assert {line["_aws"]["CloudWatchMetrics"][0]["Namespace"] for line in lines} == {"PayEdgeConnect"}

@@ -237,4 +237,7 @@ def test_the_dashboard_shows_syncs_payments_queue_age_and_dead_letters(template:
     assert {"ApproximateNumberOfMessagesVisible", "HttpServerError"} <= shown
     assert {"PaymentReversed", "PaymentReversalNeedsAttention", "Provider429s", "ThrottledWaits"} <= shown
     assert {"quickbooks", "xero", "sage"} <= shown  # the budget's counts, each provider its own line
+    (calls,) = [widget for widget in widgets if widget["properties"]["metrics"][0][1] == "ProviderCalls"]
+    providers = [line[-1] for line in calls["properties"]["metrics"]]
+    assert providers == ["quickbooks", "xero", "sage"]  # every provider's calls, "..." repeating the first line
     assert {"SyncDlqName", "WritebackDlqName", "DispatchFailureName"} <= set(names)

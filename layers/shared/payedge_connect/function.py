@@ -16,7 +16,7 @@ from payedge_connect.api.http import HttpApi
 from payedge_connect.api.identity import business_id_of, user_id_of
 from payedge_connect.connections.access import owned_connection
 from payedge_connect.models import Connection
-from payedge_connect.observability import logger, metrics, tracer
+from payedge_connect.observability import flush_provider_calls, logger, metrics, tracer
 from payedge_connect.services import Services
 from payedge_connect.settings import ProviderSettings, load_settings
 
@@ -64,10 +64,13 @@ class Function[SettingsT: ProviderSettings]:
         @tracer.capture_lambda_handler
         @metrics.log_metrics
         def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-            if "requestContext" in event:
-                return self.app.resolve(event, context)
-            if queue is not None and event.get("Records"):
-                return queue(event, context)
-            return console(event, context)
+            try:
+                if "requestContext" in event:
+                    return self.app.resolve(event, context)
+                if queue is not None and event.get("Records"):
+                    return queue(event, context)
+                return console(event, context)
+            finally:
+                flush_provider_calls()
 
         return lambda_handler

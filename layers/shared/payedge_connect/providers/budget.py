@@ -41,11 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-
 from payedge_connect.models import Provider
-from payedge_connect.observability import logger, metrics
+from payedge_connect.observability import count_by_provider, logger
 from payedge_connect.providers.errors import CallBudgetSpent
 from payedge_connect.providers.limits import ProviderLimits
 from payedge_connect.storage.budgets import BudgetState, BudgetStore
@@ -418,14 +415,14 @@ class CallBudget:
     def _wait(self, delay: float) -> None:
         self.waits += 1
         self.waited_seconds += delay
-        _count("ThrottledWaits", self.provider)
+        count_by_provider("ThrottledWaits", self.provider)
         self._sleep(delay)
 
     # ------------------------------------------------------------------ learning
 
     def throttled(self, retry_after: float | None, problem: str | None = None) -> None:
         """The provider answered 429: every caller of this organisation (or app) pauses."""
-        _count("Provider429s", self.provider)
+        count_by_provider("Provider429s", self.provider)
         limit = _XERO_PROBLEM_LIMITS.get((problem or "").lower(), "minute")
         if limit == "app minute" and self.app is not None:
             self._app_watched_until = self._clock() + APP_WATCH_SECONDS
@@ -525,12 +522,3 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _count(name: str, provider: Provider) -> None:
-    """One count with the provider as its dimension, flushed at once (not with the function's metrics).
-    Outside a function (no metrics namespace) or with metrics disabled there is nowhere to send it."""
-    if metrics.namespace is None or is_metrics_disabled():
-        return
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
-        metric.add_dimension(name="provider", value=provider.value)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
+from payedge_connect.models import Provider
 from payedge_connect.providers.base import FeeToPost, PaymentToPost, Posted, SkippedRecord
 from payedge_connect.providers.budget import CallerBudget
 from payedge_connect.providers.http import CallCounter, ProviderApi
@@ -47,6 +48,7 @@ class Connector:
     """The common part of a connector. A subclass names its API root and organisation headers
     (`organisation_endpoint`) and its payments module (`payments`)."""
 
+    provider: Provider
     payments: PaymentsModule
 
     def __init__(self, *, base_url: str | None = None) -> None:
@@ -70,6 +72,7 @@ class Connector:
         base_url, headers = self.organisation_endpoint(tenant_id)
         return ProviderApi(
             base_url,
+            provider=self.provider,
             access_token=access_token,
             refresh_access_token=refresh_access_token,
             headers=headers,

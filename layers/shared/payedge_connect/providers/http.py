@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from payedge_connect.observability import logger
+from payedge_connect.observability import count_provider_call, logger
 from payedge_connect.providers.errors import CallBudgetSpent, ProviderError, ProviderUnavailable
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class ProviderApi:
         self,
         base_url: str,
         *,
+        provider: str | None = None,
         access_token: Callable[[], str],
         refresh_access_token: Callable[[], str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -93,6 +94,8 @@ class ProviderApi:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Named: every call sent is counted for the ProviderCalls metric (observability.py).
+        self.provider = provider
         self.budget = budget
         self._access_token = access_token
         self._refresh_access_token = refresh_access_token
@@ -140,6 +143,7 @@ class ProviderApi:
             if self.budget is not None:
                 self.budget.take(units=batch_items or 1, batch=batch_items is not None)
             self.calls.count(route_name)
+            count_provider_call(self.provider)
             try:
                 response = self._http.request(
                     method,

@@ -80,7 +80,7 @@ class SageConnector(Connector):
 
     def tenants(self, access_token: str, callback_params: Mapping[str, str]) -> list[Tenant]:
         # A Sage grant belongs to a user and reaches every business the user has.
-        api = ProviderApi(rebase(API_URL, self._base_url), access_token=lambda: access_token)
+        api = ProviderApi(rebase(API_URL, self._base_url), provider=self.provider, access_token=lambda: access_token)
         body = api.get("businesses", route="GET /businesses").json()
         items: list[dict[str, Any]] = body if isinstance(body, list) else body.get("$items", [])
         return [Tenant(tenant_id=item["id"], name=item.get("name") or item["displayed_as"]) for item in items]

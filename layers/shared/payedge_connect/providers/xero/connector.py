@@ -115,7 +115,9 @@ class XeroConnector(Connector):
         event_id = authentication_event_id(access_token)
         if event_id:
             params["authEventId"] = event_id
-        identity = ProviderApi(rebase(IDENTITY_API_URL, self._base_url), access_token=lambda: access_token)
+        identity = ProviderApi(
+            rebase(IDENTITY_API_URL, self._base_url), provider=self.provider, access_token=lambda: access_token
+        )
         connections: list[dict[str, Any]] = identity.get("connections", params=params).json()
         return [
             Tenant(tenant_id=item["tenantId"], name=item.get("tenantName") or item["tenantId"])
