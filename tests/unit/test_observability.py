@@ -73,6 +73,8 @@ def test_provider_calls_are_counted_per_provider_one_line_each_per_invocation(
 ) -> None:
     monkeypatch.setattr(metrics, "namespace", "PayEdgeConnect")
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    flush_provider_calls()  # what other tests of this process called outside a handler: not this invocation's
+    capsys.readouterr()
     session = requests.Session()
     session.mount("https://", _Ok())
     xero = ProviderApi("https://xero.test", provider="xero", access_token=lambda: "token", http=session)
