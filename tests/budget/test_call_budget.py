@@ -149,6 +149,23 @@ def test_a_waiting_lambda_books_ahead_and_sleeps_without_asking_again(records_ta
     assert second.waits == 1
 
 
+def test_a_booking_is_not_lost_to_calls_booked_earlier_in_the_same_hour(
+    records_table: str, fake_time: FakeTime
+) -> None:
+    limits = ProviderLimits(per_minute=2, per_day=1000)  # Xero's shape: a minute and a day window
+    first = lambda_budget(BudgetStore(records_table), fake_time, limits)
+    second_store = BudgetStore(records_table)
+    second = lambda_budget(second_store, fake_time, limits)
+    # Given the first Lambda took the whole minute, and the minute has passed (the hour has not)
+    first.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+    fake_time.now += MINUTE_WINDOW + 1
+    # When the second, which has seen nothing yet, takes the whole new minute
+    second.take(priority=Priority.INTERACTIVE, time_left=no_deadline)
+    # Then its one booking holds: the day's bucket changed since it looked, but the day has room
+    assert second_store.lost == 0 and second_store.requests == 1
+    assert second.waits == 0
+
+
 def test_a_backfill_booked_ahead_leaves_the_reserve_to_a_payment(store: BudgetStore, fake_time: FakeTime) -> None:
     limits = ProviderLimits(per_minute=60)
     backfill, payment = lambda_budget(store, fake_time, limits), lambda_budget(store, fake_time, limits)
