@@ -1,5 +1,5 @@
 """A cold start loads no provider side: connectors, the call budget, OAuth (requests-oauthlib), the token
-vault, the sync engine and the payment run are imported the first time a provider is called, so a
+refresh, the sync engine and the payment run are imported the first time a provider is called, so a
 function woken by an HTTP read pays for none of them (issue 12).
 
 Each case is a fresh interpreter with the function's environment from template.yaml, as a Lambda cold
