@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,21 +49,32 @@ print(json.dumps({{"read": before, "connector": after}}))
 # The function's environment and its cheap read, as the coldstart bench starts it: worked out in a process
 # of its own (importing the bench sets Powertools' environment, which would leak into this one's tests).
 _SET_UP = """
-import json, sys
+import json
 from bench.coldstart import HANDLERS, _child_environment, function_environment, http_event
 from bench.harness import load_template
-logical_id, route = HANDLERS[sys.argv[1]]
-environment = _child_environment(sys.argv[1], function_environment(load_template(), logical_id), tracing=False)
-print(json.dumps({"environment": environment, "event": http_event(route)}))
+template = load_template()
+print(json.dumps({
+    handler: {
+        "environment": _child_environment(handler, function_environment(template, logical_id), tracing=False),
+        "event": http_event(route),
+    }
+    for handler, (logical_id, route) in HANDLERS.items()
+}))
 """
 
 
+@pytest.fixture(scope="module")
+def starts() -> dict[str, dict[str, Any]]:
+    set_up = subprocess.run([sys.executable, "-c", _SET_UP], capture_output=True, text=True, check=True, cwd=ROOT)
+    result: dict[str, dict[str, Any]] = json.loads(set_up.stdout.strip().splitlines()[-1])
+    return result
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
-def test_an_http_read_loads_no_provider_side_until_a_provider_is_called(handler: str) -> None:
-    set_up = subprocess.run(
-        [sys.executable, "-c", _SET_UP, handler], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    start = json.loads(set_up.stdout.strip().splitlines()[-1])
+def test_an_http_read_loads_no_provider_side_until_a_provider_is_called(
+    handler: str, starts: dict[str, dict[str, Any]]
+) -> None:
+    start = starts[handler]
     probe = _PROBE.format(side=PROVIDER_SIDE)
     done = subprocess.run(
         [sys.executable, "-c", probe, json.dumps(start["event"])],

@@ -4,7 +4,7 @@ Field names are snake_case in Python and camelCase on the wire (`amountDue`, `co
 Amounts are Decimals, serialised as strings so that "100.00" keeps its two places; never floats.
 """
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
@@ -21,6 +21,11 @@ CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
 IDENTIFIER_MAX_LENGTH = 64
 Identifier = Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)]
+
+
+def now_utc() -> datetime:
+    """The service's clock: every time a record holds is aware and in UTC."""
+    return datetime.now(UTC)
 
 
 class Record(BaseModel):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from functools import cached_property, partial
+from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from payedge_connect.models import Provider
+from payedge_connect.models import Provider, now_utc
 from payedge_connect.storage import RecordsStore, Retention
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from payedge_connect.tokens.vault import TokenVault
 
 _APP_CREDENTIALS_CACHE_SECONDS = 300
-_utc_now = partial(datetime.now, UTC)
 
 
 class Services:
@@ -40,7 +39,7 @@ class Services:
         self,
         settings: ProviderSettings,
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = now_utc,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings

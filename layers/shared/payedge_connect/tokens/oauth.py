@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -17,6 +17,7 @@ from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, OAuth2Error
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
+from payedge_connect.models import now_utc
 from payedge_connect.tokens.errors import GrantRevoked, TokenEndpointError
 from payedge_connect.tokens.vault import TokenSet
 
@@ -40,10 +41,6 @@ class AppCredentials:
 class AuthorizationRequest:
     url: str
     code_verifier: str | None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class OAuthClient:

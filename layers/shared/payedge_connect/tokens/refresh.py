@@ -20,10 +20,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from payedge_connect.errors import PayEdgeError
+from payedge_connect.models import now_utc
 from payedge_connect.observability import logger
 from payedge_connect.storage import RecordsStore
 from payedge_connect.tokens.errors import GrantRevoked, TokenEndpointError
-from payedge_connect.tokens.oauth import OAuthClient, now_utc
+from payedge_connect.tokens.oauth import OAuthClient
 from payedge_connect.tokens.vault import TokenSet, TokenVault
 
 # Refresh this long before expiry, so a token never expires in the middle of a page of calls.
